@@ -1,0 +1,38 @@
+/**
+ * Errors users see. Each carries a stable code and, where known, the place
+ * that caused it ("data.jsonl:17 messages[3].role"). The CLI prints
+ * `error[CODE] where: message` and exits 2; it never prints a stack trace for
+ * these.
+ */
+export type ErrorCode =
+  | 'USAGE'
+  | 'CONFIG_INVALID'
+  | 'FILE_MISSING'
+  | 'FILE_CORRUPT'
+  | 'DATA_INVALID'
+  | 'TEMPLATE_ERROR'
+  | 'TEMPLATE_MISSING'
+  | 'TEMPLATE_SPAN'
+  | 'TOKENIZER_ERROR'
+  | 'LABELS_INVARIANT'
+  | 'NO_EOT_SUPERVISED'
+  | 'MODEL_INVALID'
+  | 'CHECKPOINT_INVALID'
+  | 'EXPORT_ERROR'
+  | 'ENGINE_ERROR';
+
+export class ChatsftError extends Error {
+  readonly code: ErrorCode;
+  readonly where: string | undefined;
+
+  constructor(code: ErrorCode, message: string, where?: string) {
+    super(where ? `${where}: ${message}` : message);
+    this.name = 'ChatsftError';
+    this.code = code;
+    this.where = where;
+  }
+}
+
+export function isChatsftError(e: unknown): e is ChatsftError {
+  return e instanceof ChatsftError;
+}
