@@ -121,13 +121,13 @@ export function parseLine(text: string, line: number): ParsedLine {
 }
 
 /** Stream the lines of a JSONL file, parsed. Line numbers are 1-based. */
-export async function* readConversations(file: string): AsyncGenerator<ParsedLine> {
+export async function* readConversations(file: string): AsyncGenerator<ParsedLine & { bytes: number }> {
   if (!existsSync(file)) throw new ChatsftError('FILE_MISSING', 'data file not found', file);
   const rl = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
   let line = 0;
   for await (const text of rl) {
     line++;
-    yield parseLine(text, line);
+    yield { ...parseLine(text, line), bytes: Buffer.byteLength(text) + 1 };
   }
 }
 

@@ -8,7 +8,7 @@ import { ChatsftError, isChatsftError } from '../errors.js';
 import type { Example } from '../batch/types.js';
 import type { Conversation } from '../data/conversations.js';
 import { renderWithSpans, type RenderedChat } from '../template/spans.js';
-import { encodeTexts } from '../tokenize/encode.js';
+import { encodeTexts, type Tokens } from '../tokenize/encode.js';
 import { specialMatcher, type SpecialMatcher } from '../tokenize/special.js';
 import type { TokenizerSetup, TrainOn } from '../tokenize/setup.js';
 import { buildLabels, checkInvariants, type Labelled, type Turn } from './build.js';
@@ -42,9 +42,21 @@ export interface DroppedExample {
 
 export type EncodeResult = EncodedExample | DroppedExample;
 
+/** Conversations rendered and handed to the tokenizer, not yet labelled. */
+export interface Staged {
+  pending: Pending[];
+  tokens: Promise<Tokens[]>;
+}
+
 export interface Encoder {
   setup: TokenizerSetup;
   options: Required<Omit<EncodeOptions, 'maxLength'>> & { maxLength: number | undefined };
+  /**
+   * Render synchronously and start tokenizing in the tokenizer's threads;
+   * the caller can render the next chunk while this one tokenizes.
+   */
+  start(items: Array<{ conversation: Conversation; line: number }>): Staged;
+  finish(staged: Staged): Promise<EncodeResult[]>;
   encode(items: Array<{ conversation: Conversation; line: number }>): Promise<EncodeResult[]>;
 }
 
@@ -59,19 +71,25 @@ export function createEncoder(setup: TokenizerSetup, opts: EncodeOptions = {}): 
   } as const;
   const matcher = specialMatcher(setup.specialStrings);
 
-  async function encode(items: Array<{ conversation: Conversation; line: number }>): Promise<EncodeResult[]> {
+  function start(items: Array<{ conversation: Conversation; line: number }>): Staged {
     const pending = items.map((it) => prepareOne(setup, matcher, options.allowSpecialTokensInContent, it.conversation, it.line));
     const texts: string[] = [];
     for (const p of pending) if (!('ok' in p)) texts.push(p.rendered.text);
-    const tokens = await encodeTexts(setup.tokenizer, texts);
+    const tokens = encodeTexts(setup.tokenizer, texts);
+    tokens.catch(() => undefined); // handled in finish(); avoid an unhandled rejection meanwhile
+    return { pending, tokens };
+  }
+
+  async function finish(staged: Staged): Promise<EncodeResult[]> {
+    const tokens = await staged.tokens;
     let ti = 0;
     const out: EncodeResult[] = [];
-    for (const p of pending) {
+    for (const p of staged.pending) {
       if ('ok' in p) {
         out.push(p);
         continue;
       }
-      const r = finish(setup, options.trainOn, p.conv, p.line, p.rendered, tokens[ti++]!);
+      const r = finishOne(setup, options.trainOn, p.conv, p.line, p.rendered, tokens[ti++]!);
       if (!r.ok || options.maxLength === undefined || r.example.inputIds.length <= options.maxLength) {
         out.push(r);
       } else if (options.truncation === 'truncate_turns') {
@@ -82,7 +100,7 @@ export function createEncoder(setup: TokenizerSetup, opts: EncodeOptions = {}): 
     }
     return out;
   }
-  return { setup, options, encode };
+  return { setup, options, start, finish, encode: (items) => finish(start(items)) };
 }
 
 function prepareOne(
@@ -110,13 +128,13 @@ function prepareOne(
   }
 }
 
-function finish(
+function finishOne(
   setup: TokenizerSetup,
   trainOn: TrainOn,
   conv: Conversation,
   line: number,
   rendered: RenderedChat,
-  tokens: Parameters<typeof buildLabels>[4],
+  tokens: Tokens,
 ): EncodeResult {
   const r = buildLabels(setup, conv, rendered.text, rendered.spans, tokens, trainOn);
   if (!r.ok) return { ok: false, line, reason: r.reason, detail: r.detail };
@@ -162,7 +180,7 @@ async function truncateTurns(
     }
     const [tokens] = await encodeTexts(setup.tokenizer, [rendered.text]);
     if (!tokens) throw new ChatsftError('TOKENIZER_ERROR', 'empty encode result');
-    const r = finish(setup, trainOn, shorter, line, rendered, tokens);
+    const r = finishOne(setup, trainOn, shorter, line, rendered, tokens);
     if (r.ok && r.example.inputIds.length <= maxLength) return { ...r, truncated: true };
   }
   return { ok: false, line, reason: 'too_long', detail: `${full.example.inputIds.length} tokens > max_length ${maxLength} and no shorter prefix of whole turns fits` };

@@ -1,0 +1,53 @@
+// chatsft inspect --model ./qwen3 --data chats.jsonl --index 3 [--html page.html]
+import type { Command } from 'commander';
+import { resolve } from 'node:path';
+import { ChatsftError } from '../errors.js';
+import { readConversations, formatIssue } from '../data/conversations.js';
+import { createEncoder } from '../labels/encode.js';
+import { buildView, renderHtml, renderTerminal, type InspectView } from '../inspect/view.js';
+import { writeFileAtomic } from '../prepare/shards.js';
+import { action, addConfigFlags, configFrom, printJson, useColor } from './common.js';
+import { encodeOptionsFrom, PIPELINE_KEYS, setupFromConfig } from './prepare.js';
+
+export function registerInspect(program: Command): void {
+  const cmd = program.command('inspect').description('show tokens of conversations, trained vs masked, EOT highlighted');
+  addConfigFlags(cmd, PIPELINE_KEYS)
+    .option('--index <n>', '0-based index of the conversation among the valid lines', '0')
+    .option('--count <n>', 'number of conversations to show', '1')
+    .option('--html <file>', 'also write a self-contained HTML page')
+    .option('--json', 'print tokens and turn counts as JSON')
+    .action(
+      action(async (opts: Record<string, unknown>) => {
+        const cfg = configFrom(opts);
+        if (!cfg.data.train) throw new ChatsftError('USAGE', 'missing --data FILE');
+        const index = Number(opts['index']);
+        const count = Number(opts['count']);
+        if (!Number.isInteger(index) || index < 0) throw new ChatsftError('USAGE', '--index must be a non-negative integer');
+        if (!Number.isInteger(count) || count < 1) throw new ChatsftError('USAGE', '--count must be a positive integer');
+        const setup = setupFromConfig(cfg);
+        const encoder = createEncoder(setup, encodeOptionsFrom(cfg));
+        const views: InspectView[] = [];
+        let seen = 0;
+        for await (const parsed of readConversations(cfg.data.train)) {
+          if (parsed.ok === 'blank') continue;
+          if (parsed.ok === false) {
+            process.stderr.write(`warning: ${formatIssue(cfg.data.train, parsed.issue)}\n`);
+            continue;
+          }
+          if (seen++ < index) continue;
+          const [r] = await encoder.encode([{ conversation: parsed.conversation, line: parsed.line }]);
+          if (!r) continue;
+          if (!r.ok) process.stderr.write(`${cfg.data.train}:${r.line} dropped (${r.reason}): ${r.detail}\n`);
+          else views.push(buildView(setup, r));
+          if (views.length >= count || seen >= index + count) break;
+        }
+        if (views.length === 0) throw new ChatsftError('USAGE', `no conversation to show at index ${index}`, cfg.data.train);
+        if (opts['html']) {
+          writeFileAtomic(opts['html'] as string, renderHtml(views, `chatsft inspect: ${cfg.data.train}`));
+          process.stderr.write(`wrote ${resolve(opts['html'] as string)}\n`);
+        }
+        if (opts['json']) printJson(views);
+        else process.stdout.write(views.map((v) => renderTerminal(v, useColor(process.stdout))).join('\n\n') + '\n');
+      }),
+    );
+}

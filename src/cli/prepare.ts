@@ -1,0 +1,119 @@
+// chatsft prepare --model ./mistral --data chats.jsonl --out prepared/ --max-length 2048 --packing
+import type { Command } from 'commander';
+import { resolve } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { ChatsftError } from '../errors.js';
+import { loadModelFolder } from '../model/folder.js';
+import { setupTokenizer } from '../tokenize/setup.js';
+import { prepareToDir } from '../prepare/prepare.js';
+import type { ShardFormat } from '../prepare/shards.js';
+import type { SftConfig } from '../config/schema.js';
+import { createProgress } from '../util/progress.js';
+import { action, addConfigFlags, configFrom, printJson, VERSION } from './common.js';
+
+export const PIPELINE_KEYS = [
+  'model',
+  'data',
+  'template',
+  'template_vars',
+  'train_on',
+  'max_length',
+  'truncation',
+  'packing',
+  'pad',
+  'padding_side',
+  'allow_special_tokens_in_content',
+];
+
+export function setupFromConfig(cfg: SftConfig): ReturnType<typeof setupTokenizer> {
+  if (!cfg.model) throw new ChatsftError('USAGE', 'missing --model DIR (or model: in the config)');
+  return setupTokenizer(loadModelFolder(cfg.model), {
+    template: cfg.template,
+    pad: cfg.pad,
+    paddingSide: cfg.padding_side,
+    templateVars: cfg.template_vars,
+  });
+}
+
+export function encodeOptionsFrom(cfg: SftConfig) {
+  return {
+    trainOn: cfg.train_on,
+    ...(cfg.max_length !== undefined ? { maxLength: cfg.max_length } : {}),
+    truncation: cfg.truncation,
+    allowSpecialTokensInContent: cfg.allow_special_tokens_in_content,
+  };
+}
+
+export function registerPrepare(program: Command): void {
+  const cmd = program
+    .command('prepare')
+    .description('conversations (JSONL) → tokenized, masked (optionally packed) shards + manifest.json');
+  addConfigFlags(cmd, PIPELINE_KEYS)
+    .requiredOption('--out <dir>', 'output folder')
+    .option('--format <format>', 'parquet or jsonl', 'parquet')
+    .option('--shard-rows <n>', 'rows per shard file', '50000')
+    .option('--overwrite', 'replace a non-empty output folder')
+    .option('--json', 'print the manifest summary as JSON on stdout')
+    .option('--quiet', 'no progress or per-line reports')
+    .action(
+      action(async (opts: Record<string, unknown>) => {
+        const cfg = configFrom(opts);
+        if (!cfg.data.train) throw new ChatsftError('USAGE', 'missing --data FILE');
+        const format = opts['format'] as ShardFormat;
+        if (format !== 'parquet' && format !== 'jsonl') throw new ChatsftError('USAGE', `--format must be parquet or jsonl, not ${String(format)}`);
+        const setup = setupFromConfig(cfg);
+        if (setup.padWarning && !opts['quiet']) process.stderr.write(`warning: ${setup.padWarning}\n`);
+        if (!existsSync(cfg.data.train)) throw new ChatsftError('FILE_MISSING', 'data file not found', cfg.data.train);
+        const totalMb = statSync(cfg.data.train).size / 1e6;
+        const progress = createProgress({ label: 'prepare', unit: 'MB', total: totalMb, silent: Boolean(opts['quiet']) });
+        let shown = 0;
+        const manifest = await prepareToDir(setup, cfg.data.train, {
+          ...encodeOptionsFrom(cfg),
+          packing: cfg.packing,
+          out: opts['out'] as string,
+          format,
+          shardRows: Number(opts['shardRows'] ?? 50000),
+          overwrite: Boolean(opts['overwrite']),
+          modelDir: resolve(cfg.model as string),
+          version: VERSION,
+          ...(cfg.data.eval ? { evalData: cfg.data.eval } : {}),
+          onProgress: (p) => {
+            progress.update(p.bytes / 1e6, { tokens: p.tokens - shown, info: `${p.examples} examples` });
+            shown = p.tokens;
+          },
+          onIssue: (m) => {
+            if (!opts['quiet']) progress.log(`warning: ${m}`);
+          },
+        });
+        progress.done(`prepared ${manifest.examples} examples, ${manifest.tokens} tokens in ${progress.elapsed().toFixed(1)} s`);
+        const summary = {
+          out: resolve(opts['out'] as string),
+          examples: manifest.examples,
+          rows: manifest.rows,
+          tokens: manifest.tokens,
+          supervised_tokens: manifest.supervised_tokens,
+          assistant_turns: manifest.assistant_turns,
+          trained_turns: manifest.trained_turns,
+          supervised_eot: manifest.supervised_eot,
+          dropped: manifest.dropped,
+          pad_token: manifest.pad_token,
+          pad_token_id: manifest.pad_token_id,
+          eot_token_ids: manifest.eot_token_ids,
+          shards: manifest.shards,
+        };
+        if (opts['json']) printJson(summary);
+        else {
+          const dropped = Object.entries(manifest.dropped).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+          process.stdout.write(
+            `wrote ${manifest.shards.length} shard(s) to ${summary.out}\n` +
+              `examples ${manifest.examples}  rows ${manifest.rows}  tokens ${manifest.tokens}  supervised ${manifest.supervised_tokens}\n` +
+              `assistant turns ${manifest.assistant_turns}  trained ${manifest.trained_turns}  EOT supervised ${manifest.supervised_eot}/${manifest.trained_turns}\n` +
+              `pad ${manifest.pad_token} (${manifest.pad_token_id})  EOT ids ${manifest.eot_token_ids.join(', ') || 'none'}  dropped: ${dropped}\n`,
+          );
+        }
+        if (manifest.trained_turns > 0 && manifest.supervised_eot < manifest.trained_turns) {
+          throw new ChatsftError('LABELS_INVARIANT', 'some trained turns have no supervised EOT');
+        }
+      }),
+    );
+}

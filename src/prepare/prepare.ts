@@ -1,0 +1,307 @@
+/**
+ * `prepare`: conversations → labelled (optionally packed) rows, streamed
+ * from JSONL in chunks, with the statistics of the manifest (SPEC §5).
+ * `prepareRows` keeps rows in memory (the trainer's path); `prepareToDir`
+ * writes shards + manifest.json into a staging folder renamed at the end.
+ */
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { ChatsftError } from '../errors.js';
+import type { Example, Row } from '../batch/types.js';
+import { packExamples } from '../batch/pack.js';
+import { formatIssue, readConversations, type Conversation } from '../data/conversations.js';
+import { createEncoder, type EncodeOptions, type EncodeResult, type Staged } from '../labels/encode.js';
+import type { TokenizerSetup } from '../tokenize/setup.js';
+import { writeFileAtomic, writeShard, type ShardFormat } from './shards.js';
+
+export interface SplitStats {
+  lines: number;
+  examples: number;
+  rows: number;
+  tokens: number;
+  supervised_tokens: number;
+  assistant_turns: number;
+  trained_turns: number;
+  supervised_eot: number;
+  truncated: number;
+  dropped: Record<string, number>;
+  eot_token_ids: number[];
+  /** The first problems, as file:line field: message. */
+  issues: string[];
+}
+
+export interface PrepareProgress {
+  bytes: number;
+  totalBytes: number;
+  examples: number;
+  tokens: number;
+}
+
+export interface PrepareOptions extends EncodeOptions {
+  packing?: boolean;
+  /** Conversations per tokenizer batch. */
+  chunkSize?: number;
+  /** Examples per packing window (packing is best-fit-decreasing within a window). */
+  packWindow?: number;
+  onProgress?: (p: PrepareProgress) => void;
+  /** Called for each bad or dropped line (file:line field: message). */
+  onIssue?: (message: string) => void;
+}
+
+const MAX_ISSUES_KEPT = 50;
+
+function emptyStats(): SplitStats {
+  return {
+    lines: 0,
+    examples: 0,
+    rows: 0,
+    tokens: 0,
+    supervised_tokens: 0,
+    assistant_turns: 0,
+    trained_turns: 0,
+    supervised_eot: 0,
+    truncated: 0,
+    dropped: {},
+    eot_token_ids: [],
+    issues: [],
+  };
+}
+
+function note(stats: SplitStats, opts: PrepareOptions, message: string): void {
+  if (stats.issues.length < MAX_ISSUES_KEPT) stats.issues.push(message);
+  opts.onIssue?.(message);
+}
+
+function account(stats: SplitStats, file: string, r: EncodeResult, opts: PrepareOptions, eots: Set<number>): Example | undefined {
+  if (!r.ok) {
+    stats.dropped[r.reason] = (stats.dropped[r.reason] ?? 0) + 1;
+    note(stats, opts, `${file}:${r.line} dropped (${r.reason}): ${r.detail}`);
+    return undefined;
+  }
+  stats.examples++;
+  stats.tokens += r.example.inputIds.length;
+  if (r.truncated) stats.truncated++;
+  for (const l of r.example.labels) if (l !== -100) stats.supervised_tokens++;
+  for (const t of r.turns) {
+    stats.assistant_turns++;
+    if (!t.trained) continue;
+    stats.trained_turns++;
+    if (r.example.labels[t.eot] === r.example.inputIds[t.eot]) {
+      stats.supervised_eot++;
+      eots.add(t.eotId);
+    }
+  }
+  return r.example;
+}
+
+/**
+ * Stream a JSONL file through the encoder, handing finished rows to `emit`
+ * in input order. Tokenization of one chunk overlaps rendering of the next.
+ */
+export async function processFile(
+  setup: TokenizerSetup,
+  file: string,
+  opts: PrepareOptions,
+  emit: (rows: Row[]) => void,
+): Promise<SplitStats> {
+  const encoder = createEncoder(setup, opts);
+  const stats = emptyStats();
+  const eots = new Set<number>();
+  const chunkSize = opts.chunkSize ?? 256;
+  const packing = opts.packing ?? false;
+  if (packing && opts.maxLength === undefined) throw new ChatsftError('CONFIG_INVALID', 'packing needs max_length', 'max_length');
+  const totalBytes = statSync(file).size;
+  let bytes = 0;
+  let window: Example[] = [];
+  const flushWindow = (): void => {
+    if (window.length === 0) return;
+    const rows = packExamples(window, opts.maxLength as number);
+    stats.rows += rows.length;
+    emit(rows);
+    window = [];
+  };
+  const take = async (staged: Staged): Promise<void> => {
+    const results = await encoder.finish(staged);
+    const rows: Row[] = [];
+    for (const r of results) {
+      const ex = account(stats, file, r, opts, eots);
+      if (!ex) continue;
+      if (packing) window.push(ex);
+      else rows.push({ inputIds: ex.inputIds, labels: ex.labels, source: ex.source });
+    }
+    if (packing) {
+      if (window.length >= (opts.packWindow ?? 20000)) flushWindow();
+    } else if (rows.length) {
+      stats.rows += rows.length;
+      emit(rows);
+    }
+    opts.onProgress?.({ bytes, totalBytes, examples: stats.examples, tokens: stats.tokens });
+  };
+
+  let chunk: Array<{ conversation: Conversation; line: number }> = [];
+  let inFlight: Staged | undefined;
+  for await (const parsed of readConversations(file)) {
+    stats.lines = parsed.line;
+    bytes += parsed.bytes;
+    if (parsed.ok === 'blank') continue;
+    if (parsed.ok === false) {
+      stats.dropped['invalid'] = (stats.dropped['invalid'] ?? 0) + 1;
+      note(stats, opts, formatIssue(file, parsed.issue));
+      continue;
+    }
+    chunk.push({ conversation: parsed.conversation, line: parsed.line });
+    if (chunk.length >= chunkSize) {
+      const staged = encoder.start(chunk);
+      chunk = [];
+      if (inFlight) await take(inFlight);
+      inFlight = staged;
+    }
+  }
+  if (chunk.length) {
+    const staged = encoder.start(chunk);
+    if (inFlight) await take(inFlight);
+    inFlight = staged;
+  }
+  bytes = totalBytes;
+  if (inFlight) await take(inFlight);
+  flushWindow();
+  stats.eot_token_ids = [...eots].sort((a, b) => a - b);
+  return stats;
+}
+
+/** Prepare a file into memory (what `train` does with a JSONL path). */
+export async function prepareRows(setup: TokenizerSetup, file: string, opts: PrepareOptions = {}): Promise<{ rows: Row[]; stats: SplitStats }> {
+  const rows: Row[] = [];
+  const stats = await processFile(setup, file, opts, (r) => {
+    for (const x of r) rows.push(x);
+  });
+  return { rows, stats };
+}
+
+export interface Manifest {
+  chatsft_version: string;
+  created: string;
+  model: string;
+  data: string;
+  examples: number;
+  rows: number;
+  tokens: number;
+  supervised_tokens: number;
+  assistant_turns: number;
+  trained_turns: number;
+  supervised_eot: number;
+  truncated: number;
+  dropped: Record<string, number>;
+  issues: string[];
+  pad_token: string;
+  pad_token_id: number;
+  padding_side: 'left' | 'right';
+  eot_token_ids: number[];
+  added_tokens: Array<{ content: string; id: number }>;
+  vocab_size: number;
+  train_on: string;
+  template: { origin: string; source: string; sha256: string };
+  tokenizer_sha256: string;
+  max_length: number | null;
+  truncation: string;
+  packing: boolean;
+  format: ShardFormat;
+  shards: string[];
+  eval?: Omit<SplitStats, 'lines'> & { shards: string[]; data: string };
+}
+
+export const MANIFEST = 'manifest.json';
+
+export interface PrepareToDirOptions extends PrepareOptions {
+  out: string;
+  format?: ShardFormat;
+  evalData?: string;
+  /** Rows per shard file. */
+  shardRows?: number;
+  overwrite?: boolean;
+  modelDir: string;
+  version: string;
+}
+
+export async function prepareToDir(setup: TokenizerSetup, data: string, opts: PrepareToDirOptions): Promise<Manifest> {
+  const out = resolve(opts.out);
+  if (existsSync(out) && readdirSync(out).length > 0 && !opts.overwrite) {
+    throw new ChatsftError('USAGE', 'output folder exists and is not empty (pass --overwrite to replace it)', out);
+  }
+  const format = opts.format ?? 'parquet';
+  const shardRows = opts.shardRows ?? 50000;
+  mkdirSync(dirname(out), { recursive: true });
+  const staging = join(dirname(out), `.${basename(out)}.partial-${process.pid}`);
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging, { recursive: true });
+  try {
+    const writeSplit = async (split: string, file: string): Promise<{ stats: SplitStats; shards: string[] }> => {
+      const shards: string[] = [];
+      let buffer: Row[] = [];
+      const flush = (): void => {
+        if (buffer.length === 0) return;
+        shards.push(writeShard(staging, split, shards.length, buffer, opts.packing ?? false, format));
+        buffer = [];
+      };
+      const stats = await processFile(setup, file, opts, (rows) => {
+        for (const r of rows) {
+          buffer.push(r);
+          if (buffer.length >= shardRows) flush();
+        }
+      });
+      flush();
+      if (shards.length === 0) shards.push(writeShard(staging, split, 0, [], opts.packing ?? false, format));
+      return { stats, shards };
+    };
+    const train = await writeSplit('train', data);
+    const evalSplit = opts.evalData ? await writeSplit('eval', opts.evalData) : undefined;
+    const s = train.stats;
+    const manifest: Manifest = {
+      chatsft_version: opts.version,
+      created: new Date().toISOString(),
+      model: opts.modelDir,
+      data,
+      examples: s.examples,
+      rows: s.rows,
+      tokens: s.tokens,
+      supervised_tokens: s.supervised_tokens,
+      assistant_turns: s.assistant_turns,
+      trained_turns: s.trained_turns,
+      supervised_eot: s.supervised_eot,
+      truncated: s.truncated,
+      dropped: s.dropped,
+      issues: s.issues,
+      pad_token: setup.padToken,
+      pad_token_id: setup.padId,
+      padding_side: setup.paddingSide,
+      eot_token_ids: s.eot_token_ids,
+      added_tokens: setup.addedTokens,
+      vocab_size: setup.vocabSize,
+      train_on: opts.trainOn ?? 'assistant',
+      template: { origin: setup.template.origin, source: setup.template.source, sha256: setup.template.sha256 },
+      tokenizer_sha256: setup.folder.tokenizerSha256,
+      max_length: opts.maxLength ?? null,
+      truncation: opts.truncation ?? 'drop',
+      packing: opts.packing ?? false,
+      format,
+      shards: train.shards,
+      ...(evalSplit && opts.evalData
+        ? { eval: { ...omitLines(evalSplit.stats), shards: evalSplit.shards, data: opts.evalData } }
+        : {}),
+    };
+    writeFileAtomic(join(staging, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
+    // The tokenizer the ids refer to (with any tokens chatsft added).
+    setup.tokenizer.save(join(staging, 'tokenizer.json'));
+    if (existsSync(out)) rmSync(out, { recursive: true, force: true });
+    renameSync(staging, out);
+    return manifest;
+  } catch (e) {
+    rmSync(staging, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+function omitLines(s: SplitStats): Omit<SplitStats, 'lines'> {
+  const { lines: _lines, ...rest } = s;
+  return rest;
+}
