@@ -13,6 +13,9 @@ import { createHash } from 'node:crypto';
 import { Template } from '@huggingface/jinja';
 import { ChatsftError } from '../errors.js';
 import type { Conversation } from '../data/conversations.js';
+import { installJinjaCompat } from './jinja-compat.js';
+
+installJinjaCompat();
 
 /** Sentinels from the Unicode private-use area; content holding them is rejected. */
 export const GEN_OPEN = '\uE000';
