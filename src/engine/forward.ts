@@ -1,0 +1,258 @@
+/**
+ * The decoder forward pass and the causal-LM loss on a collated Batch.
+ * Everything that allocates runs inside the caller's tf.tidy.
+ */
+import { tf } from './backend.js';
+import type { Batch } from '../batch/types.js';
+import { IGNORE_INDEX } from '../batch/types.js';
+import type { LlamaConfig } from './config.js';
+import { attention, custom, gatherRows, headLoss, headLossWithGrad, linear } from './ops.js';
+import type { ForwardOptions, LlamaModel } from './types.js';
+import { loraDelta } from './lora.js';
+
+/** Rows of [chunk, vocab] logits alive at once in the loss. */
+export const LOSS_CHUNK = 256;
+/** Additive mask value; finite so fully-masked (padding) rows stay NaN-free. */
+const NEG = -1e9;
+
+/** Rotary inverse frequencies [headDim/2], with Llama 3 scaling when configured. */
+export function ropeInvFreq(c: LlamaConfig): Float64Array {
+  const half = c.headDim / 2;
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(c.ropeTheta, (2 * i) / c.headDim);
+  const rs = c.ropeScaling;
+  if (rs) {
+    const lowWl = rs.originalMaxPositionEmbeddings / rs.lowFreqFactor;
+    const highWl = rs.originalMaxPositionEmbeddings / rs.highFreqFactor;
+    for (let i = 0; i < half; i++) {
+      const wl = (2 * Math.PI) / inv[i]!;
+      if (wl > lowWl) inv[i] = inv[i]! / rs.factor;
+      else if (wl >= highWl) {
+        const smooth = (rs.originalMaxPositionEmbeddings / wl - rs.lowFreqFactor) / (rs.highFreqFactor - rs.lowFreqFactor);
+        inv[i] = (1 - smooth) * (inv[i]! / rs.factor) + smooth * inv[i]!;
+      }
+    }
+  }
+  return inv;
+}
+
+/** cos/sin tables [N, headDim] for the given positions (HF: cat(freqs, freqs)). */
+export function ropeTables(c: LlamaConfig, positions: Int32Array): { cos: Float32Array; sin: Float32Array } {
+  const inv = ropeInvFreq(c);
+  const hd = c.headDim;
+  const half = hd / 2;
+  const cos = new Float32Array(positions.length * hd);
+  const sin = new Float32Array(positions.length * hd);
+  for (let n = 0; n < positions.length; n++) {
+    const p = positions[n]!;
+    for (let i = 0; i < half; i++) {
+      // HF computes position × inv_freq in f32; Math.fround keeps that rounding.
+      const a = Math.fround(p * Math.fround(inv[i]!));
+      const cv = Math.cos(a);
+      const sv = Math.sin(a);
+      cos[n * hd + i] = cv;
+      cos[n * hd + i + half] = cv;
+      sin[n * hd + i] = sv;
+      sin[n * hd + i + half] = sv;
+    }
+  }
+  return { cos, sin };
+}
+
+/**
+ * Additive attention bias [B, T, T]: token i sees token j iff j ≤ i and both
+ * lie in the same non-zero segment. Padding (segment 0) sees only itself.
+ */
+export function attentionBias(batch: Batch): Float32Array {
+  const { batchSize: B, seqLen: T, segmentIds } = batch;
+  const bias = new Float32Array(B * T * T).fill(NEG);
+  for (let b = 0; b < B; b++) {
+    for (let i = 0; i < T; i++) {
+      const si = segmentIds[b * T + i]!;
+      const row = (b * T + i) * T;
+      if (si === 0) {
+        bias[row + i] = 0;
+        continue;
+      }
+      for (let j = 0; j <= i; j++) if (segmentIds[b * T + j] === si) bias[row + j] = 0;
+    }
+  }
+  return bias;
+}
+
+export function rmsNorm(x: tf.Tensor, w: tf.Tensor, eps: number): tf.Tensor {
+  const variance = tf.mean(tf.square(x), -1, true);
+  return tf.mul(tf.mul(x, tf.rsqrt(tf.add(variance, eps))), w);
+}
+
+/** HF rotate_half on the last axis: cat(−x2, x1). */
+function rotateHalf(x: tf.Tensor): tf.Tensor {
+  const half = x.shape[x.rank - 1]! / 2;
+  const [x1, x2] = tf.split(x, [half, half], -1) as [tf.Tensor, tf.Tensor];
+  return tf.concat([tf.neg(x2), x1], -1);
+}
+
+/** Applies rotary embeddings to x [B, T, heads, hd] with cos/sin [B, T, 1, hd]. */
+function rope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor {
+  return tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin));
+}
+
+/** A projection `name` (module path) on x [N, in] → [N, out], with bias and LoRA. */
+export function project(model: LlamaModel, name: string, x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D {
+  let y = linear(x, model.params.get(`${name}.weight`)! as tf.Tensor as tf.Tensor2D);
+  const bias = model.params.get(`${name}.bias`);
+  if (bias) y = tf.add(y, bias);
+  const d = loraDelta(model, name, x, opts);
+  return d ? tf.add(y, d) : y;
+}
+
+/** Embedding table [V, d] including trained LoRA rows. */
+export function embeddingTable(model: LlamaModel): tf.Tensor2D {
+  const e = model.params.get('model.embed_tokens.weight')! as tf.Tensor as tf.Tensor2D;
+  const lora = model.lora;
+  if (!lora || !lora.embedDelta) return e;
+  const delta = lora.embedDelta;
+  const rows = tf.tensor2d(lora.embedRows, [lora.embedRows.length, 1], 'int32');
+  // ScatterNd's gradient is not registered on wasm; gathering dy's rows is it.
+  const scatter = custom<tf.Tensor2D>(([d], save) => {
+    save([rows]);
+    return {
+      value: tf.scatterND(rows, d!, e.shape),
+      gradFunc: (dy, saved) => [tf.gather(dy, tf.reshape(saved[0]!, [-1]))],
+    };
+  });
+  return tf.add(e, scatter(delta)) as tf.Tensor2D;
+}
+
+export interface LayerInput {
+  /** [B·T, d] hidden states. */
+  x: tf.Tensor2D;
+  B: number;
+  T: number;
+  /** [B, T, 1, hd] rotary tables. */
+  cos: tf.Tensor;
+  sin: tf.Tensor;
+}
+
+/**
+ * q, k, v of one layer, after bias, q/k norm and RoPE:
+ * q [B, H, T, hd], k/v [B, KV, T, hd].
+ */
+export function qkv(model: LlamaModel, l: number, hn: tf.Tensor2D, inp: LayerInput, opts: ForwardOptions): { q: tf.Tensor4D; k: tf.Tensor4D; v: tf.Tensor4D } {
+  const c = model.config;
+  const { B, T } = inp;
+  const p = `model.layers.${l}.self_attn`;
+  let q: tf.Tensor = tf.reshape(project(model, `${p}.q_proj`, hn, opts), [B, T, c.numAttentionHeads, c.headDim]);
+  let k: tf.Tensor = tf.reshape(project(model, `${p}.k_proj`, hn, opts), [B, T, c.numKeyValueHeads, c.headDim]);
+  const v = tf.reshape(project(model, `${p}.v_proj`, hn, opts), [B, T, c.numKeyValueHeads, c.headDim]);
+  if (c.qkNorm) {
+    q = rmsNorm(q, model.params.get(`${p}.q_norm.weight`)!, c.rmsNormEps);
+    k = rmsNorm(k, model.params.get(`${p}.k_norm.weight`)!, c.rmsNormEps);
+  }
+  q = rope(q, inp.cos, inp.sin);
+  k = rope(k, inp.cos, inp.sin);
+  const perm = [0, 2, 1, 3];
+  return { q: tf.transpose(q, perm) as tf.Tensor4D, k: tf.transpose(k, perm) as tf.Tensor4D, v: tf.transpose(v, perm) as tf.Tensor4D };
+}
+
+/** Attention output [B, H, T, hd] → o_proj, plus the MLP block; returns the new residual [B·T, d]. */
+export function finishLayer(model: LlamaModel, l: number, x: tf.Tensor2D, attn: tf.Tensor4D, opts: ForwardOptions): tf.Tensor2D {
+  const c = model.config;
+  const [B, H, T, hd] = attn.shape;
+  const p = `model.layers.${l}`;
+  const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [B * T, H * hd]) as tf.Tensor2D;
+  const h = tf.add(x, project(model, `${p}.self_attn.o_proj`, merged, opts)) as tf.Tensor2D;
+  const hn = rmsNorm(h, model.params.get(`${p}.post_attention_layernorm.weight`)!, c.rmsNormEps) as tf.Tensor2D;
+  const g = project(model, `${p}.mlp.gate_proj`, hn, opts);
+  const u = project(model, `${p}.mlp.up_proj`, hn, opts);
+  const act = tf.mul(tf.mul(g, tf.sigmoid(g)), u) as tf.Tensor2D; // SwiGLU: silu(gate) ⊙ up
+  return tf.add(h, project(model, `${p}.mlp.down_proj`, act, opts)) as tf.Tensor2D;
+}
+
+/** Final-norm hidden states [B·T, d] for a batch. */
+export function hiddenStates(model: LlamaModel, batch: Batch, opts: ForwardOptions): tf.Tensor2D {
+  const c = model.config;
+  const { batchSize: B, seqLen: T } = batch;
+  const { cos, sin } = ropeTables(c, batch.positionIds);
+  const inp: LayerInput = {
+    x: gatherRows(embeddingTable(model), tf.tensor1d(batch.inputIds, 'int32')),
+    B,
+    T,
+    cos: tf.tensor4d(cos, [B, T, 1, c.headDim]),
+    sin: tf.tensor4d(sin, [B, T, 1, c.headDim]),
+  };
+  const bias = tf.tensor3d(attentionBias(batch), [B, T, T]);
+  let x = inp.x;
+  for (let l = 0; l < c.numHiddenLayers; l++) {
+    const hn = rmsNorm(x, model.params.get(`model.layers.${l}.input_layernorm.weight`)!, c.rmsNormEps) as tf.Tensor2D;
+    const { q, k, v } = qkv(model, l, hn, { ...inp, x }, opts);
+    x = finishLayer(model, l, x, attention(q, k, v, bias), opts);
+  }
+  return rmsNorm(x, model.params.get('model.norm.weight')!, c.rmsNormEps) as tf.Tensor2D;
+}
+
+/**
+ * The supervised positions of a batch under HF causal-LM shifting: row
+ * b·T + t is scored against labels[b, t+1] when that label is not -100 and
+ * both tokens lie in the same non-zero segment.
+ */
+export function supervisedTargets(batch: Batch): { rows: Int32Array; targets: Int32Array } {
+  const { batchSize: B, seqLen: T, labels, segmentIds } = batch;
+  const rows: number[] = [];
+  const targets: number[] = [];
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t + 1 < T; t++) {
+      const i = b * T + t;
+      const y = labels[i + 1]!;
+      if (y === IGNORE_INDEX) continue;
+      const s = segmentIds[i + 1]!;
+      if (s === 0 || segmentIds[i] !== s) continue;
+      rows.push(i);
+      targets.push(y);
+    }
+  }
+  return { rows: Int32Array.from(rows), targets: Int32Array.from(targets) };
+}
+
+/** Number of supervised tokens of a batch (the loss normaliser). */
+export function countSupervised(batch: Batch): number {
+  return supervisedTargets(batch).rows.length;
+}
+
+/** Head weight as [d, V] and [V, d]. */
+export function headWeights(model: LlamaModel, emb?: tf.Tensor2D): { w: tf.Tensor2D; wT: tf.Tensor2D } {
+  const head = model.params.get('lm_head.weight');
+  if (head) return { w: head as tf.Tensor as tf.Tensor2D, wT: tf.transpose(head) as tf.Tensor2D };
+  const e = emb ?? embeddingTable(model);
+  return { w: tf.transpose(e) as tf.Tensor2D, wT: e };
+}
+
+/**
+ * Summed cross-entropy × `scale` over the supervised tokens of `batch`, as a
+ * differentiable scalar (call inside tf.variableGrads). Returns the count
+ * too; the trainer passes scale = 1 / (supervised tokens of the whole step).
+ */
+export function lossForGrad(model: LlamaModel, batch: Batch, scale: number, opts: ForwardOptions): { loss: tf.Scalar; count: number } {
+  const { rows, targets } = supervisedTargets(batch);
+  const h = hiddenStates(model, batch, opts);
+  if (rows.length === 0) return { loss: tf.mul(tf.sum(h), 0) as tf.Scalar, count: 0 };
+  const hs = gatherRows(h, tf.tensor1d(rows, 'int32')); // [M, d]
+  const { w, wT } = headWeights(model);
+  return { loss: tf.mul(headLossWithGrad(hs, w, wT, targets, LOSS_CHUNK), scale) as tf.Scalar, count: rows.length };
+}
+
+/** Summed cross-entropy and supervised count, no gradients (eval). */
+export function evalLoss(model: LlamaModel, batch: Batch): { sum: number; count: number } {
+  return tf.tidy(() => {
+    const { rows, targets } = supervisedTargets(batch);
+    if (rows.length === 0) return { sum: 0, count: 0 };
+    const h = hiddenStates(model, batch, { training: false });
+    const hs = tf.gather(h, tf.tensor1d(rows, 'int32')) as tf.Tensor2D;
+    return { sum: headLoss(hs, headWeights(model).w, targets, LOSS_CHUNK), count: rows.length };
+  });
+}
+
+/** Full logits [B, T, V] (tests and small models only). */
+export function logits(model: LlamaModel, batch: Batch): Float32Array {
+  return tf.tidy(() => tf.matMul(hiddenStates(model, batch, { training: false }), headWeights(model).w).dataSync() as Float32Array);
+}

@@ -1,0 +1,159 @@
+/**
+ * LoRA (Hu et al. 2021) on the attention and MLP projections, plus trained
+ * embedding rows for tokens added for the template: an untrained
+ * `<|im_end|>` row is a known reason LoRA fine-tunes never stop. Adapters
+ * save in PEFT's layout and merge into the base weights.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { tf } from './backend.js';
+import { ChatsftError } from '../errors.js';
+import { linear } from './ops.js';
+import { Rng } from './rng.js';
+import { writeSafetensors } from './safetensors.js';
+import { exportTensors, transpose2d, writeJsonAtomic } from './model.js';
+import type { ForwardOptions, LlamaModel, LoraSpec } from './types.js';
+
+export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+
+function moduleNames(model: LlamaModel, targets: string[]): string[] {
+  const out: string[] = [];
+  for (let l = 0; l < model.config.numHiddenLayers; l++) {
+    for (const t of LORA_TARGETS) {
+      if (!targets.includes(t)) continue;
+      const group = t.endsWith('_proj') && ['gate_proj', 'up_proj', 'down_proj'].includes(t) ? 'mlp' : 'self_attn';
+      out.push(`model.layers.${l}.${group}.${t}`);
+    }
+  }
+  return out;
+}
+
+/**
+ * Attach LoRA adapters: A [in, r] ~ U(±1/√in) (PEFT's kaiming-uniform with
+ * a = √5), B [r, out] = 0, so the model's output is unchanged at step 0.
+ */
+export function addLora(model: LlamaModel, spec: LoraSpec, seed: number): void {
+  if (model.lora) throw new ChatsftError('ENGINE_ERROR', 'model already has LoRA adapters');
+  const bad = spec.targets.filter((t) => !(LORA_TARGETS as readonly string[]).includes(t));
+  if (bad.length > 0) throw new ChatsftError('CONFIG_INVALID', `unknown LoRA targets ${bad.join(', ')} (valid: ${LORA_TARGETS.join(', ')})`, 'lora.targets');
+  if (!(spec.r > 0 && Number.isInteger(spec.r))) throw new ChatsftError('CONFIG_INVALID', 'must be a positive integer', 'lora.r');
+  if (!(spec.dropout >= 0 && spec.dropout < 1)) throw new ChatsftError('CONFIG_INVALID', 'must be in [0, 1)', 'lora.dropout');
+  const rng = new Rng(seed);
+  const a = new Map<string, tf.Variable>();
+  const b = new Map<string, tf.Variable>();
+  for (const name of moduleNames(model, spec.targets)) {
+    const w = model.params.get(`${name}.weight`)!;
+    const [inDim, outDim] = w.shape as [number, number];
+    const bound = 1 / Math.sqrt(inDim);
+    const data = new Float32Array(inDim * spec.r);
+    for (let i = 0; i < data.length; i++) data[i] = (rng.next() * 2 - 1) * bound;
+    a.set(name, tf.variable(tf.tensor2d(data, [inDim, spec.r]), true));
+    b.set(name, tf.variable(tf.zeros([spec.r, outDim]), true));
+  }
+  const vocab = model.config.vocabSize;
+  const ids = [...new Set(spec.trainTokenIds)].sort((x, y) => x - y);
+  for (const id of ids) {
+    if (!(Number.isInteger(id) && id >= 0 && id < vocab)) throw new ChatsftError('CONFIG_INVALID', `token id ${id} is outside the vocabulary (${vocab})`, 'lora.train_embeddings');
+  }
+  const d = model.config.hiddenSize;
+  model.lora = {
+    spec: { ...spec, trainTokenIds: ids },
+    a,
+    b,
+    embedRows: Int32Array.from(ids),
+    embedDelta: ids.length > 0 ? tf.variable(tf.zeros([ids.length, d]), true) : null,
+  };
+}
+
+/** LoRA contribution to projection `name` on x [N, in]: dropout(x) @ A @ B · α/r, or null. */
+export function loraDelta(model: LlamaModel, name: string, x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D | null {
+  const lora = model.lora;
+  const a = lora?.a.get(name);
+  const b = lora?.b.get(name);
+  if (!lora || !a || !b) return null;
+  let xin = x;
+  const p = lora.spec.dropout;
+  if (opts.training && p > 0) {
+    if (!opts.rng) throw new ChatsftError('ENGINE_ERROR', 'LoRA dropout needs an rng');
+    const mask = new Float32Array(x.size);
+    const keep = 1 / (1 - p);
+    for (let i = 0; i < mask.length; i++) mask[i] = opts.rng.next() < p ? 0 : keep;
+    xin = tf.mul(x, tf.tensor2d(mask, x.shape)) as tf.Tensor2D;
+  }
+  const scaling = lora.spec.alpha / lora.spec.r;
+  return tf.mul(linear(linear(xin, a as tf.Tensor as tf.Tensor2D), b as tf.Tensor as tf.Tensor2D), scaling) as tf.Tensor2D;
+}
+
+/** The variables an optimiser updates: LoRA's when present, else every parameter. */
+export function trainableVariables(model: LlamaModel): Map<string, tf.Variable> {
+  if (!model.lora) return new Map(model.params);
+  const out = new Map<string, tf.Variable>();
+  for (const [n, v] of model.lora.a) out.set(`${n}.lora_A`, v);
+  for (const [n, v] of model.lora.b) out.set(`${n}.lora_B`, v);
+  if (model.lora.embedDelta) out.set('model.embed_tokens.trainable_rows', model.lora.embedDelta);
+  return out;
+}
+
+/** HF-layout tensors with LoRA merged in (W + α/r · BA; trained embedding rows added). */
+export function mergedTensors(model: LlamaModel): Map<string, { shape: number[]; data: Float32Array }> {
+  const out = exportTensors(model);
+  const lora = model.lora;
+  if (!lora) return out;
+  const scaling = lora.spec.alpha / lora.spec.r;
+  for (const [name, a] of lora.a) {
+    const b = lora.b.get(name)!;
+    const t = out.get(`${name}.weight`)!;
+    // ΔW [in, out] = A [in, r] @ B [r, out]; HF stores W as [out, in].
+    const delta = tf.tidy(() => tf.transpose(tf.mul(tf.matMul(a as tf.Tensor as tf.Tensor2D, b as tf.Tensor as tf.Tensor2D), scaling)).dataSync() as Float32Array);
+    for (let i = 0; i < delta.length; i++) t.data[i] = t.data[i]! + delta[i]!;
+  }
+  if (lora.embedDelta) {
+    const e = out.get('model.embed_tokens.weight')!;
+    const d = model.config.hiddenSize;
+    const delta = lora.embedDelta.dataSync();
+    lora.embedRows.forEach((row, k) => {
+      for (let j = 0; j < d; j++) e.data[row * d + j] = e.data[row * d + j]! + delta[k * d + j]!;
+    });
+  }
+  return out;
+}
+
+/** Save the adapter as PEFT does: `adapter_config.json` + `adapter_model.safetensors`. */
+export function saveAdapter(model: LlamaModel, dir: string, baseModelPath: string | null): void {
+  const lora = model.lora;
+  if (!lora) throw new ChatsftError('ENGINE_ERROR', 'model has no LoRA adapter to save');
+  fs.mkdirSync(dir, { recursive: true });
+  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const [name, a] of lora.a) {
+    const b = lora.b.get(name)!;
+    const [inDim, r] = a.shape as [number, number];
+    const outDim = b.shape[1]!;
+    // PEFT: lora_A.weight [r, in], lora_B.weight [out, r].
+    tensors.set(`base_model.model.${name}.lora_A.weight`, { shape: [r, inDim], data: transpose2d(a.dataSync() as Float32Array, inDim, r) });
+    tensors.set(`base_model.model.${name}.lora_B.weight`, { shape: [outDim, r], data: transpose2d(b.dataSync() as Float32Array, r, outDim) });
+  }
+  if (lora.embedDelta) {
+    // PEFT's TrainableTokens stores the rows' full values, not a delta.
+    const d = model.config.hiddenSize;
+    const rows = tf.tidy(() => tf.add(tf.gather(model.params.get('model.embed_tokens.weight')!, tf.tensor1d(lora.embedRows, 'int32')), lora.embedDelta!).dataSync() as Float32Array);
+    tensors.set('base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta', { shape: [lora.embedRows.length, d], data: Float32Array.from(rows) });
+  }
+  writeSafetensors(path.join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
+  const config: Record<string, unknown> = {
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    base_model_name_or_path: baseModelPath,
+    r: lora.spec.r,
+    lora_alpha: lora.spec.alpha,
+    lora_dropout: lora.spec.dropout,
+    target_modules: [...lora.spec.targets],
+    bias: 'none',
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    use_rslora: false,
+    modules_to_save: null,
+    trainable_token_indices: lora.embedRows.length > 0 ? { embed_tokens: Array.from(lora.embedRows) } : null,
+  };
+  writeJsonAtomic(path.join(dir, 'adapter_config.json'), config);
+}
