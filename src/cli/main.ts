@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { VERSION } from './common.js';
 import { registerPrepare } from './prepare.js';
 import { registerInspect } from './inspect.js';
+import { registerTrain } from './train.js';
 
 const program = new Command()
   .name('chatsft')
@@ -18,5 +19,6 @@ program.exitOverride((err) => {
 
 registerPrepare(program);
 registerInspect(program);
+registerTrain(program);
 
 await program.parseAsync(process.argv);

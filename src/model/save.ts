@@ -1,0 +1,68 @@
+/**
+ * Writing the tokenizer side of a model folder after training or export:
+ * the tokenizer with any tokens chatsft added, the pad token actually used,
+ * the chat template the model was trained with, and a generation_config
+ * whose `eos_token_id` includes the EOT the model learned — so runtimes
+ * that read it stop where the model stops.
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TokenizerSetup } from '../tokenize/setup.js';
+import { generationEosIds } from './folder.js';
+
+function writeJson(file: string, value: unknown): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
+  renameSync(tmp, file);
+}
+
+/** Stop ids a runtime should use: the EOTs, generation_config's eos ids and the tokenizer eos. */
+export function stopIdsOf(setup: TokenizerSetup, eotIds: number[]): number[] {
+  const ids = new Set<number>([...eotIds, ...generationEosIds(setup.folder)]);
+  if (setup.eosId !== undefined) ids.add(setup.eosId);
+  return [...ids].sort((a, b) => a - b);
+}
+
+export interface SaveTokenizerOptions {
+  /** Ids that close assistant turns in the training data. */
+  eotIds: number[];
+}
+
+export function saveTokenizerFiles(setup: TokenizerSetup, dir: string, opts: SaveTokenizerOptions): void {
+  mkdirSync(dir, { recursive: true });
+  const tmpTok = join(dir, `tokenizer.json.${process.pid}.tmp`);
+  setup.tokenizer.save(tmpTok);
+  renameSync(tmpTok, join(dir, 'tokenizer.json'));
+
+  const src = setup.folder;
+  const config: Record<string, unknown> = { ...src.tokenizerConfig };
+  const decoder = { ...((config['added_tokens_decoder'] as Record<string, unknown> | undefined) ?? {}) };
+  for (const t of setup.addedTokens) {
+    decoder[String(t.id)] = { content: t.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true };
+  }
+  Object.assign(config, {
+    added_tokens_decoder: decoder,
+    pad_token: setup.padToken,
+    padding_side: setup.paddingSide,
+    chat_template: setup.template.source,
+    ...(setup.eosToken ? { eos_token: setup.eosToken } : {}),
+  });
+  writeJson(join(dir, 'tokenizer_config.json'), config);
+
+  const map: Record<string, unknown> = { ...(src.specialTokensMap ?? {}) };
+  if (src.bosToken) map['bos_token'] = src.bosToken;
+  if (setup.eosToken) map['eos_token'] = setup.eosToken;
+  if (src.unkToken) map['unk_token'] = src.unkToken;
+  map['pad_token'] = setup.padToken;
+  writeJson(join(dir, 'special_tokens_map.json'), map);
+
+  const genPath = join(dir, 'generation_config.json');
+  const existing = existsSync(genPath) ? (JSON.parse(readFileSync(genPath, 'utf8')) as Record<string, unknown>) : {};
+  writeJson(genPath, {
+    ...(src.generationConfig ?? {}),
+    ...existing,
+    ...(setup.bosId !== undefined ? { bos_token_id: setup.bosId } : {}),
+    eos_token_id: stopIdsOf(setup, opts.eotIds),
+    pad_token_id: setup.padId,
+  });
+}
