@@ -87,7 +87,8 @@ export function nearest(word: string, candidates: string[]): string | undefined 
   let best: string | undefined;
   let bestD = Infinity;
   for (const c of candidates) {
-    const dist = levenshtein(word, c);
+    // A key that starts the other ('rank' → 'r') counts as one edit away.
+    const dist = word.startsWith(c) || c.startsWith(word) ? Math.min(1, levenshtein(word, c)) : levenshtein(word, c);
     if (dist < bestD) [best, bestD] = [c, dist];
   }
   return bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;

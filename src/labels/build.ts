@@ -85,10 +85,18 @@ export function buildLabels(
     const s = cp(span.start);
     const e = cp(span.end);
     while (t < n && (starts[t] as number) < s) t++;
-    const first = t;
+    let first = t;
     if (first > 0 && (ends[first - 1] as number) > s && e > s) {
-      // The content's first characters are inside a token that began in the header.
-      return { ok: false, reason: 'token_straddles_content', detail: `message ${span.messageIndex}: a token crosses the start of assistant content` };
+      // A token began in the header and runs into the content (SentencePiece
+      // "▁Blue" after "[/INST] ", or "\n\n" before content starting with
+      // "\n"). When the header part is whitespace the token is part of what
+      // the model must emit, so it is supervised (as transformers'
+      // char-to-token assistant masks do); anything else cannot be exact.
+      const before = sliceCodePoints(text, starts[first - 1] as number, s);
+      if (!isWhitespace(before)) {
+        return { ok: false, reason: 'token_straddles_content', detail: `message ${span.messageIndex}: a token crosses the start of assistant content` };
+      }
+      first -= 1;
     }
     let k = first;
     while (k < n && (starts[k] as number) < e) k++;
@@ -97,10 +105,8 @@ export function buildLabels(
     if (span.generation && k > first && setup.specialIds.has(ids[k - 1] as number)) {
       eot = k - 1; // the generation block includes its EOT
     } else {
-      if (k > first && (ends[k - 1] as number) > e) {
-        return { ok: false, reason: 'token_straddles_content', detail: `message ${span.messageIndex}: a token crosses the end of assistant content` };
-      }
-      // Whitespace-only tokens may sit between content and EOT (Llama 2 " </s>").
+      // Whitespace may sit between content and EOT (Llama 2's " </s>"); a
+      // content token may run into it. Both are supervised with the EOT.
       let j = k;
       while (j < n && !setup.specialIds.has(ids[j] as number)) j++;
       const gapEnd = j < n ? (starts[j] as number) : Number.MAX_SAFE_INTEGER;

@@ -1,0 +1,144 @@
+/**
+ * Templates and spans on edge cases: {% generation %} blocks, templates
+ * without an EOT, ChatML text on a vocabulary without its tokens, Llama 2's
+ * " </s>", over-length policies, special tokens in content.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildFixture, cleanupTemp, tempRoot, CHATML } from './helpers/fixtures.js';
+import { loadModelFolder } from '../src/model/folder.js';
+import { setupTokenizer } from '../src/tokenize/setup.js';
+import { createEncoder, type EncodeOptions, type EncodedExample } from '../src/labels/encode.js';
+import { isChatsftError } from '../src/errors.js';
+import type { Conversation } from '../src/data/conversations.js';
+
+after(cleanupTemp);
+
+const CONV: Conversation = {
+  messages: [
+    { role: 'user', content: 'Name a colour.' },
+    { role: 'assistant', content: 'Blue.' },
+    { role: 'user', content: 'Another?' },
+    { role: 'assistant', content: 'Green, of course.' },
+  ],
+};
+
+async function encodeOne(dir: string, conv: Conversation, setupOpts = {}, opts: EncodeOptions = {}) {
+  const setup = setupTokenizer(loadModelFolder(dir), setupOpts);
+  const [r] = await createEncoder(setup, opts).encode([{ conversation: conv, line: 7 }]);
+  assert.ok(r);
+  return { setup, r };
+}
+
+function supervised(r: EncodedExample): number[] {
+  return r.example.inputIds.filter((_, i) => r.example.labels[i] !== -100);
+}
+
+test('{% generation %} blocks give the spans (transformers return_assistant_tokens_mask semantics)', async () => {
+  const withTags =
+    "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' }}" +
+    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}" +
+    "{% else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endif %}{% endfor %}";
+  const tagged = await encodeOne(buildFixture('qwen3', { config: { chat_template: withTags } }), CONV);
+  const plain = await encodeOne(buildFixture('qwen3', { config: { chat_template: CHATML } }), CONV);
+  assert.ok(tagged.r.ok && plain.r.ok);
+  assert.equal(tagged.setup.template.hasGenerationTags, true);
+  assert.equal(tagged.r.text, plain.r.text, 'the tags print nothing');
+  assert.deepEqual(tagged.r.example.labels, plain.r.example.labels);
+  assert.equal(await tagged.setup.tokenizer.decode(supervised(tagged.r), false), 'Blue.<|im_end|>Green, of course.<|im_end|>');
+});
+
+test('a template that does not close assistant turns with a token fails with TEMPLATE_NO_EOT', async () => {
+  const dir = buildFixture('qwen3', { config: { chat_template: '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}' } });
+  await assert.rejects(encodeOne(dir, CONV), (e) => isChatsftError(e) && e.code === 'TEMPLATE_SPAN' && /TEMPLATE_NO_EOT/.test(e.message));
+});
+
+test('ChatML text on a vocabulary without <|im_end|> fails with EOT_NOT_SINGLE_TOKEN', async () => {
+  const file = join(tempRoot(), 'chatml.jinja');
+  writeFileSync(file, CHATML);
+  const dir = buildFixture('mistral');
+  await assert.rejects(
+    encodeOne(dir, CONV, { template: file }),
+    (e) => isChatsftError(e) && /EOT_NOT_SINGLE_TOKEN/.test(e.message) && /<\|im_end\|>/.test(e.message),
+  );
+});
+
+test('the built-in ChatML template adds <|im_end|> = 32000 and <|im_start|> = 32001 to Mistral, as OpenHermes did', async () => {
+  const { setup, r } = await encodeOne(buildFixture('mistral'), CONV, { template: 'chatml' });
+  assert.ok(r.ok);
+  assert.deepEqual(setup.addedTokens, [
+    { content: '<|im_end|>', id: 32000 },
+    { content: '<|im_start|>', id: 32001 },
+  ]);
+  assert.deepEqual(r.turns.map((t) => t.eotId), [32000, 32000]);
+  assert.equal(r.example.inputIds[0], 1, 'BOS added once: the tokenizer adds it, the template does not');
+  assert.equal(r.example.inputIds.filter((x) => x === 1).length, 1);
+  assert.equal(setup.padToken, '<unk>', 'pad: auto picks unk, not the EOS');
+});
+
+test("Llama 2's template closes turns with ' </s>': the whitespace and </s> are supervised", async () => {
+  const llama2 =
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'].strip() + ' [/INST]' }}" +
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'].strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+  const { setup, r } = await encodeOne(buildFixture('mistral', { config: { chat_template: llama2 } }), CONV);
+  assert.ok(r.ok);
+  assert.deepEqual(r.turns.map((t) => setup.tokenizer.idToToken(t.eotId)), ['</s>', '</s>']);
+  assert.equal(r.example.inputIds.filter((x) => x === 1).length, 1, 'BOS not doubled: the template renders it');
+  for (const t of r.turns) assert.equal(r.example.labels[t.eot], 2);
+});
+
+test('a template that drops earlier assistant turns cannot be spanned and says so', async () => {
+  const lastOnly =
+    "{% for m in messages %}{% if m.role != 'assistant' or loop.last %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endif %}{% endfor %}";
+  await assert.rejects(
+    encodeOne(buildFixture('qwen3', { config: { chat_template: lastOnly } }), CONV),
+    (e) => isChatsftError(e) && e.code === 'TEMPLATE_SPAN' && /cannot locate assistant content/.test(e.message),
+  );
+});
+
+test('over-length: drop counts the example, truncate_turns keeps whole turns with their EOT', async () => {
+  const dir = buildFixture('qwen3', { config: { chat_template: CHATML } });
+  const full = await encodeOne(dir, CONV);
+  assert.ok(full.r.ok);
+  const n = full.r.example.inputIds.length;
+  const cut = full.r.turns[0]!.eot + 3; // room for the first turn only
+  const dropped = await encodeOne(dir, CONV, {}, { maxLength: cut });
+  assert.equal(dropped.r.ok, false);
+  assert.ok(!dropped.r.ok && dropped.r.reason === 'too_long');
+  const exact = await encodeOne(dir, CONV, {}, { maxLength: n });
+  assert.ok(exact.r.ok, 'exactly max_length is kept');
+  const truncated = await encodeOne(dir, CONV, {}, { maxLength: cut, truncation: 'truncate_turns' });
+  assert.ok(truncated.r.ok && truncated.r.truncated);
+  assert.ok(truncated.r.example.inputIds.length <= cut);
+  assert.equal(truncated.r.turns.length, 1);
+  assert.equal(await truncated.setup.tokenizer.decode(supervised(truncated.r), false), 'Blue.<|im_end|>');
+});
+
+test('content holding special-token text is rejected by default and kept when allowed', async () => {
+  const dir = buildFixture('qwen3');
+  const conv: Conversation = { messages: [{ role: 'user', content: 'Type <|im_end|> please' }, { role: 'assistant', content: 'No.' }] };
+  const rejected = await encodeOne(dir, conv);
+  assert.ok(!rejected.r.ok && rejected.r.reason === 'special_tokens_in_content' && /<\|im_end\|>/.test(rejected.r.detail));
+  const allowed = await encodeOne(dir, conv, {}, { allowSpecialTokensInContent: true });
+  assert.ok(allowed.r.ok);
+});
+
+test('raise_exception in a template drops that conversation with the template message', async () => {
+  const dir = buildFixture('gemma3');
+  const conv: Conversation = { messages: [{ role: 'assistant', content: 'I speak first.' }] };
+  const { r } = await encodeOne(dir, conv);
+  assert.ok(!r.ok && r.reason === 'template_error' && /alternate/.test(r.detail));
+});
+
+test('train_on all supervises everything except turns switched off', async () => {
+  const conv: Conversation = { messages: [...CONV.messages.slice(0, 3), { role: 'assistant', content: 'Green.', train: false }] };
+  const { r } = await encodeOne(buildFixture('qwen3', { config: { chat_template: CHATML } }), conv, {}, { trainOn: 'all' });
+  assert.ok(r.ok);
+  const off = r.turns[1]!;
+  r.example.labels.forEach((l, i) => {
+    const inOff = i >= off.start && i <= off.eot;
+    assert.equal(l === -100, inOff, `position ${i}`);
+  });
+});
