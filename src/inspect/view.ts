@@ -38,9 +38,9 @@ export function buildView(setup: TokenizerSetup, ex: EncodedExample): InspectVie
   const { labelled, text } = ex;
   const eotAt = new Set(ex.turns.map((t) => t.eot));
   const tokens: TokenView[] = labelled.inputIds.map((id, i) => {
-    const s = labelled.starts[i] as number;
-    const e = labelled.ends[i] as number;
-    const sharesOffsets = i > 0 && labelled.starts[i - 1] === s && labelled.ends[i - 1] === e;
+    const [s, e] = labelled.tokens.span(i);
+    const prev = i > 0 ? labelled.tokens.span(i - 1) : undefined;
+    const sharesOffsets = prev !== undefined && prev[0] === s && prev[1] === e;
     // Byte-fallback pieces of one character share offsets: show the text once.
     const covered = e > s && !sharesOffsets ? sliceCodePoints(text, s, e) : (setup.tokenizer.idToToken(id) ?? `#${id}`);
     const trained = labelled.labels[i] !== -100;

@@ -10,7 +10,7 @@ import type { Conversation } from '../data/conversations.js';
 import type { AssistantSpan } from '../template/spans.js';
 import { templateProblem } from '../template/spans.js';
 import type { TokenizerSetup, TrainOn } from '../tokenize/setup.js';
-import { codePointIndexer, sliceCodePoints, type Tokens } from '../tokenize/encode.js';
+import { codePointIndexer, sliceCodePoints, withLeadingToken, type Tokens } from '../tokenize/encode.js';
 
 /** One assistant turn in token coordinates. */
 export interface Turn {
@@ -27,9 +27,8 @@ export interface Labelled {
   inputIds: number[];
   labels: number[];
   turns: Turn[];
-  /** Token offsets (code points), aligned with inputIds; BOS added here has [0, 0). */
-  starts: Int32Array;
-  ends: Int32Array;
+  /** Offsets aligned with inputIds (a BOS added here covers no text). */
+  tokens: Tokens;
 }
 
 export type LabelResult = { ok: true; value: Labelled } | { ok: false; reason: string; detail: string };
@@ -66,41 +65,46 @@ export function buildLabels(
   tokens: Tokens,
   trainOn: TrainOn,
 ): LabelResult {
-  let ids = tokens.ids;
-  let starts = tokens.starts;
-  let ends = tokens.ends;
+  let tok = tokens;
   if (setup.addBos && setup.bosId !== undefined && !(setup.bosToken && text.startsWith(setup.bosToken))) {
-    ids = [setup.bosId, ...ids];
-    starts = Int32Array.from([0, ...starts]);
-    ends = Int32Array.from([0, ...ends]);
+    tok = withLeadingToken(tokens, setup.bosId);
   }
+  const ids = tok.ids;
   const n = ids.length;
   const labels = new Array<number>(n).fill(IGNORE_INDEX);
   const cp = codePointIndexer(text);
+  const textCps = cp(text.length);
   const lastAssistant = spans.length > 0 ? (spans[spans.length - 1] as AssistantSpan).messageIndex : -1;
   const turns: Turn[] = [];
+  /** First token at or after code point c that starts at or after `from` (scan fallback for uncovered characters). */
+  const tokenFrom = (c: number, from: number): number => {
+    if (c >= textCps) return n;
+    const hit = tok.tokenAt(c);
+    if (hit !== null && hit >= from) return hit;
+    let i = from;
+    while (i < n && tok.span(i)[1] <= c) i++;
+    return i;
+  };
 
   let t = 0; // token cursor; spans are in text order
   for (const span of spans) {
     const s = cp(span.start);
     const e = cp(span.end);
-    while (t < n && (starts[t] as number) < s) t++;
-    let first = t;
-    if (first > 0 && (ends[first - 1] as number) > s && e > s) {
+    let first = tokenFrom(s, t);
+    if (first < n && tok.span(first)[0] < s && e > s) {
       // A token began in the header and runs into the content (SentencePiece
       // "▁Blue" after "[/INST] ", or "\n\n" before content starting with
       // "\n"). When the header part is whitespace the token is part of what
       // the model must emit, so it is supervised (as transformers'
       // char-to-token assistant masks do); anything else cannot be exact.
-      const before = sliceCodePoints(text, starts[first - 1] as number, s);
-      if (!isWhitespace(before)) {
+      if (!isWhitespace(sliceCodePoints(text, tok.span(first)[0], s))) {
         return { ok: false, reason: 'token_straddles_content', detail: `message ${span.messageIndex}: a token crosses the start of assistant content` };
       }
-      first -= 1;
     }
-    let k = first;
-    while (k < n && (starts[k] as number) < e) k++;
     // k: first token starting at or after the span end.
+    let k = e === s ? first : tokenFrom(e, first);
+    if (k < n && tok.span(k)[0] < e) k++;
+    if (e === s) first = k; // empty content: the turn is just its EOT
     let eot = -1;
     if (span.generation && k > first && setup.specialIds.has(ids[k - 1] as number)) {
       eot = k - 1; // the generation block includes its EOT
@@ -109,7 +113,7 @@ export function buildLabels(
       // content token may run into it. Both are supervised with the EOT.
       let j = k;
       while (j < n && !setup.specialIds.has(ids[j] as number)) j++;
-      const gapEnd = j < n ? (starts[j] as number) : Number.MAX_SAFE_INTEGER;
+      const gapEnd = j < n ? tok.span(j)[0] : Number.MAX_SAFE_INTEGER;
       const gap = j < n ? sliceCodePoints(text, e, gapEnd) : '';
       if (j >= n || gap.length > MAX_GAP || !isWhitespace(gap)) {
         const closing = closingText(text, e);
@@ -141,7 +145,7 @@ export function buildLabels(
     for (const turn of turns) if (!turn.trained) for (let i = turn.start; i <= turn.eot; i++) off[i] = 1;
     for (let i = 0; i < n; i++) if (!off[i]) labels[i] = ids[i] as number;
   }
-  return { ok: true, value: { inputIds: ids, labels, turns, starts, ends } };
+  return { ok: true, value: { inputIds: ids, labels, turns, tokens: tok } };
 }
 
 /**
@@ -158,13 +162,11 @@ export function checkInvariants(l: Labelled, trainOn: TrainOn, where?: string): 
     if (!turn.trained) continue;
     // 1. the EOT of every trained turn is supervised.
     if (l.labels[turn.eot] !== l.inputIds[turn.eot]) fail(`invariant 1: the EOT of message ${turn.messageIndex} is not supervised`);
+    // 4. every token from the content's first to the EOT is supervised: tokens
+    // tile the text, so they decode to the rendered content (+ whitespace) + EOT.
     for (let i = turn.start; i <= turn.eot; i++) {
       inTurn[i] = 1;
       if (l.labels[i] !== l.inputIds[i]) fail(`invariant 4: token ${i} of message ${turn.messageIndex} is not supervised`);
-      // 4. the supervised tokens are contiguous in the text (decode gives content + EOT).
-      if (i > turn.start && (l.starts[i] as number) > (l.ends[i - 1] as number)) {
-        fail(`invariant 4: supervised tokens of message ${turn.messageIndex} skip text at token ${i}`);
-      }
     }
   }
   for (let i = 0; i < l.labels.length; i++) {
