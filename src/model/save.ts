@@ -20,6 +20,9 @@ function writeJson(file: string, value: unknown): void {
 export function stopIdsOf(setup: TokenizerSetup, eotIds: number[]): number[] {
   const ids = new Set<number>([...eotIds, ...generationEosIds(setup.folder)]);
   if (setup.eosId !== undefined) ids.add(setup.eosId);
+  // The base tokenizer's own eos too (</s> of a Mistral turned ChatML): stopping on it is never wrong.
+  const baseEos = setup.folder.eosToken === undefined ? null : setup.tokenizer.tokenToId(setup.folder.eosToken);
+  if (baseEos !== null && baseEos !== undefined) ids.add(baseEos);
   return [...ids].sort((a, b) => a - b);
 }
 

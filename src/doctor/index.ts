@@ -1,0 +1,115 @@
+/**
+ * `runDoctor`: audit a model folder, its template, settings and (optionally)
+ * data for every known cause of "my fine-tuned model never stops" (SPEC §7).
+ * Reads top to bottom: set up the tokenizer as chatsft would, probe the
+ * template for its EOT, scan the data while simulating collators, then run
+ * the checks that read those results.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { ChatsftError, isChatsftError } from '../errors.js';
+import type { SftConfig } from '../config/schema.js';
+import { loadModelFolder } from '../model/folder.js';
+import { setupTokenizer, type SetupOptions, type TokenizerSetup } from '../tokenize/setup.js';
+import { checkCollators, createSimulator } from './checks/collator.js';
+import { scanData } from './checks/data.js';
+import { checkNewTokens } from './checks/settings.js';
+import { checkStopIds, runtimeStopIds } from './checks/stop_ids.js';
+import { checkTemplate, templateMissingFinding } from './checks/template.js';
+import { checkBos, checkPad, checkPaddingSide } from './checks/tokenizer.js';
+import { tok, type CollatorName, type DoctorContext, type Finding, type Severity } from './types.js';
+
+export { COLLATORS, type CollatorName, type Finding, type FindingCode, type Severity, type Evidence } from './types.js';
+export { formatReport } from './report.js';
+
+export interface DoctorOptions {
+  config: SftConfig;
+  /** Collators whose effect on the EOT is reported (default: chatsft). */
+  simulate?: CollatorName[];
+}
+
+export interface DoctorSummary {
+  errors: number;
+  warnings: number;
+  infos: number;
+  model: string;
+  template: string;
+  eot: string[];
+  pad: string;
+  padding_side: 'left' | 'right';
+  stop_ids: string[];
+  data: string;
+  simulate: CollatorName[];
+  /** Per simulated collator: trained assistant turns and how many keep their EOT. */
+  eot_supervised: Record<string, { trained_turns: number; supervised_eot: number }>;
+}
+
+export interface DoctorReport {
+  findings: Finding[];
+  summary: DoctorSummary;
+}
+
+const ORDER: Record<Severity, number> = { error: 0, warning: 1, info: 2 };
+
+/** chatsft's tokenizer setup; with no template, the rest of the audit assumes --template chatml. */
+function setupOrFallback(cfg: SftConfig, findings: Finding[]): TokenizerSetup {
+  if (!cfg.model) throw new ChatsftError('USAGE', 'missing --model DIR (or model: in the config)');
+  const folder = loadModelFolder(cfg.model);
+  const opts: SetupOptions = { template: cfg.template, pad: cfg.pad, paddingSide: cfg.padding_side, templateVars: cfg.template_vars };
+  try {
+    return setupTokenizer(folder, opts);
+  } catch (e) {
+    if (!isChatsftError(e) || e.code !== 'TEMPLATE_MISSING') throw e;
+    findings.push(templateMissingFinding(folder));
+    return setupTokenizer(folder, { ...opts, template: 'chatml' });
+  }
+}
+
+export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
+  const cfg = opts.config;
+  const simulate = opts.simulate ?? ['chatsft'];
+  const findings: Finding[] = [];
+  const setup = setupOrFallback(cfg, findings);
+  const probe = await checkTemplate(setup);
+  findings.push(...probe.findings);
+  const ctx: DoctorContext = { cfg, setup, eot: probe.eot, simulate };
+
+  const sim = createSimulator({ padId: setup.padId, paddingSide: setup.paddingSide, batchSize: cfg.batch_size, maxLength: cfg.max_length });
+  const file = cfg.data.train;
+  if (file !== undefined && existsSync(file) && statSync(file).isDirectory()) {
+    throw new ChatsftError('USAGE', 'doctor reads conversations (JSONL), not a prepared folder', file);
+  }
+  const data = await scanData(ctx, sim, file);
+  const counts = sim.results();
+
+  findings.push(
+    ...checkPad(ctx, counts),
+    ...checkPaddingSide(ctx),
+    ...(await checkBos(ctx, probe.text)),
+    ...checkStopIds(ctx),
+    ...checkNewTokens(ctx),
+    ...data.findings,
+    ...(ctx.eot ? checkCollators(ctx, counts, data.sample) : []),
+  );
+  findings.sort((a, b) => ORDER[a.severity] - ORDER[b.severity]);
+
+  const count = (s: Severity): number => findings.filter((f) => f.severity === s).length;
+  const eotSupervised: DoctorSummary['eot_supervised'] = {};
+  if (ctx.eot) for (const name of simulate) eotSupervised[name] = { trained_turns: counts[name].trainedTurns, supervised_eot: counts[name].supervisedEot };
+  return {
+    findings,
+    summary: {
+      errors: count('error'),
+      warnings: count('warning'),
+      infos: count('info'),
+      model: setup.folder.dir,
+      template: setup.template.origin === 'file' ? (setup.template.path ?? 'file') : setup.template.origin,
+      eot: (ctx.eot?.ids ?? []).map((id) => tok(setup, id)),
+      pad: tok(setup, setup.padId),
+      padding_side: setup.paddingSide,
+      stop_ids: runtimeStopIds(ctx).ids.map((id) => tok(setup, id)),
+      data: data.sample,
+      simulate,
+      eot_supervised: eotSupervised,
+    },
+  };
+}

@@ -1,0 +1,81 @@
+/**
+ * Plain data of the doctor: findings (SPEC §7) and what the checks share.
+ * Checks are functions from a context to `Finding[]`; nothing here prints.
+ */
+import type { SftConfig } from '../config/schema.js';
+import type { TokenizerSetup } from '../tokenize/setup.js';
+
+export type Severity = 'error' | 'warning' | 'info';
+
+/** JSON-safe evidence: ids, token strings, counts, line numbers. */
+export type EvidenceValue = string | number | boolean | null | EvidenceValue[] | { [key: string]: EvidenceValue };
+export type Evidence = Record<string, EvidenceValue>;
+
+/** Stable finding codes of SPEC §7, plus the doctor's own info and template codes. */
+export type FindingCode =
+  | 'PAD_IS_EOS'
+  | 'PAD_MISSING'
+  | 'PADDING_LEFT'
+  | 'EOT_UNSUPERVISED'
+  | 'EOT_NOT_SINGLE_TOKEN'
+  | 'TEMPLATE_MISSING'
+  | 'TEMPLATE_NO_EOT'
+  | 'STOP_IDS_MISSING_EOT'
+  | 'TRUNCATION_CUTS_EOT'
+  | 'CONTENT_HAS_SPECIAL_TOKENS'
+  | 'DATA_INVALID'
+  | 'NO_TRAINABLE_TOKENS'
+  | 'BOS_DOUBLED'
+  | 'NEW_TOKENS_UNTRAINED'
+  // Not in SPEC §7's table: a template chatsft cannot render or locate spans in.
+  | 'TEMPLATE_BROKEN'
+  // Info findings.
+  | 'EOT_FOUND'
+  | 'STOP_IDS'
+  | 'PAD_CHOSEN'
+  | 'DATA_SUMMARY'
+  | 'COLLATOR_SIMULATION';
+
+export interface Finding {
+  code: FindingCode;
+  severity: Severity;
+  /** One sentence. */
+  message: string;
+  evidence: Evidence;
+  /** The config change or flag that fixes it (empty for info). */
+  hint: string;
+}
+
+/** Collators the doctor can simulate (SPEC §7 `--simulate`). */
+export type CollatorName = 'chatsft' | 'hf-lm-collator' | 'hf-completion-collator';
+export const COLLATORS: readonly CollatorName[] = ['chatsft', 'hf-lm-collator', 'hf-completion-collator'];
+
+/** Collators that set `labels[input_ids == pad_id] = -100`. */
+export function masksByPadId(c: CollatorName): boolean {
+  return c !== 'chatsft';
+}
+
+/** The EOT the template closes assistant turns with, as discovered on a probe conversation. */
+export interface EotInfo {
+  ids: number[];
+  tokens: string[];
+}
+
+export interface DoctorContext {
+  cfg: SftConfig;
+  setup: TokenizerSetup;
+  /** Undefined when the template has no usable EOT (a template finding says why). */
+  eot: EotInfo | undefined;
+  simulate: CollatorName[];
+}
+
+/** A token as people read it in evidence: `<|im_end|> (32000)`. */
+export function tok(setup: TokenizerSetup, id: number | undefined): string {
+  if (id === undefined) return '(none)';
+  return `${setup.tokenizer.idToToken(id) ?? '?'} (${id})`;
+}
+
+/** The first few of a list, for evidence that stays short. */
+export function firstFew<T>(list: T[], n = 10): T[] {
+  return list.slice(0, n);
+}

@@ -1,0 +1,103 @@
+/**
+ * Hugging Face model folder → one GGUF v3 file llama.cpp loads, with the EOT
+ * among its end-of-generation tokens.
+ *
+ *   exportGguf('runs/chatsft', 'model.gguf', { eotToken: '<|im_end|>', dtype: 'f16' })
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ChatsftError } from '../errors.js';
+import { readLlamaConfig, type LlamaConfig } from '../engine/config.js';
+import { readSafetensorsDir } from '../engine/safetensors.js';
+import { kv, writeGguf, type GgufKv } from './gguf-file.js';
+import { ggufTokenizerMetadata, type GgufTokenizerInfo } from './gguf-tokenizer.js';
+import { ggufArch, ggufTensors, type GgufArch } from './gguf-tensors.js';
+import { readJson } from './tokenizer-files.js';
+
+export interface GgufExportOptions {
+  /** The token that closes assistant turns (e.g. `<|im_end|>`); written as eot so llama.cpp stops on it. */
+  eotToken: string;
+  /** Tensor type of matrices (norms and biases stay f32). Default f16. */
+  dtype?: 'f32' | 'f16';
+  /** Pad token actually used in training (defaults to tokenizer_config's). */
+  padToken?: string | null;
+  /** Chat template to embed (defaults to tokenizer_config's). */
+  chatTemplate?: string | null;
+  /** `general.name` (defaults to the folder name). */
+  name?: string;
+  /** Force `tokenizer.ggml.pre` for byte-level BPE tokenizers that are not recognised. */
+  preTokenizer?: string;
+}
+
+export interface GgufExportResult {
+  file: string;
+  bytes: number;
+  arch: GgufArch;
+  tensors: number;
+  tokenizer: GgufTokenizerInfo;
+  /**
+   * generation_config.json stop ids that GGUF cannot carry (it has one eos
+   * and one eot slot; llama.cpp adds others only by token name). Callers
+   * should warn about these.
+   */
+  droppedStopIds: number[];
+}
+
+/** Hyper-parameters under `<arch>.*` (llama.cpp `llm_kv` names). */
+export function ggufModelMetadata(c: LlamaConfig, arch: GgufArch): GgufKv[] {
+  const a = arch;
+  return [
+    kv.u32(`${a}.vocab_size`, c.vocabSize),
+    kv.u32(`${a}.context_length`, c.maxPositionEmbeddings),
+    kv.u32(`${a}.embedding_length`, c.hiddenSize),
+    kv.u32(`${a}.block_count`, c.numHiddenLayers),
+    kv.u32(`${a}.feed_forward_length`, c.intermediateSize),
+    kv.u32(`${a}.attention.head_count`, c.numAttentionHeads),
+    kv.u32(`${a}.attention.head_count_kv`, c.numKeyValueHeads),
+    kv.u32(`${a}.attention.key_length`, c.headDim),
+    kv.u32(`${a}.attention.value_length`, c.headDim),
+    kv.f32(`${a}.attention.layer_norm_rms_epsilon`, c.rmsNormEps),
+    kv.f32(`${a}.rope.freq_base`, c.ropeTheta),
+    kv.u32(`${a}.rope.dimension_count`, c.headDim),
+  ];
+}
+
+export function exportGguf(srcDir: string, outFile: string, opts: GgufExportOptions): GgufExportResult {
+  const dtype = opts.dtype ?? 'f16';
+  const cfg = readLlamaConfig(path.join(srcDir, 'config.json'));
+  const arch = ggufArch(cfg);
+  const eos = cfg.eosTokenId;
+  const tok = ggufTokenizerMetadata(srcDir, {
+    eotToken: opts.eotToken,
+    padToken: opts.padToken,
+    chatTemplate: opts.chatTemplate,
+    preTokenizer: opts.preTokenizer,
+    vocabSize: cfg.vocabSize,
+    configBosId: cfg.bosTokenId,
+    configEosId: Array.isArray(eos) ? eos[0] ?? null : eos,
+  });
+  if (tok.info.tokens > cfg.vocabSize) {
+    throw new ChatsftError('EXPORT_ERROR', `the tokenizer has ${tok.info.tokens} tokens but the model only ${cfg.vocabSize} embedding rows`, srcDir);
+  }
+  const tensors = ggufTensors(cfg, readSafetensorsDir(srcDir), dtype);
+  const kvs: GgufKv[] = [
+    kv.str('general.architecture', arch),
+    kv.str('general.type', 'model'),
+    kv.str('general.name', opts.name ?? path.basename(path.resolve(srcDir))),
+    // llama_ftype: 0 = all F32, 1 = mostly F16.
+    kv.u32('general.file_type', dtype === 'f16' ? 1 : 0),
+    kv.u32('general.quantization_version', 2),
+    kv.u32('general.alignment', 32),
+    ...ggufModelMetadata(cfg, arch),
+    ...tok.kvs,
+  ];
+  if (fs.existsSync(outFile) && fs.statSync(outFile).isDirectory()) {
+    throw new ChatsftError('USAGE', 'GGUF output must be a file path, not a directory', outFile);
+  }
+  const { bytes } = writeGguf(outFile, kvs, tensors);
+  const genFile = path.join(srcDir, 'generation_config.json');
+  const genEos = fs.existsSync(genFile) ? readJson(genFile)['eos_token_id'] : undefined;
+  const genIds = (Array.isArray(genEos) ? genEos : [genEos]).filter((x): x is number => typeof x === 'number');
+  const droppedStopIds = genIds.filter((id) => id !== tok.info.eosId && id !== tok.info.eotId);
+  return { file: outFile, bytes, arch, tensors: tensors.length, tokenizer: tok.info, droppedStopIds };
+}

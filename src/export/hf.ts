@@ -1,0 +1,164 @@
+/**
+ * Model folder → a Hugging Face folder other runtimes load as is
+ * (transformers, vLLM, TGI, llama.cpp's converter), with the EOT among the
+ * stop ids and the pad token that training actually used.
+ *
+ *   exportHf('runs/chatsft', 'out/hf', { eotToken: '<|im_end|>', padToken: '<|endoftext|>' })
+ *
+ * Everything is written into a temporary sibling folder that is renamed into
+ * place at the end, so a failed export never leaves a half-written folder.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ChatsftError } from '../errors.js';
+import { readLlamaConfig, toHfConfig } from '../engine/config.js';
+import { readSafetensorsDir, writeSafetensors } from '../engine/safetensors.js';
+import { configChatTemplate, readJson, tokenIds, tokenString, type Json } from './tokenizer-files.js';
+
+export interface HfExportOptions {
+  /** The token that closes assistant turns; added to generation_config's eos_token_id. */
+  eotToken: string;
+  /** Pad token used in training (must be in the vocabulary); default: tokenizer_config's. */
+  padToken?: string | null;
+  /** Chat template to ship; default: the source's. */
+  chatTemplate?: string | null;
+  /** Shard above this many bytes of tensor data (HF's default is 5 GB). */
+  maxShardBytes?: number;
+  /** Replace an existing output folder. */
+  overwrite?: boolean;
+}
+
+export interface HfExportResult {
+  dir: string;
+  files: string[];
+  shards: number;
+  tensorBytes: number;
+  eosTokenIds: number[];
+  padTokenId: number | null;
+}
+
+const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
+
+/** Tokenizer files copied unchanged when present (tokenizer.json and tokenizer_config.json are rewritten). */
+const TOKENIZER_EXTRAS = ['tokenizer.model', 'vocab.json', 'merges.txt', 'added_tokens.json'];
+
+function writeJson(file: string, v: unknown): void {
+  fs.writeFileSync(file, JSON.stringify(v, null, 2) + '\n');
+}
+
+/** Greedy split of sorted tensor names into shards of at most `max` bytes (a bigger tensor gets its own shard). */
+function planShards(sizes: [string, number][], max: number): [string, number][][] {
+  const shards: [string, number][][] = [];
+  let cur: [string, number][] = [];
+  let bytes = 0;
+  for (const e of sizes) {
+    if (cur.length > 0 && bytes + e[1] > max) {
+      shards.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(e);
+    bytes += e[1];
+  }
+  if (cur.length > 0) shards.push(cur);
+  return shards;
+}
+
+export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions): HfExportResult {
+  const maxShard = opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
+  if (!(maxShard > 0)) throw new ChatsftError('USAGE', `maxShardBytes must be > 0 (got ${maxShard})`);
+  const out = path.resolve(outDir);
+  if (out === path.resolve(srcDir)) throw new ChatsftError('USAGE', 'the output folder is the source folder', outDir);
+  if (fs.existsSync(out) && !opts.overwrite) throw new ChatsftError('USAGE', 'output folder exists (pass overwrite to replace it)', outDir);
+
+  const cfg = readLlamaConfig(path.join(srcDir, 'config.json'));
+  const tjFile = path.join(srcDir, 'tokenizer.json');
+  const tcFile = path.join(srcDir, 'tokenizer_config.json');
+  const tj = readJson(tjFile);
+  const tc: Json = fs.existsSync(tcFile) ? readJson(tcFile) : {};
+  const ids = tokenIds(tj);
+  const idOf = (tok: string, what: string): number => {
+    const id = ids.get(tok);
+    if (id === undefined) throw new ChatsftError('EXPORT_ERROR', `${what} ${JSON.stringify(tok)} is not in the vocabulary`, tjFile);
+    if (id >= cfg.vocabSize) throw new ChatsftError('EXPORT_ERROR', `${what} ${JSON.stringify(tok)} has id ${id} but the model has ${cfg.vocabSize} embedding rows`, srcDir);
+    return id;
+  };
+  const eotId = idOf(opts.eotToken, 'EOT token');
+  const padTok = opts.padToken !== undefined ? opts.padToken : tokenString(tc['pad_token']);
+  const padId = padTok === null ? null : idOf(padTok, 'pad token');
+  const eosTok = tokenString(tc['eos_token']);
+  const cfgEos = cfg.eosTokenId === null ? [] : Array.isArray(cfg.eosTokenId) ? cfg.eosTokenId : [cfg.eosTokenId];
+  // Every id a runtime should stop on: the EOT the model learned first, then the tokenizer's and config's eos.
+  const eosIds = [...new Set([eotId, ...(eosTok !== null ? [idOf(eosTok, 'eos_token')] : []), ...cfgEos])];
+  const template = opts.chatTemplate !== undefined ? opts.chatTemplate : configChatTemplate(tc);
+
+  const tensors = readSafetensorsDir(srcDir);
+  const sizes: [string, number][] = [...tensors.keys()].sort().map((n) => [n, tensors.get(n)!.data.length * 4]);
+  const tensorBytes = sizes.reduce((a, [, b]) => a + b, 0);
+
+  const tmp = path.join(path.dirname(out), `.${path.basename(out)}.tmp-${process.pid}-${Date.now()}`);
+  fs.mkdirSync(tmp, { recursive: true });
+  try {
+    const files: string[] = [];
+    const shards = planShards(sizes, maxShard);
+    const weightMap: Record<string, string> = {};
+    shards.forEach((shard, i) => {
+      const name = shards.length === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
+      const m = new Map(shard.map(([n]) => [n, { shape: tensors.get(n)!.shape, data: tensors.get(n)!.data }]));
+      // transformers refuses safetensors whose metadata `format` is not a known framework.
+      writeSafetensors(path.join(tmp, name), m, { format: 'pt' });
+      for (const [n] of shard) weightMap[n] = name;
+      files.push(name);
+    });
+    if (shards.length > 1) {
+      writeJson(path.join(tmp, 'model.safetensors.index.json'), { metadata: { total_size: tensorBytes }, weight_map: weightMap });
+      files.push('model.safetensors.index.json');
+    }
+
+    const hfCfg = toHfConfig(cfg);
+    hfCfg['eos_token_id'] = eosIds.length === 1 ? eosIds[0] : eosIds;
+    hfCfg['pad_token_id'] = padId;
+    writeJson(path.join(tmp, 'config.json'), hfCfg);
+    const srcGen = path.join(srcDir, 'generation_config.json');
+    const gen: Json = fs.existsSync(srcGen) ? readJson(srcGen) : {};
+    Object.assign(gen, { eos_token_id: eosIds, pad_token_id: padId, bos_token_id: gen['bos_token_id'] ?? cfg.bosTokenId });
+    writeJson(path.join(tmp, 'generation_config.json'), gen);
+    files.push('config.json', 'generation_config.json');
+
+    fs.copyFileSync(tjFile, path.join(tmp, 'tokenizer.json'));
+    const newTc: Json = { ...tc, pad_token: padTok };
+    if (template !== null) newTc['chat_template'] = template;
+    writeJson(path.join(tmp, 'tokenizer_config.json'), newTc);
+    files.push('tokenizer.json', 'tokenizer_config.json');
+    const stm = path.join(srcDir, 'special_tokens_map.json');
+    if (fs.existsSync(stm)) {
+      writeJson(path.join(tmp, 'special_tokens_map.json'), { ...readJson(stm), pad_token: padTok });
+      files.push('special_tokens_map.json');
+    }
+    // transformers ≥ 4.43 prefers chat_template.jinja over tokenizer_config's field; keep them equal.
+    if (fs.existsSync(path.join(srcDir, 'chat_template.jinja')) && template !== null) {
+      fs.writeFileSync(path.join(tmp, 'chat_template.jinja'), template);
+      files.push('chat_template.jinja');
+    }
+    for (const f of TOKENIZER_EXTRAS) {
+      if (fs.existsSync(path.join(srcDir, f))) {
+        fs.copyFileSync(path.join(srcDir, f), path.join(tmp, f));
+        files.push(f);
+      }
+    }
+
+    if (fs.existsSync(out)) {
+      // Swap: move the old folder aside first so a failure leaves one complete folder in place.
+      const old = `${tmp}-old`;
+      fs.renameSync(out, old);
+      fs.renameSync(tmp, out);
+      fs.rmSync(old, { recursive: true, force: true });
+    } else {
+      fs.renameSync(tmp, out);
+    }
+    return { dir: out, files, shards: shards.length, tensorBytes, eosTokenIds: eosIds, padTokenId: padId };
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
