@@ -144,6 +144,12 @@ test('LoRA: zero-init adapter leaves the output unchanged; merged weights equal 
     moved = Math.max(moved, Math.abs(p0[i]! - adapted[i]!));
   }
   assert.ok(moved > 1e-3, 'training the adapter changed the output');
+  // The trained token rows of the untied head moved; the others did not.
+  const headBase = plain.params.get('lm_head.weight')!.arraySync() as number[][]; // [d, V]
+  const headMerged = mergedTensors(model).get('lm_head.weight')!.data; // HF [V, d]
+  const rowMoved = (row: number) => Math.max(...headBase.map((col, j) => Math.abs(col[row]! - headMerged[row * 32 + j]!)));
+  assert.ok(rowMoved(3) > 1e-4 && rowMoved(5) > 1e-4, 'lm_head rows of the trained tokens are trained');
+  assert.equal(rowMoved(4), 0, 'other lm_head rows are frozen');
   assert.ok(maxDiff < 1e-4, `merged vs unmerged logits differ by ${maxDiff}`);
   disposeAdamW(opt);
   [model, merged, plain].forEach(disposeModel);

@@ -4,7 +4,12 @@ import { Command } from 'commander';
 import { VERSION } from './common.js';
 import { registerPrepare } from './prepare.js';
 import { registerInspect } from './inspect.js';
+import { registerDoctor } from './doctor.js';
 import { registerTrain } from './train.js';
+import { registerGenerate } from './generate.js';
+import { registerChat } from './chat.js';
+import { registerEval } from './eval.js';
+import { registerDemo } from './demo.js';
 
 const program = new Command()
   .name('chatsft')
@@ -19,6 +24,11 @@ program.exitOverride((err) => {
 
 registerPrepare(program);
 registerInspect(program);
+registerDoctor(program);
 registerTrain(program);
+registerGenerate(program);
+registerChat(program);
+registerEval(program);
+registerDemo(program);
 
 await program.parseAsync(process.argv);

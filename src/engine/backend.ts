@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
+import { registerWasmKernelFixes } from './wasm_kernels.js';
 
 export { tf };
 
@@ -33,6 +34,7 @@ async function initWasm(): Promise<void> {
   wasm.setWasmPaths(path.dirname(wasmFile) + path.sep);
   const ok = await tf.setBackend('wasm');
   if (!ok) throw new ChatsftError('ENGINE_ERROR', 'could not initialise the tfjs wasm backend');
+  registerWasmKernelFixes();
 }
 
 /**

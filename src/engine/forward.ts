@@ -6,12 +6,17 @@ import { tf } from './backend.js';
 import type { Batch } from '../batch/types.js';
 import { IGNORE_INDEX } from '../batch/types.js';
 import type { LlamaConfig } from './config.js';
-import { attention, custom, gatherRows, headLoss, headLossWithGrad, linear } from './ops.js';
+import { attention, constMatMul, custom, gatherRows, headLoss, headLossWithGrad, linear } from './ops.js';
 import type { ForwardOptions, LlamaModel } from './types.js';
 import { loraDelta } from './lora.js';
 
-/** Rows of [chunk, vocab] logits alive at once in the loss. */
-export const LOSS_CHUNK = 256;
+/**
+ * Rows of [chunk, vocab] logits alive at once in the loss: about 8 M floats
+ * (32 MiB) per [chunk, vocab] tensor, e.g. 256 rows at vocab 32 k, 55 at 152 k.
+ */
+export function lossChunk(vocab: number): number {
+  return Math.max(16, Math.min(512, Math.floor(2 ** 23 / vocab)));
+}
 /** Additive mask value; finite so fully-masked (padding) rows stay NaN-free. */
 const NEG = -1e9;
 
@@ -85,11 +90,21 @@ export function rmsNorm(x: tf.Tensor, w: tf.Tensor, eps: number): tf.Tensor {
   return tf.mul(tf.mul(x, tf.rsqrt(tf.add(variance, eps))), w);
 }
 
-/** HF rotate_half on the last axis: cat(−x2, x1). */
+/**
+ * HF rotate_half on the last axis, cat(−x2, x1), as x @ R with R the signed
+ * permutation [hd, hd]: R[j + half, j] = −1, R[j, j + half] = 1.
+ */
 function rotateHalf(x: tf.Tensor): tf.Tensor {
-  const half = x.shape[x.rank - 1]! / 2;
-  const [x1, x2] = tf.split(x, [half, half], -1) as [tf.Tensor, tf.Tensor];
-  return tf.concat([tf.neg(x2), x1], -1);
+  const hd = x.shape[x.rank - 1]!;
+  const half = hd / 2;
+  const r = new Float32Array(hd * hd);
+  for (let j = 0; j < half; j++) {
+    r[(j + half) * hd + j] = -1;
+    r[j * hd + j + half] = 1;
+  }
+  const R = tf.tensor2d(r, [hd, hd]);
+  const y = constMatMul(tf.reshape(x, [-1, hd]) as tf.Tensor2D, R, tf.transpose(R));
+  return tf.reshape(y, x.shape);
 }
 
 /** Applies rotary embeddings to x [B, T, heads, hd] with cos/sin [B, T, 1, hd]. */
@@ -111,8 +126,12 @@ export function embeddingTable(model: LlamaModel): tf.Tensor2D {
   const e = model.params.get('model.embed_tokens.weight')! as tf.Tensor as tf.Tensor2D;
   const lora = model.lora;
   if (!lora || !lora.embedDelta) return e;
-  const delta = lora.embedDelta;
-  const rows = tf.tensor2d(lora.embedRows, [lora.embedRows.length, 1], 'int32');
+  return addRows(e, lora.embedRows, lora.embedDelta);
+}
+
+/** table [V, d] + delta [k, d] scattered into `rows`; differentiable in delta. */
+function addRows(e: tf.Tensor2D, rowIds: Int32Array, delta: tf.Tensor): tf.Tensor2D {
+  const rows = tf.tensor2d(rowIds, [rowIds.length, 1], 'int32');
   // ScatterNd's gradient is not registered on wasm; gathering dy's rows is it.
   const scatter = custom<tf.Tensor2D>(([d], save) => {
     save([rows]);
@@ -222,6 +241,11 @@ export function countSupervised(batch: Batch): number {
 /** Head weight as [d, V] and [V, d]. */
 export function headWeights(model: LlamaModel, emb?: tf.Tensor2D): { w: tf.Tensor2D; wT: tf.Tensor2D } {
   const head = model.params.get('lm_head.weight');
+  const lora = model.lora;
+  if (head && lora?.headDelta) {
+    const wT = addRows(tf.transpose(head) as tf.Tensor2D, lora.embedRows, lora.headDelta);
+    return { w: tf.transpose(wT), wT };
+  }
   if (head) return { w: head as tf.Tensor as tf.Tensor2D, wT: tf.transpose(head) as tf.Tensor2D };
   const e = emb ?? embeddingTable(model);
   return { w: tf.transpose(e) as tf.Tensor2D, wT: e };
@@ -238,7 +262,7 @@ export function lossForGrad(model: LlamaModel, batch: Batch, scale: number, opts
   if (rows.length === 0) return { loss: tf.mul(tf.sum(h), 0) as tf.Scalar, count: 0 };
   const hs = gatherRows(h, tf.tensor1d(rows, 'int32')); // [M, d]
   const { w, wT } = headWeights(model);
-  return { loss: tf.mul(headLossWithGrad(hs, w, wT, targets, LOSS_CHUNK), scale) as tf.Scalar, count: rows.length };
+  return { loss: tf.mul(headLossWithGrad(hs, w, wT, targets, lossChunk(model.config.vocabSize)), scale) as tf.Scalar, count: rows.length };
 }
 
 /** Summed cross-entropy and supervised count, no gradients (eval). */
@@ -248,7 +272,7 @@ export function evalLoss(model: LlamaModel, batch: Batch): { sum: number; count:
     if (rows.length === 0) return { sum: 0, count: 0 };
     const h = hiddenStates(model, batch, { training: false });
     const hs = tf.gather(h, tf.tensor1d(rows, 'int32')) as tf.Tensor2D;
-    return { sum: headLoss(hs, headWeights(model).w, targets, LOSS_CHUNK), count: rows.length };
+    return { sum: headLoss(hs, headWeights(model).w, targets, lossChunk(model.config.vocabSize)), count: rows.length };
   });
 }
 

@@ -62,6 +62,7 @@ export function addLora(model: LlamaModel, spec: LoraSpec, seed: number): void {
     b,
     embedRows: Int32Array.from(ids),
     embedDelta: ids.length > 0 ? tf.variable(tf.zeros([ids.length, d]), true) : null,
+    headDelta: ids.length > 0 && model.params.has('lm_head.weight') ? tf.variable(tf.zeros([ids.length, d]), true) : null,
   };
 }
 
@@ -91,6 +92,7 @@ export function trainableVariables(model: LlamaModel): Map<string, tf.Variable> 
   for (const [n, v] of model.lora.a) out.set(`${n}.lora_A`, v);
   for (const [n, v] of model.lora.b) out.set(`${n}.lora_B`, v);
   if (model.lora.embedDelta) out.set('model.embed_tokens.trainable_rows', model.lora.embedDelta);
+  if (model.lora.headDelta) out.set('lm_head.trainable_rows', model.lora.headDelta);
   return out;
 }
 
@@ -107,10 +109,12 @@ export function mergedTensors(model: LlamaModel): Map<string, { shape: number[];
     const delta = tf.tidy(() => tf.transpose(tf.mul(tf.matMul(a as tf.Tensor as tf.Tensor2D, b as tf.Tensor as tf.Tensor2D), scaling)).dataSync() as Float32Array);
     for (let i = 0; i < delta.length; i++) t.data[i] = t.data[i]! + delta[i]!;
   }
-  if (lora.embedDelta) {
-    const e = out.get('model.embed_tokens.weight')!;
-    const d = model.config.hiddenSize;
-    const delta = lora.embedDelta.dataSync();
+  const d = model.config.hiddenSize;
+  // Both tables are [V, d] in HF layout: add each trained row's delta.
+  for (const [name, deltaVar] of [['model.embed_tokens.weight', lora.embedDelta], ['lm_head.weight', lora.headDelta]] as const) {
+    if (!deltaVar) continue;
+    const e = out.get(name)!;
+    const delta = deltaVar.dataSync();
     lora.embedRows.forEach((row, k) => {
       for (let j = 0; j < d; j++) e.data[row * d + j] = e.data[row * d + j]! + delta[k * d + j]!;
     });
@@ -138,6 +142,12 @@ export function saveAdapter(model: LlamaModel, dir: string, baseModelPath: strin
     const rows = tf.tidy(() => tf.add(tf.gather(model.params.get('model.embed_tokens.weight')!, tf.tensor1d(lora.embedRows, 'int32')), lora.embedDelta!).dataSync() as Float32Array);
     tensors.set('base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta', { shape: [lora.embedRows.length, d], data: Float32Array.from(rows) });
   }
+  if (lora.headDelta) {
+    const d = model.config.hiddenSize;
+    // lm_head is stored [d, V] here: the rows of its transpose.
+    const rows = tf.tidy(() => tf.add(tf.gather(tf.transpose(model.params.get('lm_head.weight')!), tf.tensor1d(lora.embedRows, 'int32')), lora.headDelta!).dataSync() as Float32Array);
+    tensors.set('base_model.model.lm_head.token_adapter.trainable_tokens_delta', { shape: [lora.embedRows.length, d], data: Float32Array.from(rows) });
+  }
   writeSafetensors(path.join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
   const config: Record<string, unknown> = {
     peft_type: 'LORA',
@@ -153,7 +163,10 @@ export function saveAdapter(model: LlamaModel, dir: string, baseModelPath: strin
     init_lora_weights: true,
     use_rslora: false,
     modules_to_save: null,
-    trainable_token_indices: lora.embedRows.length > 0 ? { embed_tokens: Array.from(lora.embedRows) } : null,
+    trainable_token_indices:
+      lora.embedRows.length > 0
+        ? { embed_tokens: Array.from(lora.embedRows), ...(lora.headDelta ? { lm_head: Array.from(lora.embedRows) } : {}) }
+        : null,
   };
   writeJsonAtomic(path.join(dir, 'adapter_config.json'), config);
 }

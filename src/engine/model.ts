@@ -161,6 +161,7 @@ export function disposeModel(model: LlamaModel): void {
     for (const v of model.lora.a.values()) v.dispose();
     for (const v of model.lora.b.values()) v.dispose();
     model.lora.embedDelta?.dispose();
+    model.lora.headDelta?.dispose();
   }
   model.params.clear();
 }

@@ -52,8 +52,10 @@ export function gatherRows(table: tf.Tensor2D, idx: tf.Tensor1D): tf.Tensor2D {
 }
 
 /**
- * Scaled-dot-product attention for one layer, looping over (batch, head) so
- * every product is a plain 2-D matMul.
+ * Scaled-dot-product attention for one layer. The products run per
+ * (batch, head) as plain 2-D matMuls (XNNPACK's fast path); everything
+ * elementwise (bias, softmax and its backward) runs once on the
+ * concatenated [B·H, T, S] blocks, so the kernel count stays ≈ 6·B·H.
  * q [B, H, T, hd], k/v [B, KV, S, hd] (H a multiple of KV: grouped-query),
  * bias [B, T, S] additive mask (0 or -1e9). Returns [B, H, T, hd].
  */
@@ -63,66 +65,50 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: 
   const S = k.shape[2];
   const rep = H / KV;
   const scale = 1 / Math.sqrt(hd);
+  const kvOf = (i: number): number => Math.floor(i / H) * KV + Math.floor((i % H) / rep);
+  const tr = (x: tf.Tensor): tf.Tensor => tf.transpose(x, [0, 2, 1]);
   const op = custom<tf.Tensor4D>(([qq, kk, vv], save) => {
-    const qs = tf.unstack(tf.reshape(qq!, [B * H, T, hd])) as T2[];
-    const ks = tf.unstack(tf.reshape(kk!, [B * KV, S, hd])) as T2[];
-    const vs = tf.unstack(tf.reshape(vv!, [B * KV, S, hd])) as T2[];
-    const biases = tf.unstack(bias) as T2[];
-    const kTs = ks.map((x) => tf.transpose(x)); // [hd, S]
-    const probs: T2[] = [];
-    const outs: T2[] = [];
-    for (let b = 0; b < B; b++) {
-      for (let h = 0; h < H; h++) {
-        const kv = b * KV + Math.floor(h / rep);
-        // [T, hd] @ [hd, S] → [T, S]
-        const s = tf.add(tf.mul(tf.matMul(qs[b * H + h]!, kTs[kv]!), scale), biases[b]!);
-        const p = tf.softmax(s) as T2;
-        probs.push(p);
-        outs.push(tf.matMul(p, vs[kv]!)); // [T, S] @ [S, hd] → [T, hd]
-      }
-    }
-    const value = tf.reshape(tf.stack(outs), [B, H, T, hd]) as tf.Tensor4D;
-    // customGrad runs the forward inside tidy: whatever the backward needs
-    // must go through save().
-    save([qq!, kk!, vv!, ...probs]);
+    // q is pre-scaled by 1/√hd once, instead of scaling every [T, S] block.
+    const q3 = tf.reshape(tf.mul(qq!, scale), [B * H, T, hd]);
+    const k3 = tf.reshape(kk!, [B * KV, S, hd]);
+    const v3 = tf.reshape(vv!, [B * KV, S, hd]);
+    const qs = tf.unstack(q3) as T2[];
+    const kTs = tf.unstack(tr(k3)) as T2[]; // [hd, S] each
+    const vs = tf.unstack(v3) as T2[];
+    const scores = qs.map((qi, i) => tf.matMul(qi, kTs[kvOf(i)]!)); // [T, S] each
+    const s4 = tf.add(tf.reshape(tf.concat(scores, 0), [B, H, T, S]), tf.expandDims(bias, 1));
+    const p = tf.reshape(tf.softmax(s4), [B * H, T, S]);
+    const ps = tf.unstack(p) as T2[];
+    const outs = ps.map((pi, i) => tf.matMul(pi, vs[kvOf(i)]!)); // [T, hd] each
+    const value = tf.reshape(tf.concat(outs, 0), [B, H, T, hd]) as tf.Tensor4D;
+    // customGrad runs the forward inside tidy: what the backward needs goes through save().
+    save([q3, k3, v3, p]);
     return {
       value,
       gradFunc: (dy, saved) => {
-        const qs = tf.unstack(tf.reshape(saved[0]!, [B * H, T, hd])) as T2[];
-        const ks = tf.unstack(tf.reshape(saved[1]!, [B * KV, S, hd])) as T2[];
-        const vs = tf.unstack(tf.reshape(saved[2]!, [B * KV, S, hd])) as T2[];
-        const probs = saved.slice(3) as T2[];
+        const [sq, sk, sv, sp] = saved as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
         const dys = tf.unstack(tf.reshape(dy, [B * H, T, hd])) as T2[];
-        const dq: T2[] = [];
-        const dk: (tf.Tensor | null)[] = new Array<tf.Tensor | null>(B * KV).fill(null);
-        const dv: (tf.Tensor | null)[] = new Array<tf.Tensor | null>(B * KV).fill(null);
-        const vTs = vs.map((x) => tf.transpose(x)); // [hd, S]
-        for (let b = 0; b < B; b++) {
-          for (let h = 0; h < H; h++) {
-            const i = b * H + h;
-            const kv = b * KV + Math.floor(h / rep);
-            const p = probs[i]!;
-            const g = dys[i]!;
-            const pT = tf.transpose(p); // [S, T]
-            const dvi = tf.matMul(pT, g); // [S, hd]
-            const dp = tf.matMul(g, vTs[kv]!); // [T, S]
-            // softmax backward: ds = p ⊙ (dp − rowsum(dp ⊙ p)), then the 1/√hd scale
-            const ds = tf.mul(tf.mul(p, tf.sub(dp, tf.sum(tf.mul(dp, p), 1, true))), scale) as T2;
-            dq.push(tf.matMul(ds, ks[kv]!)); // [T, S] @ [S, hd]
-            const dki = tf.matMul(tf.transpose(ds), qs[i]!); // [S, T] @ [T, hd]
-            dk[kv] = dk[kv] ? tf.add(dk[kv]!, dki) : dki;
-            dv[kv] = dv[kv] ? tf.add(dv[kv]!, dvi) : dvi;
-          }
-        }
-        return [
-          tf.reshape(tf.stack(dq), [B, H, T, hd]),
-          tf.reshape(tf.stack(dk as tf.Tensor[]), [B, KV, S, hd]),
-          tf.reshape(tf.stack(dv as tf.Tensor[]), [B, KV, S, hd]),
-        ];
+        const pTs = tf.unstack(tr(sp)) as T2[]; // [S, T]
+        const vTs = tf.unstack(tr(sv)) as T2[]; // [hd, S]
+        const dvs = dys.map((g, i) => tf.matMul(pTs[i]!, g)); // [S, hd], per query head
+        const dps = dys.map((g, i) => tf.matMul(g, vTs[kvOf(i)]!)); // [T, S]
+        const dp = tf.reshape(tf.concat(dps, 0), [B * H, T, S]);
+        // softmax backward: ds = p ⊙ (dp − rowsum(dp ⊙ p))
+        const ds = tf.mul(sp, tf.sub(dp, tf.sum(tf.mul(dp, sp), -1, true)));
+        const dss = tf.unstack(ds) as T2[];
+        const dsTs = tf.unstack(tr(ds)) as T2[];
+        const ks = tf.unstack(sk) as T2[];
+        const qs2 = tf.unstack(sq) as T2[];
+        const dq = dss.map((d, i) => tf.matMul(d, ks[kvOf(i)]!)); // [T, hd], ∂/∂(scaled q)
+        const dk = dsTs.map((d, i) => tf.matMul(d, qs2[i]!)); // [S, hd]; q already carries the scale
+        // Query heads sharing a kv head: sum their [S, hd] blocks (h = kv·rep + r).
+        const group = (parts: tf.Tensor[]): tf.Tensor =>
+          rep === 1 ? tf.reshape(tf.concat(parts, 0), [B, KV, S, hd]) : tf.sum(tf.reshape(tf.concat(parts, 0), [B, KV, rep, S, hd]), 2);
+        return [tf.mul(tf.reshape(tf.concat(dq, 0), [B, H, T, hd]), scale), group(dk), group(dvs)];
       },
     };
   });
-  return op(q, k, v) as tf.Tensor4D;
+  return op(q, k, v);
 }
 
 /**
@@ -138,38 +124,70 @@ export function headLossWithGrad(h: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D
   const op = custom<tf.Scalar>(([hh, ww], save) => {
     let loss: tf.Tensor = tf.scalar(0);
     const dhs: tf.Tensor[] = [];
-    let dw: tf.Tensor = tf.zeros([d, V]);
+    let dw: tf.Tensor | null = null;
     for (let r0 = 0; r0 < M; r0 += chunk) {
       const n = Math.min(chunk, M - r0);
       const hc = tf.slice(hh!, [r0, 0], [n, d]) as T2;
-      const tgt = tf.tensor1d(targets.subarray(r0, r0 + n), 'int32');
       const res = tf.tidy(() => {
         const logits = tf.matMul(hc, ww as T2); // [n, V]
-        const lse = tf.logSumExp(logits, 1, true); // [n, 1]
-        const onehot = tf.cast(tf.oneHot(tgt, V), 'float32'); // [n, V] (oneHot with a float dtype is wrong on wasm 4.22)
-        const l = tf.sub(tf.sum(lse), tf.sum(tf.mul(logits, onehot)));
-        const dlogits = tf.sub(tf.exp(tf.sub(logits, lse)), onehot) as T2; // softmax − onehot
+        const m = tf.max(logits, 1, true); // [n, 1]
+        const e = tf.exp(tf.sub(logits, m)); // [n, V]
+        const z = tf.sum(e, 1, true); // [n, 1]
+        const lse = tf.add(m, tf.log(z)); // [n, 1]
+        // Target logits and probabilities by flat index r·V + y, not a [n, V] one-hot.
+        const flat = tf.tensor1d(Int32Array.from(targets.subarray(r0, r0 + n), (y, r) => r * V + y), 'int32');
+        const l = tf.sub(tf.sum(lse), tf.sum(tf.gather(tf.reshape(logits, [-1]), flat)));
+        const p = tf.div(e, z) as T2; // softmax [n, V]
+        // dlogits = softmax − onehot: subtract 1 at the n target entries only.
+        const at = tf.tensor2d(pairs(targets.subarray(r0, r0 + n)), [n, 2], 'int32');
+        const dlogits = tf.tensorScatterUpdate(p, at, tf.sub(tf.gather(tf.reshape(p, [-1]), flat), 1)) as T2;
         return { l, dh: tf.matMul(dlogits, wT), dw: tf.matMul(tf.transpose(hc), dlogits) };
       });
-      tgt.dispose();
       const newLoss = tf.add(loss, res.l);
-      const newDw = tf.add(dw, res.dw);
       loss.dispose();
-      dw.dispose();
       res.l.dispose();
-      res.dw.dispose();
       loss = newLoss;
-      dw = newDw;
+      if (dw === null) dw = res.dw;
+      else {
+        const newDw: tf.Tensor = tf.add(dw, res.dw);
+        dw.dispose();
+        res.dw.dispose();
+        dw = newDw;
+      }
       dhs.push(res.dh);
     }
     const dh = dhs.length === 1 ? dhs[0]! : tf.concat(dhs, 0);
-    save([dh, dw]);
+    save([dh, dw ?? tf.zeros([d, V])]);
     return {
       value: loss as tf.Scalar,
       gradFunc: (dy, saved) => [tf.mul(saved[0]!, dy), tf.mul(saved[1]!, dy)],
     };
   });
   return op(h, w) as tf.Scalar;
+}
+
+/** [r, y] index pairs [n·2] for targets y of rows r = 0..n-1. */
+function pairs(targets: Int32Array): Int32Array {
+  const out = new Int32Array(targets.length * 2);
+  targets.forEach((y, r) => {
+    out[2 * r] = r;
+    out[2 * r + 1] = y;
+  });
+  return out;
+}
+
+/**
+ * x @ r for a constant square matrix r (no gradient for r): dx = dy @ rᵀ,
+ * with rᵀ given. Used for RoPE's rotate_half as a signed permutation, which
+ * on wasm is far cheaper than split + concat on the last axis.
+ */
+export function constMatMul(x: tf.Tensor2D, r: tf.Tensor2D, rT: tf.Tensor2D): tf.Tensor2D {
+  // rT goes through save(): tensors captured by closure are disposed before backprop.
+  const op = custom<T2>(([xx], save) => {
+    save([rT]);
+    return { value: tf.matMul(xx as T2, r), gradFunc: (dy, saved) => [tf.matMul(dy, saved[0] as T2)] };
+  });
+  return op(x);
 }
 
 /** Summed cross-entropy without gradients, chunked (eval). */
@@ -180,10 +198,10 @@ export function headLoss(h: tf.Tensor2D, w: tf.Tensor2D, targets: Int32Array, ch
   for (let r0 = 0; r0 < M; r0 += chunk) {
     const n = Math.min(chunk, M - r0);
     total += tf.tidy(() => {
-      const logits = tf.matMul(tf.slice(h, [r0, 0], [n, d]) as T2, w);
+      const logits = tf.matMul(tf.slice(h, [r0, 0], [n, d]) as T2, w); // [n, V]
       const lse = tf.logSumExp(logits, 1);
-      const onehot = tf.cast(tf.oneHot(tf.tensor1d(targets.subarray(r0, r0 + n), 'int32'), V), 'float32');
-      return tf.sub(tf.sum(lse), tf.sum(tf.mul(logits, onehot))).dataSync()[0]!;
+      const flat = tf.tensor1d(Int32Array.from(targets.subarray(r0, r0 + n), (y, r) => r * V + y), 'int32');
+      return tf.sub(tf.sum(lse), tf.sum(tf.gather(tf.reshape(logits, [-1]), flat))).dataSync()[0]!;
     });
   }
   return total;

@@ -22,6 +22,8 @@ export interface LoraState {
   /** Rows of the embedding that are trained, and their deltas [rows, d]. */
   embedRows: Int32Array;
   embedDelta: tf.Variable | null;
+  /** With an untied head, the same rows of lm_head ([V, d] in HF layout) are trained too. */
+  headDelta: tf.Variable | null;
 }
 
 /**

@@ -1,0 +1,96 @@
+/**
+ * Training throughput of the engine against PyTorch on the same model/batch.
+ *
+ *   node dist/bench/train.js [--steps 3] [--warmup 1] [--small] [--profile] [--no-ref]
+ *
+ * Prints tokens/s, achieved GFLOPS (6·N·tokens + attention) and peak RSS for
+ * tfjs, then for bench/train_ref.py (torch, 2 threads, OMP_WAIT_POLICY=PASSIVE)
+ * and the ratio.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { collate } from '../src/batch/collate.js';
+import { ADAMW_DEFAULTS, Rng, createAdamW, createModel, initEngine, makeLlamaConfig, tf, trainStep } from '../src/engine/index.js';
+
+const args = process.argv.slice(2);
+const flag = (n: string) => args.includes(`--${n}`);
+const num = (n: string, d: number) => {
+  const i = args.indexOf(`--${n}`);
+  return i >= 0 ? Number(args[i + 1]) : d;
+};
+
+// The ENGINE-NOTES model: 19.5 M parameters, vocab 32 002, d 256, 4 layers, batch 8 × 256.
+const c = flag('small')
+  ? { vocab: 512, d: 128, layers: 2, heads: 4, kv_heads: 4, inter: 344, batch: 32, seq: 64 }
+  : { vocab: 32002, d: 256, layers: 4, heads: 4, kv_heads: 4, inter: 688, batch: 8, seq: 256 };
+const steps = num('steps', 3);
+const warmup = num('warmup', 1);
+
+/** Training FLOPs per token: 6 × matmul params + causal attention (6·L·T·d: QKᵀ and PV, fwd+bwd, half the square). */
+function flopsPerToken(): number {
+  const hd = c.d / c.heads;
+  const perLayer = c.d * (c.heads * hd) * 2 + c.d * (c.kv_heads * hd) * 2 + 3 * c.d * c.inter;
+  const matmulParams = c.layers * perLayer + c.vocab * c.d;
+  return 6 * matmulParams + 6 * c.layers * c.seq * c.d;
+}
+
+async function main(): Promise<void> {
+  const { backend } = await initEngine();
+  const config = makeLlamaConfig({ vocabSize: c.vocab, hiddenSize: c.d, intermediateSize: c.inter, numHiddenLayers: c.layers, numAttentionHeads: c.heads, numKeyValueHeads: c.kv_heads });
+  const model = createModel(config, 0);
+  const rng = new Rng(1);
+  const rows = Array.from({ length: c.batch }, () => {
+    const ids = Array.from({ length: c.seq }, () => Math.floor(rng.next() * c.vocab));
+    return { inputIds: ids, labels: ids };
+  });
+  const batch = collate(rows, { padId: 0, paddingSide: 'right' });
+  const opt = createAdamW(new Map(model.params));
+  const hp = { ...ADAMW_DEFAULTS, maxGradNorm: 1 };
+  const times: number[] = [];
+  for (let s = 0; s < warmup + steps; s++) {
+    const t = performance.now();
+    const r = trainStep(model, [batch], opt, 1e-4, hp);
+    const dt = (performance.now() - t) / 1000;
+    if (s >= warmup) times.push(dt);
+    console.error(`step ${s} loss ${r.loss.toFixed(4)} ${dt.toFixed(2)} s`);
+  }
+  const sPerStep = times.reduce((a, b) => a + b) / times.length;
+  const tokens = c.batch * c.seq;
+  const fpt = flopsPerToken();
+  const ours = { tokensPerS: tokens / sPerStep, gflops: (fpt * tokens) / sPerStep / 1e9, rssMb: process.resourceUsage().maxRSS / 1024 };
+  console.log(`model: vocab ${c.vocab}, d ${c.d}, ${c.layers} layers, batch ${c.batch} × ${c.seq}; ${(fpt / 6 / 1e6).toFixed(1)} M matmul params`);
+  console.log(`tfjs (${backend}): ${sPerStep.toFixed(2)} s/step, ${ours.tokensPerS.toFixed(0)} tokens/s, ${ours.gflops.toFixed(1)} GFLOPS, peak RSS ${ours.rssMb.toFixed(0)} MiB`);
+
+  if (flag('profile')) {
+    const prof = await tf.profile(() => {
+      trainStep(model, [batch], opt, 1e-4, hp);
+    });
+    const agg = new Map<string, { ms: number; n: number }>();
+    for (const k of prof.kernels) {
+      const key = `${k.name} ${JSON.stringify(k.inputShapes)}`;
+      const a = agg.get(key) ?? { ms: 0, n: 0 };
+      a.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+      a.n += 1;
+      agg.set(key, a);
+    }
+    const total = [...agg.values()].reduce((s, a) => s + a.ms, 0);
+    console.log(`profile: ${prof.kernels.length} kernels, ${total.toFixed(0)} ms kernel time`);
+    for (const [k, a] of [...agg].sort((x, y) => y[1].ms - x[1].ms).slice(0, 15)) console.log(`  ${a.ms.toFixed(0).padStart(6)} ms ${String(a.n).padStart(5)}×  ${k}`);
+  }
+
+  if (flag('no-ref')) return;
+  const py = '/usr/bin/python3';
+  if (spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status !== 0) {
+    console.log('PyTorch reference skipped: /usr/bin/python3 cannot import torch');
+    return;
+  }
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const script = path.join(here, '..', '..', 'bench', 'train_ref.py');
+  const out = execFileSync(py, [script, JSON.stringify({ ...c, steps, warmup })], { encoding: 'utf8', env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' } });
+  const ref = JSON.parse(out) as { s_per_step: number; tokens_per_s: number; peak_rss_mb: number };
+  console.log(`torch (2 threads): ${ref.s_per_step.toFixed(2)} s/step, ${ref.tokens_per_s.toFixed(0)} tokens/s, ${((fpt * tokens) / ref.s_per_step / 1e9).toFixed(1)} GFLOPS, peak RSS ${ref.peak_rss_mb.toFixed(0)} MiB`);
+  console.log(`ratio tfjs / torch tokens/s: ${(ours.tokensPerS / ref.tokens_per_s).toFixed(2)}`);
+}
+
+await main();

@@ -1,0 +1,105 @@
+// chatsft eval --model out/ --data heldout.jsonl [--max-new-tokens 64] [--loss-only] [--json]
+import type { Command } from 'commander';
+import { ChatsftError } from '../errors.js';
+import { disposeModel } from '../engine/index.js';
+import { decodeIds, evaluateModel, type EvalReport, type EvalRow } from '../eval/evaluate.js';
+import type { TokenizerSetup } from '../tokenize/setup.js';
+import { createProgress, type Progress } from '../util/progress.js';
+import { action, addConfigFlags, configFrom, printJson } from './common.js';
+import { encodeOptionsFrom } from './prepare.js';
+import { loadGenerator } from './generate.js';
+
+function positiveInt(raw: unknown, flag: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new ChatsftError('USAGE', `--${flag} must be a positive integer, got ${String(raw)}`);
+  return n;
+}
+
+const pct = (x: number | null): string => (x === null ? '-' : `${(100 * x).toFixed(1)}%`);
+const fixed = (x: number | null, d: number): string => (x === null ? '-' : x.toFixed(d));
+
+/** The readable report: one metric per line, then a few generations. */
+export async function formatEvalTable(setup: TokenizerSetup, file: string, r: EvalReport, samples: EvalRow[]): Promise<string> {
+  const name = (id: number): string => `${setup.tokenizer.idToToken(id) ?? '?'} (${id})`;
+  const lines = [
+    `eval ${file}`,
+    `  loss             ${fixed(r.loss, 4)}  (mean CE over ${r.loss_tokens} supervised tokens of ${r.loss_examples} conversations)`,
+  ];
+  if (r.examples !== null) {
+    const stopped = r.stopped_by ? Object.values(r.stopped_by).reduce((a, b) => a + b, 0) : 0;
+    const run = r.runaways ?? { total: 0, new_turn_header: 0, inside_text: 0 };
+    lines.push(
+      `  stop rate        ${pct(r.stop_rate)}  (${stopped}/${r.examples} generations ended with a stop id)`,
+      `  new tokens       mean ${fixed(r.mean_new_tokens, 1)}  p95 ${r.p95_new_tokens ?? '-'}  max ${r.max_new_tokens}  (reference answers: mean ${fixed(r.reference_mean_tokens, 1)})`,
+      `  runaways         ${run.total}  (started a new turn header: ${run.new_turn_header}, inside text: ${run.inside_text})`,
+      `  stop ids         ${r.stop_ids.map(name).join(', ')}`,
+    );
+  }
+  for (const s of samples) {
+    const text = (await decodeIds(setup, s.tokens)).replace(/\n/g, '\\n');
+    const end = s.stoppedBy !== null ? 'stopped' : s.ending === 'runaway_new_turn' ? 'ran on into a new turn' : 'did not stop';
+    lines.push(`  line ${s.line}: ${JSON.stringify(text.length > 120 ? text.slice(0, 117) + '...' : text)}  [${end}, ${s.tokens.length} tokens]`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+export function registerEval(program: Command): void {
+  const cmd = program.command('eval').description('loss and stop rate of a model folder on held-out conversations (SPEC §8)');
+  addConfigFlags(cmd, ['model', 'data', 'template', 'train_on', 'max_length', 'truncation', 'allow_special_tokens_in_content'])
+    .option('--max-new-tokens <n>', 'generation budget per prompt', '128')
+    .option('--batch-size <n>', 'prompts per generation batch', '16')
+    .option('--limit <n>', 'evaluate only the first N usable conversations')
+    .option('--samples <n>', 'generations shown in the table', '3')
+    .option('--loss-only', 'skip generation')
+    .option('--json', 'print the report as JSON on stdout')
+    .option('--quiet', 'no progress bar')
+    .action(
+      action(async (opts: Record<string, unknown>) => {
+        const cfg = configFrom(opts);
+        if (!cfg.model) throw new ChatsftError('USAGE', 'missing --model DIR');
+        const data = cfg.data.train ?? cfg.data.eval;
+        if (!data) throw new ChatsftError('USAGE', 'missing --data FILE');
+        const maxNewTokens = positiveInt(opts['maxNewTokens'], 'max-new-tokens');
+        const batchSize = positiveInt(opts['batchSize'], 'batch-size');
+        const limit = opts['limit'] !== undefined ? positiveInt(opts['limit'], 'limit') : undefined;
+        const samples = Number(opts['samples'] ?? 3);
+        const { setup, model } = await loadGenerator(cfg.model, cfg.template);
+        const silent = Boolean(opts['quiet']) || Boolean(opts['lossOnly']);
+        let progress: Progress | undefined; // created at the first batch, when the total is known
+        try {
+          const { report, rows } = await evaluateModel({
+            setup,
+            data,
+            model,
+            lossOnly: Boolean(opts['lossOnly']),
+            maxNewTokens,
+            batchSize,
+            encode: encodeOptionsFrom(cfg),
+            ...(limit !== undefined ? { limit } : {}),
+            onProgress: (done, total) => {
+              progress ??= createProgress({ label: 'eval', unit: 'prompts', total, silent });
+              progress.update(done);
+            },
+          });
+          progress?.done();
+          if (opts['json']) {
+            const shown = await Promise.all(
+              rows.slice(0, Math.max(0, samples)).map(async (r) => ({
+                line: r.line,
+                text: await decodeIds(setup, r.tokens),
+                new_tokens: r.tokens.length,
+                reference_tokens: r.referenceTokens,
+                stopped_by: r.stoppedBy,
+                ending: r.ending,
+              })),
+            );
+            printJson({ model: cfg.model, data, ...report, samples: shown });
+          } else {
+            process.stdout.write(await formatEvalTable(setup, data, report, rows.slice(0, Math.max(0, samples))));
+          }
+        } finally {
+          disposeModel(model);
+        }
+      }),
+    );
+}

@@ -1,0 +1,292 @@
+/**
+ * The demo (SPEC §8): one small model, one dataset, one seed, trained twice,
+ * differing only in the label pipeline, then evaluated on the same held-out
+ * prompts with the same greedy settings.
+ *
+ *   legacy  = SPEC §1: no pad token → pad = eos, left padding, labels masked
+ *             where input id == pad id (transformers' LM collator), so every
+ *             real <|im_end|> loses its label.
+ *   chatsft = the default pipeline (labels from spans, pad = <|endoftext|>).
+ *
+ * Optionally the forgetting pair: the stopping `chatsft` model is trained on
+ * a new task (B) under each pipeline; its stop rate on task B prompts is
+ * measured before and after.
+ *
+ *   const report = await runDemo({ ...DEMO_DEFAULTS, out: 'demo-out' });
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { hfLmCollatorLabels, collate } from '../batch/collate.js';
+import type { Row } from '../batch/types.js';
+import { ConfigSchema } from '../config/schema.js';
+import { countParameters, disposeModel, initEngine, loadModel, makeLlamaConfig, toHfConfig } from '../engine/index.js';
+import { evaluateModel, type EvalReport } from '../eval/evaluate.js';
+import { loadModelFolder } from '../model/folder.js';
+import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
+import { trainFromConfig } from '../cli/train.js';
+import { generateDemoData, renderChatml, toJsonl } from './data.js';
+import { writeDemoModelFolder } from './tokenizer.js';
+import { createProgress, type Progress } from '../util/progress.js';
+
+export type Pipeline = 'legacy' | 'chatsft';
+
+export interface DemoOptions {
+  /** Keep everything here; a temporary folder (removed at the end) when absent. */
+  out?: string;
+  seed: number;
+  trainSize: number;
+  heldout: number;
+  steps: number;
+  batchSize: number;
+  lr: number;
+  /** Demo tokenizer vocabulary (bytes + merges + 3 specials). */
+  vocabSize: number;
+  hiddenSize: number;
+  layers: number;
+  heads: number;
+  maxNewTokens: number;
+  /** Run the forgetting pair (legacy-continued, chatsft-continued). */
+  continued: boolean;
+  continueSteps: number;
+  continueLr: number;
+  /** Stage messages ("[2/6] legacy: training 300 steps"). */
+  onStage?: (line: string) => void;
+  /** Show the train/eval progress bars (stderr). */
+  progress?: boolean;
+}
+
+export interface DemoRun {
+  name: string;
+  pipeline: Pipeline;
+  /** Supervised EOT positions in the training rows. */
+  supervised_eot: number;
+  /** Stop rate on the held-out prompts of the run's task. */
+  stop_rate: number;
+  mean_new_tokens: number;
+  p95_new_tokens: number;
+  final_loss: number;
+  eval_loss: number | null;
+  /** Training seconds. */
+  seconds: number;
+  eval_seconds: number;
+  runaways: { total: number; new_turn_header: number; inside_text: number };
+  /** Continued runs: the stop rate of the starting model on the same prompts. */
+  stop_rate_before?: number;
+  task: 'A' | 'B';
+  model_dir: string | null;
+}
+
+export interface DemoReport {
+  runs: DemoRun[];
+  settings: Omit<DemoOptions, 'out' | 'onStage' | 'progress'> & { parameters: number; stop_ids: number[] };
+  heldout_examples: number;
+  verdict: string[];
+  total_seconds: number;
+  out: string | null;
+}
+
+export const DEMO_DEFAULTS: Omit<DemoOptions, 'out' | 'onStage' | 'progress'> = {
+  seed: 0,
+  trainSize: 2000,
+  heldout: 100,
+  steps: 300,
+  batchSize: 16,
+  lr: 3e-3,
+  vocabSize: 512,
+  hiddenSize: 64,
+  layers: 2,
+  heads: 4,
+  maxNewTokens: 64,
+  continued: true,
+  continueSteps: 150,
+  continueLr: 1e-3,
+};
+
+/**
+ * transformers' DataCollatorForLanguageModeling applied to chatsft's
+ * assistant-only labels (what completion-only collators do): every position
+ * whose input id equals the pad id loses its label. With pad = <|im_end|>
+ * that is every EOT. Rows stay unpadded; the engine's collator pads later,
+ * and padding carries no label either way.
+ */
+export function legacyMaskRows(rows: Row[], setup: TokenizerSetup): Row[] {
+  return rows.map((row) => {
+    const batch = collate([row], { padId: setup.padId, paddingSide: setup.paddingSide });
+    const masked = hfLmCollatorLabels(batch, setup.padId, 'labels');
+    // collate() unsupervises position 0 (never a target); keep the row's own value there.
+    return { ...row, labels: Array.from(masked, (y, i) => (i === 0 ? (row.labels[0] as number) : y)) };
+  });
+}
+
+function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
+}
+
+/** Config of a run: the pipeline's pad/padding/label choices, the rest shared. */
+function runConfig(p: Pipeline, model: string, train: string, evalData: string, outDir: string, steps: number, lr: number, o: DemoOptions) {
+  return ConfigSchema.parse({
+    model,
+    data: { train, eval: evalData },
+    output_dir: outDir,
+    max_steps: steps,
+    batch_size: o.batchSize,
+    lr,
+    warmup_steps: Math.min(20, Math.floor(steps / 10)),
+    seed: o.seed,
+    ...(p === 'legacy' ? { pad: 'eos', padding_side: 'left', allow_no_eot: true } : {}),
+  });
+}
+
+async function evaluateFolder(dir: string, label: string, heldout: string, o: DemoOptions): Promise<EvalReport & { parameters: number }> {
+  // The folder as saved, reloaded: what a user (or the export) gets.
+  const setup = setupTokenizer(loadModelFolder(dir), {});
+  const model = loadModel(dir);
+  let progress: Progress | undefined;
+  try {
+    const { report } = await evaluateModel({
+      setup,
+      data: heldout,
+      model,
+      maxNewTokens: o.maxNewTokens,
+      batchSize: 16,
+      onProgress: (done, total) => {
+        progress ??= createProgress({ label: `eval ${label}`, unit: 'prompts', total, silent: !o.progress });
+        progress.update(done);
+      },
+    });
+    progress?.done();
+    return { ...report, parameters: countParameters(model) };
+  } finally {
+    disposeModel(model);
+  }
+}
+
+export async function runDemo(o: DemoOptions): Promise<DemoReport> {
+  const t0 = performance.now();
+  const stage = o.onStage ?? (() => {});
+  const root = o.out ? resolve(o.out) : mkdtempSync(join(tmpdir(), 'chatsft-demo-'));
+  try {
+    mkdirSync(join(root, 'data'), { recursive: true });
+    await initEngine();
+    const totalStages = o.continued ? 6 : 3;
+    let n = 0;
+    const next = (what: string): void => stage(`[${++n}/${totalStages}] ${what}`);
+
+    // Data and the base folder (tokenizer + config.json, random init).
+    next('data, tokenizer and a small model');
+    const a = generateDemoData({ seed: o.seed, train: o.trainSize, heldout: o.heldout, task: 'A' });
+    const b = generateDemoData({ seed: o.seed, train: o.trainSize, heldout: o.heldout, task: 'B' });
+    const files = {
+      trainA: join(root, 'data', 'train.jsonl'),
+      heldoutA: join(root, 'heldout.jsonl'),
+      trainB: join(root, 'data', 'task_b_train.jsonl'),
+      heldoutB: join(root, 'data', 'task_b_heldout.jsonl'),
+    };
+    writeAtomic(files.trainA, toJsonl(a.train));
+    writeAtomic(files.heldoutA, toJsonl(a.heldout));
+    writeAtomic(files.trainB, toJsonl(b.train));
+    writeAtomic(files.heldoutB, toJsonl(b.heldout));
+    const base = join(root, 'base');
+    const tok = await writeDemoModelFolder(base, [...a.train, ...b.train].map(renderChatml), { vocabSize: o.vocabSize });
+    const config = makeLlamaConfig({
+      vocabSize: tok.vocabSize,
+      hiddenSize: o.hiddenSize,
+      intermediateSize: o.hiddenSize * 4,
+      numHiddenLayers: o.layers,
+      numAttentionHeads: o.heads,
+      tieWordEmbeddings: true,
+      maxPositionEmbeddings: 512,
+      bosTokenId: tok.ids.endoftext,
+      eosTokenId: tok.ids.imEnd,
+    });
+    writeAtomic(join(base, 'config.json'), JSON.stringify(toHfConfig(config), null, 2) + '\n');
+
+    const runs: DemoRun[] = [];
+    let stopIds: number[] = [];
+    let parameters = 0;
+    const train = async (name: string, p: Pipeline, from: string, data: string, heldout: string, steps: number, lr: number, task: 'A' | 'B'): Promise<DemoRun> => {
+      const dir = join(root, name);
+      rmSync(dir, { recursive: true, force: true });
+      const cfg = runConfig(p, from, data, heldout, dir, steps, lr, o);
+      next(`${name}: training ${steps} steps (${p === 'legacy' ? 'pad = eos, left padding, labels masked by pad id' : 'chatsft labels'})`);
+      const quiet = !o.progress;
+      const result = await trainFromConfig(cfg, {
+        quiet,
+        onLog: () => {},
+        ...(p === 'legacy' ? { transformRows: legacyMaskRows } : {}),
+      });
+      const ev = await evaluateFolder(dir, name, heldout, o);
+      stopIds = ev.stop_ids;
+      parameters = ev.parameters;
+      return {
+        name,
+        pipeline: p,
+        supervised_eot: result.supervisedEot,
+        stop_rate: ev.stop_rate ?? 0,
+        mean_new_tokens: ev.mean_new_tokens ?? 0,
+        p95_new_tokens: ev.p95_new_tokens ?? 0,
+        final_loss: result.finalLoss,
+        eval_loss: ev.loss,
+        seconds: result.seconds,
+        eval_seconds: ev.seconds.generation + ev.seconds.loss,
+        runaways: ev.runaways ?? { total: 0, new_turn_header: 0, inside_text: 0 },
+        task,
+        model_dir: o.out ? dir : null,
+      };
+    };
+
+    runs.push(await train('legacy', 'legacy', base, files.trainA, files.heldoutA, o.steps, o.lr, 'A'));
+    runs.push(await train('chatsft', 'chatsft', base, files.trainA, files.heldoutA, o.steps, o.lr, 'A'));
+    if (o.continued) {
+      const start = join(root, 'chatsft');
+      next('chatsft on task B prompts, before continued training');
+      const before = await evaluateFolder(start, 'chatsft (task B)', files.heldoutB, o);
+      for (const p of ['legacy', 'chatsft'] as const) {
+        const run = await train(`${p}-continued`, p, start, files.trainB, files.heldoutB, o.continueSteps, o.continueLr, 'B');
+        runs.push({ ...run, stop_rate_before: before.stop_rate ?? 0 });
+      }
+    }
+
+    const report: DemoReport = {
+      runs,
+      settings: { ...DEMO_DEFAULTS, ...pick(o), parameters, stop_ids: stopIds },
+      heldout_examples: a.heldout.length,
+      verdict: verdict(runs),
+      total_seconds: (performance.now() - t0) / 1000,
+      out: o.out ? root : null,
+    };
+    if (o.out) writeAtomic(join(root, 'report.json'), JSON.stringify(report, null, 2) + '\n');
+    return report;
+  } finally {
+    if (!o.out) rmSync(root, { recursive: true, force: true });
+  }
+}
+
+function pick(o: DemoOptions): Omit<DemoOptions, 'out' | 'onStage' | 'progress'> {
+  const { out: _out, onStage: _s, progress: _p, ...rest } = o;
+  return rest;
+}
+
+const pct = (x: number): string => `${(100 * x).toFixed(0)}%`;
+
+/** Two lines that say what the numbers mean (computed, never canned). */
+export function verdict(runs: readonly DemoRun[]): string[] {
+  const legacy = runs.find((r) => r.name === 'legacy');
+  const chatsft = runs.find((r) => r.name === 'chatsft');
+  if (!legacy || !chatsft) return [];
+  const lines = [
+    `legacy supervised ${legacy.supervised_eot} end-of-turn tokens and stopped on ${pct(legacy.stop_rate)} of held-out prompts (mean ${legacy.mean_new_tokens.toFixed(1)} new tokens);`,
+    `chatsft supervised ${chatsft.supervised_eot} and stopped on ${pct(chatsft.stop_rate)} (mean ${chatsft.mean_new_tokens.toFixed(1)}): same model, data, seed and steps, only the labels differ.`,
+  ];
+  const lc = runs.find((r) => r.name === 'legacy-continued');
+  const cc = runs.find((r) => r.name === 'chatsft-continued');
+  if (lc && cc && lc.stop_rate_before !== undefined) {
+    lines.push(
+      `continued on task B, the stopping model went from ${pct(lc.stop_rate_before)} to ${pct(lc.stop_rate)} under legacy labels and to ${pct(cc.stop_rate)} under chatsft labels.`,
+    );
+  }
+  return lines;
+}

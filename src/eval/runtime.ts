@@ -1,0 +1,82 @@
+/**
+ * What a runtime needs besides weights to generate from a model folder: the
+ * prompt ids (chat template + generation prompt), the stop ids and the ids
+ * that open a new turn. Shared by `generate`, `chat`, `eval` and the demo.
+ *
+ *   const rt = await chatRuntime(setup);
+ *   const ids = await promptIds(setup, [{ role: 'user', content: 'Hi' }]);
+ *   // generate(model, [ids], { stopIds: rt.stopIds, ... })
+ */
+import { ChatsftError } from '../errors.js';
+import type { Conversation, Message } from '../data/conversations.js';
+import { createEncoder } from '../labels/encode.js';
+import { generationEosIds } from '../model/folder.js';
+import { renderChat } from '../template/render.js';
+import type { TokenizerSetup } from '../tokenize/setup.js';
+import { stopIdsFor } from '../generate/index.js';
+
+export interface ChatRuntime {
+  /** Union of the three sources below, sorted. */
+  stopIds: number[];
+  /** Where each stop id comes from (for reports and `doctor`-style messages). */
+  stopSources: { templateEot: number[]; generationConfigEos: number[]; tokenizerEos: number | null };
+  /**
+   * Id sequences that open a turn (`[[<|im_start|>]]` for ChatML): a
+   * generation that contains one has started writing the next turn.
+   */
+  turnHeaders: number[][];
+}
+
+/** A short conversation used to find the template's EOT and turn header. */
+const PROBE: Conversation = {
+  messages: [
+    { role: 'user', content: 'Hi' },
+    { role: 'assistant', content: 'Hello' },
+  ],
+};
+
+/** Ids the template closes assistant turns with (empty when the template closes them with no token). */
+export async function templateEotIds(setup: TokenizerSetup): Promise<number[]> {
+  const [r] = await createEncoder(setup, { trainOn: 'assistant' }).encode([{ conversation: PROBE, line: 0 }]);
+  if (!r || !r.ok) return [];
+  return [...new Set(r.turns.map((t) => t.eotId))];
+}
+
+/** Token ids of `text` as a runtime sees it: no special tokens added, BOS prepended when the tokenizer adds one. */
+export async function encodeText(setup: TokenizerSetup, text: string): Promise<number[]> {
+  const enc = await setup.tokenizer.encode(text, null, { addSpecialTokens: false });
+  const ids = enc.getIds();
+  if (setup.addBos && setup.bosId !== undefined && !(setup.bosToken && text.startsWith(setup.bosToken))) return [setup.bosId, ...ids];
+  return ids;
+}
+
+/** Prompt ids for `messages` rendered with the chat template and its generation prompt. */
+export async function promptIds(setup: TokenizerSetup, messages: readonly Message[]): Promise<number[]> {
+  const text = renderChat(setup.template, { messages: [...messages] }, { addGenerationPrompt: true, vars: setup.vars });
+  return encodeText(setup, text);
+}
+
+export async function chatRuntime(setup: TokenizerSetup): Promise<ChatRuntime> {
+  const templateEot = await templateEotIds(setup);
+  const generationConfigEos = generationEosIds(setup.folder);
+  const tokenizerEos = setup.eosId ?? null;
+  const stopIds = stopIdsFor({ eotIds: templateEot, generationConfigEos, tokenizerEos });
+  if (stopIds.length === 0) {
+    throw new ChatsftError(
+      'MODEL_INVALID',
+      'no stop ids: the template closes turns with no token, and neither generation_config.json nor the tokenizer names an eos',
+      setup.folder.dir,
+    );
+  }
+  // The special tokens of the generation prompt that are not stop ids or BOS
+  // are what opens a turn: <|im_start|> (ChatML), <|start_header_id|> (Llama 3),
+  // <start_of_turn> (Gemma).
+  const gen = await promptIds(setup, [{ role: 'user', content: 'Hi' }]);
+  const stops = new Set(stopIds);
+  const headers = [...new Set(gen.filter((id) => setup.specialIds.has(id) && !stops.has(id) && id !== setup.bosId))];
+  return {
+    stopIds,
+    stopSources: { templateEot, generationConfigEos, tokenizerEos },
+    turnHeaders: headers.map((id) => [id]),
+  };
+}

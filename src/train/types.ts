@@ -1,0 +1,77 @@
+/** Plain options and results of a training run (the CLI maps its config onto these). */
+import type { Row } from '../batch/types.js';
+import type { LlamaModel, LoraSpec } from '../engine/index.js';
+
+export interface TrainHyperParams {
+  lr: number;
+  weightDecay: number;
+  warmupSteps: number;
+  schedule: 'cosine' | 'constant';
+  maxGradNorm: number;
+  batchSize: number;
+  gradAccum: number;
+  /** Passes over `rows` (default 1); ignored when maxSteps is set. */
+  epochs?: number;
+  maxSteps?: number;
+  seed: number;
+}
+
+export interface StepEvent {
+  step: number;
+  totalSteps: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  /** Supervised tokens of the step. */
+  tokens: number;
+  /** All tokens (incl. prompt, excl. padding) per second of this step. */
+  tokensPerSecond: number;
+  evalLoss?: number;
+}
+
+export interface TrainOptions {
+  /** The model to train, loaded or created (and resized) by the caller. */
+  model: LlamaModel;
+  rows: Row[];
+  evalRows?: Row[];
+  padId: number;
+  paddingSide: 'left' | 'right';
+  /** Ids that close an assistant turn; a run whose rows supervise none is refused. */
+  eotIds: number[];
+  allowNoEot?: boolean;
+  hp: TrainHyperParams;
+  /** LoRA instead of full fine-tuning. */
+  lora?: LoraSpec | null;
+  /** Eval loss every N steps (0: only at the end, when evalRows are given). */
+  evalEverySteps?: number;
+  /** Checkpoint every N steps (0: none; the final model is always saved). */
+  checkpointEvery?: number;
+  outputDir: string;
+  /** Continue from `outputDir/checkpoint` when it exists. */
+  resume?: boolean;
+  /** Recorded in the PEFT adapter config. */
+  baseModelPath?: string | null;
+  onStep?: (e: StepEvent) => void;
+  onLog?: (line: string) => void;
+  /**
+   * Called with the finished model folder (weights + config.json written):
+   * the place to write tokenizer files and generation_config.json.
+   */
+  finalizeFolder?: (dir: string) => void | Promise<void>;
+  /** Stop (as if killed) after this many steps, without the final save; for tests. */
+  stopAfterSteps?: number;
+}
+
+export interface TrainResult {
+  steps: number;
+  /** Training loss per step (mean CE over supervised tokens). */
+  losses: number[];
+  finalLoss: number;
+  evalLoss: number | null;
+  seconds: number;
+  tokensPerSecond: number;
+  outputDir: string;
+  /** Supervised EOT positions found in the training rows. */
+  supervisedEot: number;
+  resumedFrom: number | null;
+}
