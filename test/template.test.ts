@@ -142,3 +142,25 @@ test('train_on all supervises everything except turns switched off', async () =>
     assert.equal(l === -100, inOff, `position ${i}`);
   });
 });
+
+test('content-transparent templates (ChatML) render once; others keep the per-example check', async () => {
+  const { compileTemplate, renderChat, CHATML_TEMPLATE } = await import('../src/template/render.js');
+  const { renderWithSpans } = await import('../src/template/spans.js');
+  const chatml = compileTemplate(CHATML_TEMPLATE, 'chatml');
+  assert.equal(chatml.contentTransparent, true);
+  for (const src of [
+    "{% for m in messages %}{% if m.content %}{{ m.content }}{% endif %}{% endfor %}",
+    "{% for m in messages %}{{ m.content | trim }}{% endfor %}",
+    "{% for m in messages %}{% set c = m['content'] %}{{ c }}{% endfor %}",
+    "{% for m in messages %}{{ m.content.strip() }}{% endfor %}",
+  ]) {
+    assert.equal(compileTemplate(src, 'model').contentTransparent, false, src);
+  }
+  const convs: Conversation[] = [CONV, { messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: '' }] }];
+  for (const conv of convs) {
+    const r = renderWithSpans(chatml, conv, {});
+    assert.equal(r.text, renderChat(chatml, conv));
+    const contents = conv.messages.filter((m) => m.role === 'assistant').map((m) => m.content);
+    assert.deepEqual(r.spans.map((s) => r.text.slice(s.start, s.end)), contents);
+  }
+});

@@ -14,6 +14,7 @@ import { Template } from '@huggingface/jinja';
 import { ChatsftError } from '../errors.js';
 import type { Conversation } from '../data/conversations.js';
 import { installJinjaCompat } from './jinja-compat.js';
+import { isContentTransparent } from './transparent.js';
 
 installJinjaCompat();
 
@@ -38,6 +39,8 @@ export interface ChatTemplate {
   /** Path of a `.jinja` file when origin is 'file'. */
   path?: string;
   hasGenerationTags: boolean;
+  /** Assistant content only ever printed as is (see transparent.ts): one render per example suffices. */
+  contentTransparent: boolean;
   /** Plain HF render (generation tags removed). */
   plain: Template;
   /** Render with generation sentinels; same as `plain` without tags. */
@@ -84,6 +87,7 @@ export function compileTemplate(source: string, origin: TemplateOrigin, path?: s
     origin,
     ...(path ? { path } : {}),
     hasGenerationTags,
+    contentTransparent: isContentTransparent((plain as unknown as { parsed: unknown }).parsed),
     plain,
     marked,
   };

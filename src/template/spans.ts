@@ -106,8 +106,19 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
       throw new ChatsftError('DATA_INVALID', 'content holds a private-use character U+E000–U+E003 that chatsft reserves');
     }
   }
-  const plain = renderWith(template.plain, conv, { vars });
   const assistants = assistantIndices(conv);
+  if (template.contentTransparent && !template.hasGenerationTags && assistants.length > 0) {
+    // Proven once for the template: the marked render minus sentinels is the plain render.
+    const s = strip(renderWith(template.plain, withContent(conv, wrapOuter), { vars }), CONTENT_OPEN, CONTENT_CLOSE);
+    const found = pairs(s.opens, s.closes, s.order);
+    if (found && found.length === assistants.length) {
+      return {
+        text: s.text,
+        spans: found.map(([start, end], k) => ({ messageIndex: assistants[k] as number, start, end, generation: false })),
+      };
+    }
+  }
+  const plain = renderWith(template.plain, conv, { vars });
 
   if (template.hasGenerationTags) {
     const s = strip(renderWith(template.marked, conv, { vars }), GEN_OPEN, GEN_CLOSE);
