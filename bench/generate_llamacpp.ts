@@ -1,95 +1,188 @@
-// Usage: node dist/bench/generate_llamacpp.js model.gguf [--new-tokens 128] [--prompt-tokens 32] [--threads 2] [--repeats 3] [--json]
-//        node dist/bench/generate_llamacpp.js --hf runs/chatsft --eot '<|im_end|>' [--dtype f32|f16] ...   (exports to a temp GGUF first)
+// Usage: node dist/bench/generate_llamacpp.js [--hf DIR] [--size demo|bench] [--new-tokens 128] [--prompt-tokens 32] [--threads 1] [--repeats 3] [--profile] [--json]
+//        node dist/bench/generate_llamacpp.js model.gguf ...   (llama.cpp only: a GGUF has no weights chatsft's engine can load)
 /**
- * Greedy batch-1 generation speed of llama.cpp (node-llama-cpp) on a GGUF:
- * prefill time for the prompt and decode tokens/s, the number chatsft's own
- * generator is compared with. Stop ids are disabled so every run decodes
- * exactly --new-tokens tokens.
+ * Greedy batch-1 generation speed of chatsft's engine (tfjs, KV cache) and of
+ * llama.cpp (node-llama-cpp) on the same weights: the model folder is
+ * exported to an f32 GGUF with chatsft's exporter, both generate from the
+ * same prompt ids, and the ratio chatsft / llama.cpp of decode tokens/s is
+ * printed (issue goal ≥ 0.5×). Stop ids are disabled so every run decodes
+ * exactly --new-tokens tokens. Without --hf a random Llama is built in a temp
+ * folder: `bench` = d 256, 4 layers, vocab 32 002 (19.5 M parameters, the
+ * ENGINE-NOTES model), `demo` = the size `chatsft demo` trains.
+ *
+ * llama.cpp gets 1 thread by default: the engine's wasm backend is
+ * single-threaded, so this compares kernels, not core counts.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { createModel, disposeModel, initEngine, loadModel, makeLlamaConfig, saveModel, tf, type LlamaModel } from '../src/engine/index.js';
+import { engineStepModel } from '../src/generate/engine.js';
+import { generate } from '../src/generate/loop.js';
+import { writeDemoModelFolder } from '../src/demo/tokenizer.js';
+import { discoverEot } from '../src/export/eot.js';
 import { exportGguf } from '../src/export/gguf.js';
 import { openLlamaCpp } from '../src/export/llamacpp.js';
 
-interface BenchResult {
-  model: string;
-  promptTokens: number;
-  newTokens: number;
-  threads: number | null;
-  prefillMs: number;
-  decodeTokensPerSec: number;
-  runs: { prefillMs: number; decodeMs: number }[];
+interface Timing { prefillMs: number; decodeTokensPerSec: number; runs: { prefillMs: number; decodeMs: number }[] }
+
+const SIZES = {
+  demo: { vocab: 512, d: 64, layers: 2, heads: 4, kvHeads: 4, inter: 256 },
+  bench: { vocab: 32002, d: 256, layers: 4, heads: 4, kvHeads: 4, inter: 688 },
+} as const;
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * Times `repeats` generations after one warm-up (kernel compilation, caches).
+ * The first token comes out of the prefill; the other n - 1 are decode steps.
+ */
+async function timeRuns(repeats: number, newTokens: number, once: (onToken: () => void) => Promise<number>): Promise<Timing> {
+  const runs: { prefillMs: number; decodeMs: number }[] = [];
+  for (let r = 0; r < repeats + 1; r++) {
+    const t0 = performance.now();
+    let tFirst = 0;
+    const n = await once(() => {
+      if (tFirst === 0) tFirst = performance.now();
+    });
+    const t1 = performance.now();
+    if (n !== newTokens) throw new Error(`generated ${n} tokens, expected ${newTokens}`);
+    if (r > 0) runs.push({ prefillMs: tFirst - t0, decodeMs: t1 - tFirst });
+  }
+  return {
+    prefillMs: median(runs.map((x) => x.prefillMs)),
+    decodeTokensPerSec: (newTokens - 1) / (median(runs.map((x) => x.decodeMs)) / 1000),
+    runs,
+  };
+}
+
+async function buildRandomModel(dir: string, size: keyof typeof SIZES): Promise<void> {
+  const s = SIZES[size];
+  // The demo tokenizer has a few hundred tokens; ids above it are `[PADn]` in the GGUF, rows the LM head still computes.
+  const corpus = Array.from({ length: 50 }, (_, i) => `<|im_start|>user\nThe quick brown fox ${i}<|im_end|>\n<|im_start|>assistant\nJumps over the lazy dog ${i}.<|im_end|>\n`);
+  await writeDemoModelFolder(dir, corpus, { vocabSize: 300 });
+  const cfg = makeLlamaConfig({
+    vocabSize: s.vocab, hiddenSize: s.d, intermediateSize: s.inter, numHiddenLayers: s.layers, numAttentionHeads: s.heads,
+    numKeyValueHeads: s.kvHeads, maxPositionEmbeddings: 2048,
+  });
+  const model = createModel(cfg, 1);
+  saveModel(model, dir);
+  disposeModel(model);
+}
+
+/** Kernel time of one decode step, by kernel and input shapes (tfjs profiler). */
+async function profileStep(model: LlamaModel, prompt: number[]): Promise<string[]> {
+  const sm = engineStepModel(model);
+  try {
+    const logits = sm.start([prompt], { maxNewTokens: 4 });
+    let next = 0;
+    for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[next]!) next = i;
+    const prof = await tf.profile(() => {
+      sm.step([0], [next]);
+    });
+    const agg = new Map<string, { ms: number; n: number }>();
+    for (const k of prof.kernels) {
+      const key = `${k.name} ${JSON.stringify(k.inputShapes)}`;
+      const a = agg.get(key) ?? { ms: 0, n: 0 };
+      a.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+      a.n += 1;
+      agg.set(key, a);
+    }
+    const total = [...agg.values()].reduce((x, a) => x + a.ms, 0);
+    return [
+      `  one decode step: ${prof.kernels.length} kernels, ${total.toFixed(2)} ms kernel time`,
+      ...[...agg].sort((x, y) => y[1].ms - x[1].ms).slice(0, 10).map(([k, a]) => `    ${a.ms.toFixed(2).padStart(7)} ms ${String(a.n).padStart(3)}×  ${k}`),
+    ];
+  } finally {
+    sm.dispose();
+  }
 }
 
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
     options: {
+      hf: { type: 'string' },
+      size: { type: 'string', default: 'bench' },
       'new-tokens': { type: 'string', default: '128' },
       'prompt-tokens': { type: 'string', default: '32' },
-      threads: { type: 'string' },
+      threads: { type: 'string', default: '1' },
       repeats: { type: 'string', default: '3' },
-      hf: { type: 'string' },
-      eot: { type: 'string' },
-      dtype: { type: 'string', default: 'f32' },
+      profile: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     },
   });
   const newTokens = Number(values['new-tokens']);
   const promptTokens = Number(values['prompt-tokens']);
   const repeats = Number(values.repeats);
-  const threads = values.threads !== undefined ? Number(values.threads) : undefined;
-  let file = positionals[0];
-  let tmpDir: string | null = null;
-  if (values.hf) {
-    if (!values.eot) throw new Error('--hf needs --eot (the token that closes assistant turns)');
-    tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chatsft-bench-'));
-    file = path.join(tmpDir, 'model.gguf');
-    exportGguf(values.hf, file, { eotToken: values.eot, dtype: values.dtype === 'f16' ? 'f16' : 'f32' });
-  }
-  if (!file) throw new Error('give a GGUF file or --hf DIR --eot TOKEN');
+  const threads = Number(values.threads);
+  const size = values.size as keyof typeof SIZES;
+  if (!(size in SIZES)) throw new Error(`--size must be ${Object.keys(SIZES).join(' or ')}`);
+  const log = (s: string): void => {
+    if (!values.json) process.stdout.write(s + '\n');
+  };
+
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chatsft-bench-gen-'));
   try {
-    const runner = await openLlamaCpp(file, promptTokens + newTokens + 8, threads !== undefined ? { threads } : {});
+    let dir: string | null = values.hf ?? null;
+    let file = positionals[0] ?? null;
+    let label = dir ?? file ?? '';
+    if (file === null) {
+      if (dir === null) {
+        dir = path.join(tmp, 'model');
+        label = `random ${size} Llama`;
+        await buildRandomModel(dir, size);
+      }
+      file = path.join(tmp, 'model.gguf');
+      // f32: the engine computes in f32, so both run the same numbers.
+      exportGguf(dir, file, { eotToken: (await discoverEot(dir)).token, dtype: 'f32' });
+    }
+
+    const runner = await openLlamaCpp(file, promptTokens + newTokens + 8, { threads });
+    let ids: number[] = [];
+    while (ids.length < promptTokens) ids = ids.concat(runner.tokenize(' The quick brown fox jumps over the lazy dog while the band plays on.'));
+    ids = ids.slice(0, promptTokens);
+    let llama: Timing;
     try {
-      // A fixed natural-language prompt, cut to the requested length.
-      let ids: number[] = [];
-      while (ids.length < promptTokens) ids = ids.concat(runner.tokenize(' The quick brown fox jumps over the lazy dog while the band plays on.'));
-      ids = ids.slice(0, promptTokens);
-      const runs: { prefillMs: number; decodeMs: number }[] = [];
-      for (let r = 0; r < repeats + 1; r++) {
-        const t0 = performance.now();
-        let tFirst = 0;
-        const out = await runner.generate(ids, newTokens, [], () => {
-          if (tFirst === 0) tFirst = performance.now();
-        });
-        const t1 = performance.now();
-        if (out.tokens.length !== newTokens) throw new Error(`generated ${out.tokens.length} tokens, expected ${newTokens}`);
-        // The first token comes out of the prefill; the rest are decode steps.
-        if (r > 0) runs.push({ prefillMs: tFirst - t0, decodeMs: t1 - tFirst }); // run 0 warms up
-      }
-      const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-      const res: BenchResult = {
-        model: file,
-        promptTokens,
-        newTokens,
-        threads: threads ?? null,
-        prefillMs: median(runs.map((x) => x.prefillMs)),
-        decodeTokensPerSec: (newTokens - 1) / (median(runs.map((x) => x.decodeMs)) / 1000),
-        runs,
-      };
-      if (values.json) process.stdout.write(JSON.stringify(res) + '\n');
-      else {
-        process.stdout.write(`llama.cpp greedy batch 1: ${path.basename(file)}\n`);
-        process.stdout.write(`  prompt ${promptTokens} tokens: prefill ${res.prefillMs.toFixed(1)} ms\n`);
-        process.stdout.write(`  decode ${newTokens} tokens: ${res.decodeTokensPerSec.toFixed(1)} tokens/s (median of ${repeats})\n`);
-      }
+      llama = await timeRuns(repeats, newTokens, async (onToken) => (await runner.generate(ids, newTokens, [], onToken)).tokens.length);
     } finally {
       await runner.close();
     }
+
+    let engine: (Timing & { backend: string; params: number }) | null = null;
+    const profile: string[] = [];
+    if (dir !== null) {
+      const { backend } = await initEngine();
+      const model = loadModel(dir);
+      try {
+        const t = await timeRuns(repeats, newTokens, async (onToken) => {
+          const [r] = await generate(engineStepModel(model), [ids], { maxNewTokens: newTokens, stopIds: [], onToken });
+          return r!.tokens.length;
+        });
+        let params = 0;
+        for (const v of model.params.values()) params += v.size;
+        engine = { ...t, backend, params };
+        if (values.profile) profile.push(...(await profileStep(model, ids)));
+      } finally {
+        disposeModel(model);
+      }
+    }
+
+    const ratio = engine ? engine.decodeTokensPerSec / llama.decodeTokensPerSec : null;
+    if (values.json) {
+      process.stdout.write(JSON.stringify({ model: label, promptTokens, newTokens, threads, engine, llamaCpp: llama, ratio }) + '\n');
+      return;
+    }
+    log(`greedy batch 1: prompt ${promptTokens} tokens, ${newTokens} new tokens, median of ${repeats} runs after a warm-up`);
+    if (engine) log(`model: ${label}, ${(engine.params / 1e6).toFixed(1)} M parameters, f32`);
+    const row = (name: string, t: Timing): string => `  ${name.padEnd(24)} prefill ${t.prefillMs.toFixed(1).padStart(8)} ms   decode ${t.decodeTokensPerSec.toFixed(1).padStart(8)} tokens/s  (${(1000 / t.decodeTokensPerSec).toFixed(2)} ms/token)`;
+    if (engine) log(row(`chatsft (tfjs ${engine.backend})`, engine));
+    log(row(`llama.cpp (${threads} thread${threads === 1 ? '' : 's'})`, llama));
+    if (ratio !== null) log(`  ratio chatsft / llama.cpp decode tokens/s: ${ratio.toFixed(2)}×  (goal ≥ 0.5×)`);
+    for (const l of profile) log(l);
   } finally {
-    if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
+    fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
 

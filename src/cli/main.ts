@@ -10,6 +10,7 @@ import { registerGenerate } from './generate.js';
 import { registerChat } from './chat.js';
 import { registerEval } from './eval.js';
 import { registerDemo } from './demo.js';
+import { registerExport } from './export.js';
 
 const program = new Command()
   .name('chatsft')
@@ -30,5 +31,6 @@ registerGenerate(program);
 registerChat(program);
 registerEval(program);
 registerDemo(program);
+registerExport(program);
 
 await program.parseAsync(process.argv);

@@ -14,6 +14,7 @@ import { ChatsftError } from '../errors.js';
 import { readLlamaConfig, toHfConfig } from '../engine/config.js';
 import { readSafetensorsDir, writeSafetensors } from '../engine/safetensors.js';
 import { configChatTemplate, readJson, tokenIds, tokenString, type Json } from './tokenizer-files.js';
+import { writeSafetensorsF16 } from './safetensors-f16.js';
 
 export interface HfExportOptions {
   /** The token that closes assistant turns; added to generation_config's eos_token_id. */
@@ -26,6 +27,8 @@ export interface HfExportOptions {
   maxShardBytes?: number;
   /** Replace an existing output folder. */
   overwrite?: boolean;
+  /** Tensor type of every weight; default f32 (the engine's). f16 halves the folder; torch_dtype says which. */
+  dtype?: 'f32' | 'f16';
 }
 
 export interface HfExportResult {
@@ -35,6 +38,23 @@ export interface HfExportResult {
   tensorBytes: number;
   eosTokenIds: number[];
   padTokenId: number | null;
+  eotTokenId: number;
+  bosTokenId: number | null;
+  /** Source folder of the PEFT adapter copied to `<out>/adapter/`, or null. */
+  adapterFrom: string | null;
+}
+
+const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors'];
+
+/**
+ * The PEFT adapter of a LoRA run: `adapter/` (where chatsft's trainer writes
+ * it) or the folder itself. Both files are needed; one alone is not an adapter.
+ */
+export function findAdapter(srcDir: string): string | null {
+  for (const dir of [path.join(srcDir, 'adapter'), srcDir]) {
+    if (ADAPTER_FILES.every((f) => fs.existsSync(path.join(dir, f)))) return dir;
+  }
+  return null;
 }
 
 const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
@@ -93,7 +113,8 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
   const template = opts.chatTemplate !== undefined ? opts.chatTemplate : configChatTemplate(tc);
 
   const tensors = readSafetensorsDir(srcDir);
-  const sizes: [string, number][] = [...tensors.keys()].sort().map((n) => [n, tensors.get(n)!.data.length * 4]);
+  const f16 = opts.dtype === 'f16';
+  const sizes: [string, number][] = [...tensors.keys()].sort().map((n) => [n, tensors.get(n)!.data.length * (f16 ? 2 : 4)]);
   const tensorBytes = sizes.reduce((a, [, b]) => a + b, 0);
 
   const tmp = path.join(path.dirname(out), `.${path.basename(out)}.tmp-${process.pid}-${Date.now()}`);
@@ -106,7 +127,8 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
       const name = shards.length === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
       const m = new Map(shard.map(([n]) => [n, { shape: tensors.get(n)!.shape, data: tensors.get(n)!.data }]));
       // transformers refuses safetensors whose metadata `format` is not a known framework.
-      writeSafetensors(path.join(tmp, name), m, { format: 'pt' });
+      if (f16) writeSafetensorsF16(path.join(tmp, name), m, { format: 'pt' });
+      else writeSafetensors(path.join(tmp, name), m, { format: 'pt' });
       for (const [n] of shard) weightMap[n] = name;
       files.push(name);
     });
@@ -118,6 +140,7 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
     const hfCfg = toHfConfig(cfg);
     hfCfg['eos_token_id'] = eosIds.length === 1 ? eosIds[0] : eosIds;
     hfCfg['pad_token_id'] = padId;
+    if (f16) hfCfg['torch_dtype'] = 'float16';
     writeJson(path.join(tmp, 'config.json'), hfCfg);
     const srcGen = path.join(srcDir, 'generation_config.json');
     const gen: Json = fs.existsSync(srcGen) ? readJson(srcGen) : {};
@@ -140,6 +163,17 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
       fs.writeFileSync(path.join(tmp, 'chat_template.jinja'), template);
       files.push('chat_template.jinja');
     }
+    // The adapter goes to adapter/, never next to the merged weights: transformers
+    // treats a folder with adapter_config.json as base model + adapter and would
+    // apply the (already merged) LoRA a second time.
+    const adapterFrom = findAdapter(srcDir);
+    if (adapterFrom !== null) {
+      fs.mkdirSync(path.join(tmp, 'adapter'));
+      for (const f of ADAPTER_FILES) {
+        fs.copyFileSync(path.join(adapterFrom, f), path.join(tmp, 'adapter', f));
+        files.push(`adapter/${f}`);
+      }
+    }
     for (const f of TOKENIZER_EXTRAS) {
       if (fs.existsSync(path.join(srcDir, f))) {
         fs.copyFileSync(path.join(srcDir, f), path.join(tmp, f));
@@ -156,7 +190,11 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
     } else {
       fs.renameSync(tmp, out);
     }
-    return { dir: out, files, shards: shards.length, tensorBytes, eosTokenIds: eosIds, padTokenId: padId };
+    const bos = gen['bos_token_id'];
+    return {
+      dir: out, files, shards: shards.length, tensorBytes, eosTokenIds: eosIds, padTokenId: padId, eotTokenId: eotId,
+      bosTokenId: typeof bos === 'number' ? bos : null, adapterFrom,
+    };
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
