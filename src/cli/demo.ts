@@ -10,7 +10,7 @@ import { action, printJson } from './common.js';
 export const DEMO_QUICK: Partial<DemoOptions> = {
   trainSize: 400,
   heldout: 24,
-  steps: 60,
+  steps: 120,
   maxNewTokens: 32,
   continued: false,
 };
@@ -33,6 +33,7 @@ export function registerDemo(program: Command): void {
     .option('--steps <n>', `training steps per run (default ${DEMO_DEFAULTS.steps})`)
     .option('--train-size <n>', `training conversations (default ${DEMO_DEFAULTS.trainSize})`)
     .option('--heldout <n>', `held-out prompts per task (default ${DEMO_DEFAULTS.heldout})`)
+    .option('--lr <x>', `peak learning rate (default ${DEMO_DEFAULTS.lr})`)
     .option('--max-new-tokens <n>', `generation budget (default ${DEMO_DEFAULTS.maxNewTokens})`)
     .option('--seed <n>', `seed for data, init and order (default ${DEMO_DEFAULTS.seed})`)
     .option('--quiet', 'no progress on stderr')
@@ -44,6 +45,10 @@ export function registerDemo(program: Command): void {
         if (opts['trainSize'] !== undefined) o.trainSize = int(opts['trainSize'], 'train-size', 1);
         if (opts['heldout'] !== undefined) o.heldout = int(opts['heldout'], 'heldout', 1);
         if (opts['maxNewTokens'] !== undefined) o.maxNewTokens = int(opts['maxNewTokens'], 'max-new-tokens', 1);
+        if (opts['lr'] !== undefined) {
+          o.lr = Number(opts['lr']);
+          if (!(o.lr > 0)) throw new ChatsftError('USAGE', `--lr must be > 0, got ${String(opts['lr'])}`);
+        }
         if (opts['seed'] !== undefined) o.seed = int(opts['seed'], 'seed', 0);
         if (opts['full']) o.continued = true;
         if (opts['continued'] === false) o.continued = false;

@@ -3,10 +3,10 @@ import type { Command } from 'commander';
 import { ChatsftError } from '../errors.js';
 import { initEngine, loadModel, type LlamaModel } from '../engine/index.js';
 import { engineStepModel, generate, type RowResult } from '../generate/index.js';
-import { chatRuntime, encodeText, promptIds, type ChatRuntime } from '../eval/runtime.js';
+import { chatRuntime, encodeText, promptIds, setupForInference, type ChatRuntime } from '../eval/runtime.js';
 import { evalPrompts } from '../eval/evaluate.js';
 import { loadModelFolder } from '../model/folder.js';
-import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
+import type { TokenizerSetup } from '../tokenize/setup.js';
 import { createProgress } from '../util/progress.js';
 import { action, addConfigFlags, configFrom, printJson } from './common.js';
 
@@ -18,7 +18,7 @@ export interface LoadedGenerator {
 }
 
 export async function loadGenerator(modelDir: string, template: string): Promise<LoadedGenerator> {
-  const setup = setupTokenizer(loadModelFolder(modelDir), { template });
+  const setup = setupForInference(loadModelFolder(modelDir), template);
   await initEngine();
   const model = loadModel(modelDir);
   if (model.config.vocabSize < setup.vocabSize) {

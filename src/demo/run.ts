@@ -23,7 +23,8 @@ import { ConfigSchema } from '../config/schema.js';
 import { countParameters, disposeModel, initEngine, loadModel, makeLlamaConfig, toHfConfig } from '../engine/index.js';
 import { evaluateModel, type EvalReport } from '../eval/evaluate.js';
 import { loadModelFolder } from '../model/folder.js';
-import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
+import type { TokenizerSetup } from '../tokenize/setup.js';
+import { setupForInference } from '../eval/runtime.js';
 import { trainFromConfig } from '../cli/train.js';
 import { generateDemoData, renderChatml, toJsonl } from './data.js';
 import { writeDemoModelFolder } from './tokenizer.js';
@@ -142,7 +143,7 @@ function runConfig(p: Pipeline, model: string, train: string, evalData: string, 
 
 async function evaluateFolder(dir: string, label: string, heldout: string, o: DemoOptions): Promise<EvalReport & { parameters: number }> {
   // The folder as saved, reloaded: what a user (or the export) gets.
-  const setup = setupTokenizer(loadModelFolder(dir), {});
+  const setup = setupForInference(loadModelFolder(dir), 'model');
   const model = loadModel(dir);
   let progress: Progress | undefined;
   try {

@@ -11,6 +11,7 @@
  * path passes `generateBatch` backed by llama.cpp, whose per-row result has
  * the same shape ({tokens, stoppedBy, hitMaxNewTokens}).
  */
+import { existsSync } from 'node:fs';
 import { ChatsftError } from '../errors.js';
 import type { Row } from '../batch/types.js';
 import { readConversations, type Message } from '../data/conversations.js';
@@ -128,6 +129,7 @@ export function engineGenerateBatch(model: LlamaModel, sampling: { temperature?:
 
 export async function evaluateModel(opts: EvaluateOptions): Promise<{ report: EvalReport; rows: EvalRow[] }> {
   const { setup, model } = opts;
+  if (!existsSync(opts.data)) throw new ChatsftError('FILE_MISSING', 'data file not found', opts.data);
   const runtime = await chatRuntime(setup);
   const stopIds = opts.stopIds ?? runtime.stopIds;
 

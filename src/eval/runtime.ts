@@ -10,9 +10,9 @@
 import { ChatsftError } from '../errors.js';
 import type { Conversation, Message } from '../data/conversations.js';
 import { createEncoder } from '../labels/encode.js';
-import { generationEosIds } from '../model/folder.js';
+import { generationEosIds, type ModelFolder } from '../model/folder.js';
 import { renderChat } from '../template/render.js';
-import type { TokenizerSetup } from '../tokenize/setup.js';
+import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
 import { stopIdsFor } from '../generate/index.js';
 
 export interface ChatRuntime {
@@ -25,6 +25,18 @@ export interface ChatRuntime {
    * generation that contains one has started writing the next turn.
    */
   turnHeaders: number[][];
+}
+
+/**
+ * A tokenizer setup for inference. Generation never pads by id (the engine
+ * masks its own padding) and loss labels come from spans, so the pad only
+ * has to be a token the vocabulary already has: the folder's pad, else its
+ * eos. This keeps `pad: auto` from adding a <|pad|> the weights do not have.
+ */
+export function setupForInference(folder: ModelFolder, template: string): TokenizerSetup {
+  const has = (t: string | undefined): t is string => t !== undefined && folder.tokenizer.tokenToId(t) !== null;
+  const pad = has(folder.padToken) ? folder.padToken : has(folder.eosToken) ? 'eos' : 'auto';
+  return setupTokenizer(folder, { template, pad });
 }
 
 /** A short conversation used to find the template's EOT and turn header. */
