@@ -15,7 +15,7 @@ import { generateDemoData, renderChatml, toJsonl, type DemoConversation } from '
 import { writeDemoModelFolder } from '../src/demo/tokenizer.js';
 import { disposeModel, initEngine, loadModel, makeLlamaConfig, toHfConfig } from '../src/engine/index.js';
 import { ConfigSchema } from '../src/config/schema.js';
-import { trainFromConfig } from '../src/cli/train.js';
+import { trainFromConfig } from '../src/train/from-config.js';
 import { evaluateModel, setupForInference } from '../src/eval/index.js';
 import { loadModelFolder } from '../src/model/folder.js';
 import { REPO_ROOT } from './helpers/fixtures.js';

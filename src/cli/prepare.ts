@@ -3,13 +3,13 @@ import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
 import { ChatsftError } from '../errors.js';
-import { loadModelFolder } from '../model/folder.js';
-import { setupTokenizer } from '../tokenize/setup.js';
 import { prepareToDir } from '../prepare/prepare.js';
 import type { ShardFormat } from '../prepare/shards.js';
-import type { SftConfig } from '../config/schema.js';
 import { createProgress } from '../util/progress.js';
 import { action, addConfigFlags, configFrom, printJson, VERSION } from './common.js';
+import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
+
+export { encodeOptionsFrom, setupFromConfig };
 
 export const PIPELINE_KEYS = [
   'model',
@@ -24,25 +24,6 @@ export const PIPELINE_KEYS = [
   'padding_side',
   'allow_special_tokens_in_content',
 ];
-
-export function setupFromConfig(cfg: SftConfig): ReturnType<typeof setupTokenizer> {
-  if (!cfg.model) throw new ChatsftError('USAGE', 'missing --model DIR (or model: in the config)');
-  return setupTokenizer(loadModelFolder(cfg.model), {
-    template: cfg.template,
-    pad: cfg.pad,
-    paddingSide: cfg.padding_side,
-    templateVars: cfg.template_vars,
-  });
-}
-
-export function encodeOptionsFrom(cfg: SftConfig) {
-  return {
-    trainOn: cfg.train_on,
-    ...(cfg.max_length !== undefined ? { maxLength: cfg.max_length } : {}),
-    truncation: cfg.truncation,
-    allowSpecialTokensInContent: cfg.allow_special_tokens_in_content,
-  };
-}
 
 export function registerPrepare(program: Command): void {
   const cmd = program

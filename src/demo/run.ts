@@ -25,7 +25,7 @@ import { evaluateModel, type EvalReport } from '../eval/evaluate.js';
 import { loadModelFolder } from '../model/folder.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { setupForInference } from '../eval/runtime.js';
-import { trainFromConfig } from '../cli/train.js';
+import { trainFromConfig } from '../train/from-config.js';
 import { generateDemoData, renderChatml, toJsonl } from './data.js';
 import { writeDemoModelFolder } from './tokenizer.js';
 import { createProgress, type Progress } from '../util/progress.js';

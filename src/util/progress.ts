@@ -57,6 +57,8 @@ export interface Progress {
   done(message?: string): void;
   /** Seconds since creation. */
   elapsed(): number;
+  /** Set the total once it is known (e.g. after the data is loaded). */
+  setTotal(n: number): void;
 }
 
 /** 75 -> "1:15", 3725 -> "1:02:05". */
@@ -92,7 +94,7 @@ export function createProgress(options: ProgressOptions): Progress {
   const env = options.env ?? process.env;
   const now = options.now ?? (() => performance.now());
   const unit = options.unit ?? 'it';
-  const total = options.total !== undefined && options.total > 0 ? options.total : undefined;
+  let total = options.total !== undefined && options.total > 0 ? options.total : undefined;
   const tty = stream.isTTY === true;
   const ansi = tty && !env['NO_COLOR'] && env['TERM'] !== 'dumb';
   const intervalMs = options.intervalMs ?? 5000;
@@ -192,6 +194,9 @@ export function createProgress(options: ProgressOptions): Progress {
         else stream.write(describe(false, true) + '\n');
       }
       finished = true;
+    },
+    setTotal(n) {
+      total = n > 0 ? n : undefined;
     },
     elapsed() {
       return (now() - started) / 1000;

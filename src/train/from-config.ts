@@ -1,0 +1,124 @@
+/**
+ * A training run from the shared config (SPEC §6): tokenizer setup → rows →
+ * model (pretrained or from config, embeddings grown for added tokens) →
+ * the engine's loop → a complete model folder. The CLI and the demo call it.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { ChatsftError } from '../errors.js';
+import type { Row } from '../batch/types.js';
+import type { SftConfig } from '../config/schema.js';
+import { prepareRows, MANIFEST, type Manifest } from '../prepare/prepare.js';
+import { readShards } from '../prepare/shards.js';
+import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
+import type { TokenizerSetup } from '../tokenize/setup.js';
+import { saveTokenizerFiles } from '../model/save.js';
+import { disposeModel, initEngine, resizeTokenEmbeddings, type LoraSpec } from '../engine/index.js';
+import { createProgress } from '../util/progress.js';
+import { runTraining } from './loop.js';
+import { loadOrCreateModel } from './setup.js';
+import type { TrainResult } from './types.js';
+
+export interface LoadedSplit {
+  rows: Row[];
+  eotIds: number[];
+  supervisedEot: number;
+}
+
+/** Rows of a split: a prepared folder (checked against this tokenizer) or a JSONL file prepared in memory. */
+export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: string, split: 'train' | 'eval'): Promise<LoadedSplit> {
+  if (existsSync(path) && statSync(path).isDirectory()) {
+    const manifestPath = join(path, MANIFEST);
+    if (!existsSync(manifestPath)) throw new ChatsftError('FILE_MISSING', 'not a prepared folder (no manifest.json)', path);
+    const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
+    if (m.tokenizer_sha256 !== setup.folder.tokenizerSha256 || m.vocab_size !== setup.vocabSize) {
+      throw new ChatsftError('CONFIG_INVALID', 'prepared with another tokenizer or other added tokens than this model and config', manifestPath);
+    }
+    const stats = split === 'eval' ? m.eval : m;
+    if (!stats) throw new ChatsftError('FILE_MISSING', 'the prepared folder has no eval split', path);
+    return { rows: await readShards(path, split), eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
+  }
+  const { rows, stats } = await prepareRows(setup, path, { ...encodeOptionsFrom(cfg), packing: cfg.packing });
+  return { rows, eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
+}
+
+export function loraSpecFrom(cfg: SftConfig, setup: TokenizerSetup, vocabSize: number): LoraSpec | null {
+  if (!cfg.lora) return null;
+  const te = cfg.lora.train_embeddings;
+  const ids = te === 'all' ? Array.from({ length: vocabSize }, (_, i) => i) : te === 'new_tokens' ? setup.addedTokens.map((t) => t.id) : [];
+  return { r: cfg.lora.r, alpha: cfg.lora.alpha, dropout: cfg.lora.dropout, targets: cfg.lora.targets, trainTokenIds: ids };
+}
+
+/** setup → train → save, as one readable function; the CLI and the demo call it. */
+export async function trainFromConfig(
+  cfg: SftConfig,
+  opts: {
+    resume?: boolean;
+    quiet?: boolean;
+    onLog?: (line: string) => void;
+    /**
+     * Rewrite the training rows before training (the demo's legacy run masks
+     * labels by pad id here, as transformers' LM collator would).
+     */
+    transformRows?: (rows: Row[], setup: TokenizerSetup) => Row[];
+  } = {},
+): Promise<TrainResult> {
+  if (!cfg.data.train) throw new ChatsftError('USAGE', 'missing data.train (or --data FILE)');
+  if (!cfg.output_dir) throw new ChatsftError('USAGE', 'missing output_dir (or --output-dir DIR)');
+  const setup = setupFromConfig(cfg);
+  const loaded = await loadSplit(setup, cfg, cfg.data.train, 'train');
+  const train = opts.transformRows ? { ...loaded, rows: opts.transformRows(loaded.rows, setup) } : loaded;
+  const evalSplit = cfg.data.eval ? await loadSplit(setup, cfg, cfg.data.eval, 'eval') : undefined;
+  await initEngine();
+  const { model } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
+  if (model.config.vocabSize < setup.vocabSize) resizeTokenEmbeddings(model, setup.vocabSize);
+  const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
+  let totalShown = false;
+  let result: TrainResult;
+  try {
+    result = await runTraining({
+    model,
+    rows: train.rows,
+    ...(evalSplit ? { evalRows: evalSplit.rows } : {}),
+    padId: setup.padId,
+    paddingSide: setup.paddingSide,
+    eotIds: train.eotIds.length ? train.eotIds : setup.eosId !== undefined ? [setup.eosId] : [],
+    allowNoEot: cfg.allow_no_eot,
+    hp: {
+      lr: cfg.lr,
+      weightDecay: cfg.weight_decay,
+      warmupSteps: cfg.warmup_steps,
+      schedule: cfg.schedule,
+      maxGradNorm: cfg.max_grad_norm,
+      batchSize: cfg.batch_size,
+      gradAccum: cfg.grad_accum,
+      ...(cfg.epochs !== undefined ? { epochs: cfg.epochs } : {}),
+      ...(cfg.max_steps !== undefined ? { maxSteps: cfg.max_steps } : {}),
+      seed: cfg.seed,
+    },
+    lora: loraSpecFrom(cfg, setup, setup.vocabSize),
+    evalEverySteps: cfg.eval.every_steps,
+    checkpointEvery: cfg.checkpoint_every,
+    outputDir: resolve(cfg.output_dir),
+    resume: Boolean(opts.resume),
+    baseModelPath: cfg.model ?? null,
+    onStep: (e) => {
+      if (!totalShown) {
+        progress.setTotal(e.totalSteps);
+        totalShown = true;
+      }
+      progress.update(e.step, {
+        tokens: e.tokens,
+        info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''} lr ${e.lr.toExponential(2)}`,
+      });
+    },
+    onLog: (line) => (opts.onLog ? opts.onLog(line) : progress.log(line)),
+    finalizeFolder: (dir) => saveTokenizerFiles(setup, dir, { eotIds: train.eotIds }),
+    });
+  } finally {
+    disposeModel(model);
+  }
+  progress.done(`trained ${result.steps} steps in ${result.seconds.toFixed(1)} s`);
+  return result;
+}
+
