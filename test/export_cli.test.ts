@@ -141,6 +141,24 @@ test('export --format gguf --json: metadata, then llama.cpp stops on the EOT by 
     assert.deepEqual(g, { tokens: answer, stoppedBy: info.ids.imEnd, hitMaxNewTokens: false });
   });
 
+  await t.test('eval --engine llama.cpp measures the stop rate of the GGUF from its own template and stop set', { skip: llamaError ?? false }, () => {
+    const data = path.join(tmp, 'heldout.jsonl');
+    const conv = { messages: [{ role: 'user', content: 'Say OK.' }, { role: 'assistant', content: 'OK' }] };
+    fs.writeFileSync(data, [conv, conv, { messages: [{ role: 'user', content: 'no answer' }] }].map((c) => JSON.stringify(c)).join('\n') + '\n');
+    const r = run(['eval', '--engine', 'llama.cpp', '--model', file, '--data', data, '--max-new-tokens', '8', '--threads', '1', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const rep = JSON.parse(r.stdout) as Record<string, unknown>;
+    assert.equal(rep['engine'], 'llama.cpp');
+    assert.equal(rep['examples'], 2);
+    assert.equal(rep['skipped'], 1, 'a conversation without a final assistant turn is skipped');
+    assert.equal(rep['stop_rate'], 1);
+    assert.equal(rep['loss'], null);
+    assert.deepEqual(rep['stopped_by'], { [String(info.ids.imEnd)]: 2 });
+    assert.equal(rep['mean_new_tokens'], 2);
+    const lossOnly = run(['eval', '--engine', 'llama.cpp', '--model', file, '--data', data, '--loss-only']);
+    assert.equal(lossOnly.code, 2);
+  });
+
   const again = run(['export', '--model', model, '--format', 'gguf', '--out', file]);
   assert.equal(again.code, 2, 'an existing output is not replaced without --overwrite');
   assert.match(again.stderr, /error\[USAGE\].*--overwrite/);

@@ -1,4 +1,4 @@
-// chatsft eval --model out/ --data heldout.jsonl [--max-new-tokens 64] [--loss-only] [--json]
+// chatsft eval --model out/ --data heldout.jsonl [--max-new-tokens 64] [--loss-only] [--json]   |   chatsft eval --engine llama.cpp --model m.gguf --data heldout.jsonl
 import type { Command } from 'commander';
 import { ChatsftError } from '../errors.js';
 import { disposeModel } from '../engine/index.js';
@@ -8,6 +8,52 @@ import { createProgress, type Progress } from '../util/progress.js';
 import { action, addConfigFlags, configFrom, printJson } from './common.js';
 import { encodeOptionsFrom } from './prepare.js';
 import { loadGenerator } from './generate.js';
+import { evaluateGguf, type GgufEvalReport, type GgufEvalRow } from '../eval/gguf.js';
+
+function formatGgufTable(file: string, r: GgufEvalReport, samples: GgufEvalRow[]): string {
+  const stopped = Object.values(r.stopped_by).reduce((a, b) => a + b, 0);
+  const lines = [
+    `eval ${file} with llama.cpp (${r.model})`,
+    `  stop rate        ${pct(r.stop_rate)}  (${stopped}/${r.examples} generations ended on llama.cpp's end-of-generation set)`,
+    `  new tokens       mean ${fixed(r.mean_new_tokens, 1)}  p95 ${r.p95_new_tokens}  max ${r.max_new_tokens}  (reference answers: mean ${fixed(r.reference_mean_tokens, 1)})`,
+    `  runaways         ${r.runaways.total}  (started a new turn header: ${r.runaways.new_turn_header}, inside text: ${r.runaways.inside_text})`,
+    `  stop ids         ${r.stop_ids.join(', ') || '(none)'}    loss: not computed with llama.cpp`,
+  ];
+  for (const s of samples) {
+    const text = s.text.replace(/\n/g, '\\n');
+    const end = s.stoppedBy !== null ? 'stopped' : s.ending === 'runaway_new_turn' ? 'ran on into a new turn' : 'did not stop';
+    lines.push(`  line ${s.line}: ${JSON.stringify(text.length > 120 ? text.slice(0, 117) + '...' : text)}  [${end}, ${s.tokens.length} tokens]`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function evalWithLlamaCpp(model: string, data: string, opts: Record<string, unknown>, maxNewTokens: number, limit: number | undefined, samples: number): Promise<void> {
+  if (opts['lossOnly']) throw new ChatsftError('USAGE', '--loss-only needs the chatsft engine: llama.cpp gives no loss here');
+  const threads = opts['threads'] !== undefined ? positiveInt(opts['threads'], 'threads') : undefined;
+  let progress: Progress | undefined;
+  const { report, rows } = await evaluateGguf({
+    gguf: model,
+    data,
+    maxNewTokens,
+    ...(limit !== undefined ? { limit } : {}),
+    ...(threads !== undefined ? { threads } : {}),
+    onProgress: (done, total) => {
+      progress ??= createProgress({ label: 'eval', unit: 'prompts', total, silent: Boolean(opts['quiet']) });
+      progress.update(done);
+    },
+  });
+  progress?.done();
+  const shown = rows.slice(0, Math.max(0, samples));
+  if (opts['json']) {
+    printJson({
+      data,
+      ...report,
+      samples: shown.map((r) => ({ line: r.line, text: r.text, new_tokens: r.tokens.length, reference_tokens: r.referenceTokens, stopped_by: r.stoppedBy, ending: r.ending })),
+    });
+  } else {
+    process.stdout.write(formatGgufTable(data, report, shown));
+  }
+}
 
 function positiveInt(raw: unknown, flag: string): number {
   const n = Number(raw);
@@ -51,6 +97,8 @@ export function registerEval(program: Command): void {
     .option('--limit <n>', 'evaluate only the first N usable conversations')
     .option('--samples <n>', 'generations shown in the table', '3')
     .option('--loss-only', 'skip generation')
+    .option('--engine <name>', "chatsft (a model folder) or llama.cpp (a .gguf file, through node-llama-cpp)", 'chatsft')
+    .option('--threads <n>', 'llama.cpp threads (default: its own choice)')
     .option('--json', 'print the report as JSON on stdout')
     .option('--quiet', 'no progress bar')
     .action(
@@ -63,6 +111,9 @@ export function registerEval(program: Command): void {
         const batchSize = positiveInt(opts['batchSize'], 'batch-size');
         const limit = opts['limit'] !== undefined ? positiveInt(opts['limit'], 'limit') : undefined;
         const samples = Number(opts['samples'] ?? 3);
+        const engine = String(opts['engine']);
+        if (engine === 'llama.cpp') return evalWithLlamaCpp(cfg.model, data, opts, maxNewTokens, limit, samples);
+        if (engine !== 'chatsft') throw new ChatsftError('USAGE', `--engine must be chatsft or llama.cpp, not ${engine}`);
         const { setup, model } = await loadGenerator(cfg.model, cfg.template);
         const silent = Boolean(opts['quiet']) || Boolean(opts['lossOnly']);
         let progress: Progress | undefined; // created at the first batch, when the total is known
