@@ -5,7 +5,7 @@ import { ChatsftError } from '../errors.js';
 import { readConversations, formatIssue } from '../data/conversations.js';
 import { createEncoder } from '../labels/encode.js';
 import { buildView, renderHtml, renderTerminal, type InspectView } from '../inspect/view.js';
-import { writeFileAtomic } from '../prepare/shards.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import { action, addConfigFlags, configFrom, printJson, useColor } from './common.js';
 import { encodeOptionsFrom, PIPELINE_KEYS, setupFromConfig } from './prepare.js';
 

@@ -1,6 +1,5 @@
 // chatsft train --config sft.yaml [--resume]
 import type { Command } from 'commander';
-import type { TrainResult } from '../train/types.js';
 import { trainFromConfig } from '../train/from-config.js';
 import { lineChart } from '../util/termchart.js';
 import { action, addConfigFlags, configFrom, printJson } from './common.js';

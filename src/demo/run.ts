@@ -14,7 +14,8 @@
  *
  *   const report = await runDemo({ ...DEMO_DEFAULTS, out: 'demo-out' });
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic.js';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { hfLmCollatorLabels, collate } from '../batch/collate.js';
@@ -120,12 +121,6 @@ export function legacyMaskRows(rows: Row[], setup: TokenizerSetup): Row[] {
   });
 }
 
-function writeAtomic(file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, file);
-}
-
 /** Config of a run: the pipeline's pad/padding/label choices, the rest shared. */
 function runConfig(p: Pipeline, model: string, train: string, evalData: string, outDir: string, steps: number, lr: number, o: DemoOptions) {
   return ConfigSchema.parse({
@@ -186,10 +181,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
       trainB: join(root, 'data', 'task_b_train.jsonl'),
       heldoutB: join(root, 'data', 'task_b_heldout.jsonl'),
     };
-    writeAtomic(files.trainA, toJsonl(a.train));
-    writeAtomic(files.heldoutA, toJsonl(a.heldout));
-    writeAtomic(files.trainB, toJsonl(b.train));
-    writeAtomic(files.heldoutB, toJsonl(b.heldout));
+    writeFileAtomic(files.trainA, toJsonl(a.train));
+    writeFileAtomic(files.heldoutA, toJsonl(a.heldout));
+    writeFileAtomic(files.trainB, toJsonl(b.train));
+    writeFileAtomic(files.heldoutB, toJsonl(b.heldout));
     const base = join(root, 'base');
     const tok = await writeDemoModelFolder(base, [...a.train, ...b.train].map(renderChatml), { vocabSize: o.vocabSize });
     const config = makeLlamaConfig({
@@ -203,7 +198,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
       bosTokenId: tok.ids.endoftext,
       eosTokenId: tok.ids.imEnd,
     });
-    writeAtomic(join(base, 'config.json'), JSON.stringify(toHfConfig(config), null, 2) + '\n');
+    writeFileAtomic(join(base, 'config.json'), JSON.stringify(toHfConfig(config), null, 2) + '\n');
 
     const runs: DemoRun[] = [];
     let stopIds: number[] = [];
@@ -259,7 +254,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
       total_seconds: (performance.now() - t0) / 1000,
       out: o.out ? root : null,
     };
-    if (o.out) writeAtomic(join(root, 'report.json'), JSON.stringify(report, null, 2) + '\n');
+    if (o.out) writeFileAtomic(join(root, 'report.json'), JSON.stringify(report, null, 2) + '\n');
     return report;
   } finally {
     if (!o.out) rmSync(root, { recursive: true, force: true });

@@ -17,7 +17,8 @@
  * follow, then `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`.
  */
 
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { writeJsonAtomic } from '../util/atomic.js';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 
@@ -174,12 +175,6 @@ export function demoTokenizerJson(bpe: ByteLevelBpe): Record<string, unknown> {
   };
 }
 
-async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  await writeFile(tmp, JSON.stringify(value, null, 2) + '\n', 'utf8');
-  await rename(tmp, file);
-}
-
 /**
  * Trains the demo BPE on `corpus` (rendered ChatML texts; special-token
  * strings in them are cut out before counting) and writes the tokenizer
@@ -237,7 +232,7 @@ export async function writeDemoModelFolder(
   const files: string[] = [];
   for (const [name, doc] of docs) {
     const file = path.resolve(dir, name);
-    await writeJsonAtomic(file, doc);
+    writeJsonAtomic(file, doc);
     files.push(file);
   }
   return { vocabSize: base + DEMO_SPECIAL_TOKENS.length, merges: bpe.merges.length, ids, files };

@@ -9,6 +9,7 @@
  * place at the end, so a failed export never leaves a half-written folder.
  */
 import fs from 'node:fs';
+import { writeJsonAtomic as writeJson } from '../util/atomic.js';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { readLlamaConfig, toHfConfig } from '../engine/config.js';
@@ -61,10 +62,6 @@ const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
 
 /** Tokenizer files copied unchanged when present (tokenizer.json and tokenizer_config.json are rewritten). */
 const TOKENIZER_EXTRAS = ['tokenizer.model', 'vocab.json', 'merges.txt', 'added_tokens.json'];
-
-function writeJson(file: string, v: unknown): void {
-  fs.writeFileSync(file, JSON.stringify(v, null, 2) + '\n');
-}
 
 /** Greedy split of sorted tensor names into shards of at most `max` bytes (a bigger tensor gets its own shard). */
 function planShards(sizes: [string, number][], max: number): [string, number][][] {

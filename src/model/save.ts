@@ -5,16 +5,11 @@
  * whose `eos_token_id` includes the EOT the model learned — so runtimes
  * that read it stop where the model stops.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { writeJsonAtomic as writeJson } from '../util/atomic.js';
 import { join } from 'node:path';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { generationEosIds } from './folder.js';
-
-function writeJson(file: string, value: unknown): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
-  renameSync(tmp, file);
-}
 
 /** Stop ids a runtime should use: the EOTs, generation_config's eos ids and the tokenizer eos. */
 export function stopIdsOf(setup: TokenizerSetup, eotIds: number[]): number[] {

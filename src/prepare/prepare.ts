@@ -12,7 +12,8 @@ import { packExamples } from '../batch/pack.js';
 import { formatIssue, readConversations, type Conversation } from '../data/conversations.js';
 import { createEncoder, type EncodeOptions, type EncodeResult, type Staged } from '../labels/encode.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
-import { writeFileAtomic, writeShard, type ShardFormat } from './shards.js';
+import { writeShard, type ShardFormat } from './shards.js';
+import { writeJsonAtomic } from '../util/atomic.js';
 
 export interface SplitStats {
   lines: number;
@@ -289,7 +290,7 @@ export async function prepareToDir(setup: TokenizerSetup, data: string, opts: Pr
         ? { eval: { ...omitLines(evalSplit.stats), shards: evalSplit.shards, data: opts.evalData } }
         : {}),
     };
-    writeFileAtomic(join(staging, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
+    writeJsonAtomic(join(staging, MANIFEST), manifest);
     // The tokenizer the ids refer to (with any tokens chatsft added).
     setup.tokenizer.save(join(staging, 'tokenizer.json'));
     if (existsSync(out)) rmSync(out, { recursive: true, force: true });

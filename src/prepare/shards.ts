@@ -3,7 +3,8 @@
  * Hugging Face `datasets`, pyarrow and arrow-rs) or JSONL with the same
  * fields. Every file is written to a temp name and renamed.
  */
-import { readFileSync, readdirSync, renameSync, writeFileSync, existsSync } from 'node:fs';
+import { readFileSync, readdirSync, existsSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic.js';
 import { join } from 'node:path';
 import { parquetWriteBuffer } from 'hyparquet-writer';
 import { parquetReadObjects } from 'hyparquet';
@@ -29,12 +30,6 @@ function columnsFor(packed: boolean): Column[] {
     cols.push({ name: 'source', list: false, get: (r) => r.source ?? 0 });
   }
   return cols;
-}
-
-export function writeFileAtomic(file: string, data: string | Uint8Array): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, file);
 }
 
 export function shardName(split: string, index: number, format: ShardFormat): string {

@@ -39,7 +39,6 @@ export interface RenderedChat {
   spans: AssistantSpan[];
 }
 
-const SENTINELS_ALL = /[\uE000-\uE003]/g;
 
 function assistantIndices(conv: Conversation): number[] {
   const out: number[] = [];
