@@ -1,7 +1,7 @@
 /**
  * Training throughput of the engine against PyTorch on the same model/batch.
  *
- *   node dist/bench/train.js [--steps 3] [--warmup 1] [--small] [--profile] [--no-ref]
+ *   node dist/bench/train.js [--steps 3] [--warmup 1] [--small | --demo] [--profile] [--no-ref]
  *
  * Prints tokens/s, achieved GFLOPS (6·N·tokens + attention) and peak RSS for
  * tfjs, then for bench/train_ref.py (torch, 2 threads, OMP_WAIT_POLICY=PASSIVE)
@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { collate } from '../src/batch/collate.js';
 import { ADAMW_DEFAULTS, Rng, createAdamW, createModel, initEngine, makeLlamaConfig, tf, trainStep } from '../src/engine/index.js';
+import { wasmThreads } from '../src/engine/backend.js';
 
 const args = process.argv.slice(2);
 const flag = (n: string) => args.includes(`--${n}`);
@@ -21,9 +22,12 @@ const num = (n: string, d: number) => {
 };
 
 // The ENGINE-NOTES model: 19.5 M parameters, vocab 32 002, d 256, 4 layers, batch 8 × 256.
+// --small: the ENGINE-NOTES tiny Llama; --demo: the size `chatsft demo` trains.
 const c = flag('small')
   ? { vocab: 512, d: 128, layers: 2, heads: 4, kv_heads: 4, inter: 344, batch: 32, seq: 64 }
-  : { vocab: 32002, d: 256, layers: 4, heads: 4, kv_heads: 4, inter: 688, batch: 8, seq: 256 };
+  : flag('demo')
+    ? { vocab: 512, d: 64, layers: 2, heads: 4, kv_heads: 4, inter: 256, batch: 16, seq: 96 }
+    : { vocab: 32002, d: 256, layers: 4, heads: 4, kv_heads: 4, inter: 688, batch: 8, seq: 256 };
 const steps = num('steps', 3);
 const warmup = num('warmup', 1);
 
@@ -48,11 +52,17 @@ async function main(): Promise<void> {
   const opt = createAdamW(new Map(model.params));
   const hp = { ...ADAMW_DEFAULTS, maxGradNorm: 1 };
   const times: number[] = [];
+  let cpuSeconds = 0;
   for (let s = 0; s < warmup + steps; s++) {
     const t = performance.now();
+    const cpu0 = process.cpuUsage();
     const r = trainStep(model, [batch], opt, 1e-4, hp);
     const dt = (performance.now() - t) / 1000;
-    if (s >= warmup) times.push(dt);
+    if (s >= warmup) {
+      times.push(dt);
+      const cpu = process.cpuUsage(cpu0);
+      cpuSeconds += (cpu.user + cpu.system) / 1e6;
+    }
     console.error(`step ${s} loss ${r.loss.toFixed(4)} ${dt.toFixed(2)} s`);
   }
   const sPerStep = times.reduce((a, b) => a + b) / times.length;
@@ -60,7 +70,8 @@ async function main(): Promise<void> {
   const fpt = flopsPerToken();
   const ours = { tokensPerS: tokens / sPerStep, gflops: (fpt * tokens) / sPerStep / 1e9, rssMb: process.resourceUsage().maxRSS / 1024 };
   console.log(`model: vocab ${c.vocab}, d ${c.d}, ${c.layers} layers, batch ${c.batch} × ${c.seq}; ${(fpt / 6 / 1e6).toFixed(1)} M matmul params`);
-  console.log(`tfjs (${backend}): ${sPerStep.toFixed(2)} s/step, ${ours.tokensPerS.toFixed(0)} tokens/s, ${ours.gflops.toFixed(1)} GFLOPS, peak RSS ${ours.rssMb.toFixed(0)} MiB`);
+  const cpuPerWall = cpuSeconds / (times.reduce((a, b) => a + b) || 1);
+  console.log(`tfjs (${backend}, ${await wasmThreads()} thread(s), cpu/wall ${cpuPerWall.toFixed(2)}): ${sPerStep.toFixed(2)} s/step, ${ours.tokensPerS.toFixed(0)} tokens/s, ${ours.gflops.toFixed(1)} GFLOPS, peak RSS ${ours.rssMb.toFixed(0)} MiB`);
 
   if (flag('profile')) {
     const prof = await tf.profile(() => {

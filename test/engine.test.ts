@@ -163,6 +163,7 @@ test('KV-cache prefill + decode logits equal the full forward (left-padded rows)
   const V = 53;
   // Left-pad the prompts to a common length, then decode the rest one token at a time.
   const P = Math.max(...promptLens);
+  const live = tf.memory().numTensors;
   const cache = createKvCache(model, 2, 16);
   const pre = seqs.map((s, b) => [...new Array<number>(P - promptLens[b]!).fill(0), ...s.slice(0, promptLens[b]!)]);
   const mask = promptLens.map((n) => [...new Array<number>(P - n).fill(0), ...new Array<number>(n).fill(1)]);
@@ -178,6 +179,7 @@ test('KV-cache prefill + decode logits equal the full forward (left-padded rows)
     out = forwardWithCache(model, seqs.map((s, b) => [s[promptLens[b]! + k]!]), cache, promptLens.map((n) => [n + k]));
   }
   disposeKvCache(cache);
+  assert.equal(tf.memory().numTensors, live, 'no tensors leak from cached decoding');
   disposeModel(model);
 });
 
@@ -192,4 +194,19 @@ test('resizing the vocabulary fills new rows with the mean of the old ones', () 
   assert.deepEqual(model.params.get('lm_head.weight')!.shape, [32, 64]);
   assert.ok(Number.isFinite(evalLoss(model, right(rows(1, 2, 64))).sum));
   disposeModel(model);
+});
+
+test('replacement wasm Slice / Unpack / SplitV kernels match plain array slicing', () => {
+  const x = tf.tensor4d(Float32Array.from({ length: 3 * 4 * 5 * 2 }, (_, i) => i), [3, 4, 5, 2]);
+  const a = x.arraySync();
+  const cut = (b: number[], s: number[]) => a.slice(b[0], b[0]! + s[0]!).map((p) => p.slice(b[1], b[1]! + s[1]!).map((q) => q.slice(b[2], b[2]! + s[2]!).map((r) => r.slice(b[3], b[3]! + s[3]!))));
+  assert.deepEqual(tf.slice(x, [1, 0, 2, 1], [2, 4, 3, 1]).arraySync(), cut([1, 0, 2, 1], [2, 4, 3, 1]));
+  assert.deepEqual(tf.slice(x, [2], [-1]).arraySync(), cut([2, 0, 0, 0], [1, 4, 5, 2]));
+  assert.deepEqual(tf.slice(x, 1, 1).arraySync(), cut([1, 0, 0, 0], [1, 4, 5, 2]));
+  const parts = tf.unstack(x, 1);
+  parts.forEach((p, i) => assert.deepEqual(p.arraySync(), a.map((q) => q[i])));
+  const [s1, s2] = tf.split(x, [3, 2], 2);
+  assert.deepEqual(s1!.arraySync(), cut([0, 0, 0, 0], [3, 4, 3, 2]));
+  assert.deepEqual(s2!.arraySync(), cut([0, 0, 3, 0], [3, 4, 2, 2]));
+  tf.dispose([x, ...parts, s1!, s2!]);
 });

@@ -13,9 +13,9 @@ import path from 'node:path';
 import { collate } from '../src/batch/collate.js';
 import type { Batch, Row } from '../src/batch/types.js';
 import { initEngine } from '../src/engine/backend.js';
-import { makeLlamaConfig, type LlamaConfig } from '../src/engine/config.js';
+import { makeLlamaConfig, parseLlamaConfig, toHfConfig, type LlamaConfig } from '../src/engine/config.js';
 import { evalLoss, lossForGrad } from '../src/engine/forward.js';
-import { createModel, disposeModel, isLinearWeight, loadModel, saveModel, transpose2d } from '../src/engine/model.js';
+import { createModel, disposeModel, exportTensors, isLinearWeight, loadModel, modelFromTensors, saveModel, transpose2d } from '../src/engine/model.js';
 import { accumulateGradients } from '../src/engine/step.js';
 import { Rng } from '../src/engine/rng.js';
 import { tf } from '../src/engine/backend.js';
@@ -47,6 +47,15 @@ function batchJson(b: Batch): string {
 
 const configs: [string, LlamaConfig][] = [
   ['llama GQA untied', makeLlamaConfig({ vocabSize: 97, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, ropeTheta: 500000 })],
+  ['llama attention_bias (q/k/v/o bias)', makeLlamaConfig({ vocabSize: 67, hiddenSize: 32, intermediateSize: 40, numHiddenLayers: 1, numAttentionHeads: 2, attentionBias: true })],
+  [
+    'llama3 rope_scaling',
+    parseLlamaConfig({
+      ...toHfConfig(makeLlamaConfig({ vocabSize: 71, hiddenSize: 32, intermediateSize: 40, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1 })),
+      // A short original context so high, medium (smoothed) and low frequency bands all occur at head_dim 16.
+      rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
+    }),
+  ],
   ['qwen2 qkv bias', makeLlamaConfig({ modelType: 'qwen2', vocabSize: 89, hiddenSize: 32, intermediateSize: 40, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 1 })],
   ['qwen3 qk norm tied head_dim', makeLlamaConfig({ modelType: 'qwen3', vocabSize: 101, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, tieWordEmbeddings: true })],
 ];
@@ -61,9 +70,18 @@ test('engine matches the PyTorch reference (masked CE and gradients, rel. diff <
   try {
     for (const [name, config] of configs) {
       const model0 = createModel(config, 7);
-      const mdir = path.join(dir, name.replace(/ /g, '_'));
-      saveModel(model0, mdir);
+      // HF-style init leaves biases at 0 and norms at 1: randomise them so they are tested too.
+      const tensors = exportTensors(model0);
+      const prng = new Rng(11);
+      for (const [pname, t] of tensors) {
+        if (pname.endsWith('.bias')) t.data.forEach((_, i) => (t.data[i] = prng.normal() * 0.1));
+        if (pname.endsWith('norm.weight')) t.data.forEach((_, i) => (t.data[i] = 1 + prng.normal() * 0.1));
+      }
       disposeModel(model0);
+      const model1 = modelFromTensors(config, tensors, 'random');
+      const mdir = path.join(dir, name.replace(/[ /()]/g, '_'));
+      saveModel(model1, mdir);
+      disposeModel(model1);
       // Reload so the test also covers the safetensors round trip.
       const model = loadModel(mdir);
       const rng = new Rng(3);

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Row } from '../src/batch/types.js';
 import { ChatsftError } from '../src/errors.js';
-import { initEngine, makeLlamaConfig, createModel, disposeModel, loadModel, evalLoss, Rng, readSafetensors } from '../src/engine/index.js';
+import { initEngine, makeLlamaConfig, createModel, disposeModel, loadModel, evalLoss, Rng, readSafetensors, tf } from '../src/engine/index.js';
 import { collate } from '../src/batch/collate.js';
 import { runTraining, readMetrics, type TrainHyperParams } from '../src/train/index.js';
 
@@ -38,6 +38,7 @@ const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'chatsft-train-'));
 test('a tiny run lowers the loss and writes a complete, reloadable folder', async () => {
   const dir = tmp();
   const rows = chatRows(1, 32);
+  const live = tf.memory().numTensors;
   const model = createModel(config(), 1);
   const evalRows = chatRows(2, 8);
   let finalized = '';
@@ -66,6 +67,7 @@ test('a tiny run lowers the loss and writes a complete, reloadable folder', asyn
   assert.ok(Math.abs(a1.sum / a1.count - res.evalLoss!) < 1e-6);
   disposeModel(model);
   disposeModel(reloaded);
+  assert.equal(tf.memory().numTensors, live, 'a run leaves no tensors behind');
   fs.rmSync(dir, { recursive: true });
 });
 
@@ -74,6 +76,7 @@ test('resume after a kill reproduces the uninterrupted run (LoRA with dropout, t
   const lora = { r: 4, alpha: 8, dropout: 0.1, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], trainTokenIds: [EOT, 3] };
   const common = { rows, padId: 0, paddingSide: 'left' as const, eotIds: [EOT], hp: hp(), lora, checkpointEvery: 3 };
   const full = tmp();
+  const live = tf.memory().numTensors;
   const m1 = createModel(config(), 7);
   const a = await runTraining({ ...common, model: m1, outputDir: full });
   const killed = tmp();
@@ -100,6 +103,7 @@ test('resume after a kill reproduces the uninterrupted run (LoRA with dropout, t
   const m4 = createModel(config(), 7);
   await assert.rejects(runTraining({ ...common, hp: hp({ lr: 1 }), model: m4, outputDir: killed, resume: true }), (e: unknown) => e instanceof ChatsftError && e.code === 'CHECKPOINT_INVALID');
   [m1, m3, m4].forEach(disposeModel);
+  assert.equal(tf.memory().numTensors, live, 'LoRA runs, checkpoints and resumes leave no tensors behind');
   fs.rmSync(full, { recursive: true });
   fs.rmSync(killed, { recursive: true });
 });

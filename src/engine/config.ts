@@ -106,6 +106,9 @@ export function parseLlamaConfig(raw: Record<string, unknown>, where = 'config.j
       };
     }
   }
+  if (raw['mlp_bias'] === true) fail(where, 'mlp_bias: true is not supported');
+  const act = raw['hidden_act'] ?? 'silu';
+  if (act !== 'silu') fail(where, `hidden_act ${JSON.stringify(act)} is not supported (only silu)`);
   const attentionBias = typeof raw['attention_bias'] === 'boolean' ? (raw['attention_bias'] as boolean) : mt === 'qwen2';
   const eos = raw['eos_token_id'];
   return {

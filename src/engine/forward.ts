@@ -121,6 +121,25 @@ export function project(model: LlamaModel, name: string, x: tf.Tensor2D, opts: F
   return d ? tf.add(y, d) : y;
 }
 
+/**
+ * Several projections of the same input as one product: x @ [W1 | W2 | …]
+ * (one kernel, one xᵀ in the backward instead of one per projection), then
+ * split; biases and LoRA deltas are added per projection.
+ */
+export function projectMany(model: LlamaModel, names: string[], x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D[] {
+  if (names.length === 1) return [project(model, names[0]!, x, opts)];
+  const ws = names.map((n) => model.params.get(`${n}.weight`)! as tf.Tensor as tf.Tensor2D);
+  const y = linear(x, tf.concat(ws, 1));
+  const parts = tf.split(y, ws.map((w) => w.shape[1]), 1) as tf.Tensor2D[];
+  return parts.map((part, i) => {
+    let out = part;
+    const bias = model.params.get(`${names[i]!}.bias`);
+    if (bias) out = tf.add(out, bias);
+    const d = loraDelta(model, names[i]!, x, opts);
+    return d ? tf.add(out, d) : out;
+  });
+}
+
 /** Embedding table [V, d] including trained LoRA rows. */
 export function embeddingTable(model: LlamaModel): tf.Tensor2D {
   const e = model.params.get('model.embed_tokens.weight')! as tf.Tensor as tf.Tensor2D;
@@ -161,9 +180,10 @@ export function qkv(model: LlamaModel, l: number, hn: tf.Tensor2D, inp: LayerInp
   const c = model.config;
   const { B, T } = inp;
   const p = `model.layers.${l}.self_attn`;
-  let q: tf.Tensor = tf.reshape(project(model, `${p}.q_proj`, hn, opts), [B, T, c.numAttentionHeads, c.headDim]);
-  let k: tf.Tensor = tf.reshape(project(model, `${p}.k_proj`, hn, opts), [B, T, c.numKeyValueHeads, c.headDim]);
-  const v = tf.reshape(project(model, `${p}.v_proj`, hn, opts), [B, T, c.numKeyValueHeads, c.headDim]);
+  const [qp, kp, vp] = projectMany(model, [`${p}.q_proj`, `${p}.k_proj`, `${p}.v_proj`], hn, opts) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+  let q: tf.Tensor = tf.reshape(qp, [B, T, c.numAttentionHeads, c.headDim]);
+  let k: tf.Tensor = tf.reshape(kp, [B, T, c.numKeyValueHeads, c.headDim]);
+  const v = tf.reshape(vp, [B, T, c.numKeyValueHeads, c.headDim]);
   if (c.qkNorm) {
     q = rmsNorm(q, model.params.get(`${p}.q_norm.weight`)!, c.rmsNormEps);
     k = rmsNorm(k, model.params.get(`${p}.k_norm.weight`)!, c.rmsNormEps);
@@ -182,8 +202,7 @@ export function finishLayer(model: LlamaModel, l: number, x: tf.Tensor2D, attn: 
   const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [B * T, H * hd]) as tf.Tensor2D;
   const h = tf.add(x, project(model, `${p}.self_attn.o_proj`, merged, opts)) as tf.Tensor2D;
   const hn = rmsNorm(h, model.params.get(`${p}.post_attention_layernorm.weight`)!, c.rmsNormEps) as tf.Tensor2D;
-  const g = project(model, `${p}.mlp.gate_proj`, hn, opts);
-  const u = project(model, `${p}.mlp.up_proj`, hn, opts);
+  const [g, u] = projectMany(model, [`${p}.mlp.gate_proj`, `${p}.mlp.up_proj`], hn, opts) as [tf.Tensor2D, tf.Tensor2D];
   const act = tf.mul(tf.mul(g, tf.sigmoid(g)), u) as tf.Tensor2D; // SwiGLU: silu(gate) ⊙ up
   return tf.add(h, project(model, `${p}.mlp.down_proj`, act, opts)) as tf.Tensor2D;
 }

@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { tf } from './backend.js';
+import { tf, variableFrom } from './backend.js';
 import { ChatsftError } from '../errors.js';
 import { linear } from './ops.js';
 import { Rng } from './rng.js';
@@ -47,8 +47,8 @@ export function addLora(model: LlamaModel, spec: LoraSpec, seed: number): void {
     const bound = 1 / Math.sqrt(inDim);
     const data = new Float32Array(inDim * spec.r);
     for (let i = 0; i < data.length; i++) data[i] = (rng.next() * 2 - 1) * bound;
-    a.set(name, tf.variable(tf.tensor2d(data, [inDim, spec.r]), true));
-    b.set(name, tf.variable(tf.zeros([spec.r, outDim]), true));
+    a.set(name, variableFrom(tf.tensor2d(data, [inDim, spec.r]), true));
+    b.set(name, variableFrom(tf.zeros([spec.r, outDim]), true));
   }
   const vocab = model.config.vocabSize;
   const ids = [...new Set(spec.trainTokenIds)].sort((x, y) => x - y);
@@ -61,8 +61,8 @@ export function addLora(model: LlamaModel, spec: LoraSpec, seed: number): void {
     a,
     b,
     embedRows: Int32Array.from(ids),
-    embedDelta: ids.length > 0 ? tf.variable(tf.zeros([ids.length, d]), true) : null,
-    headDelta: ids.length > 0 && model.params.has('lm_head.weight') ? tf.variable(tf.zeros([ids.length, d]), true) : null,
+    embedDelta: ids.length > 0 ? variableFrom(tf.zeros([ids.length, d]), true) : null,
+    headDelta: ids.length > 0 && model.params.has('lm_head.weight') ? variableFrom(tf.zeros([ids.length, d]), true) : null,
   };
 }
 

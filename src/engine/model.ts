@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { tf } from './backend.js';
+import { tf, variableFrom } from './backend.js';
 import { ChatsftError } from '../errors.js';
 import { type LlamaConfig, readLlamaConfig, toHfConfig } from './config.js';
 import { Rng } from './rng.js';
@@ -42,6 +42,8 @@ export function expectedShapes(c: LlamaConfig): Map<string, number[]> {
       m.set(`${p}.self_attn.k_norm.weight`, [c.headDim]);
     }
     m.set(`${p}.self_attn.o_proj.weight`, [d, qd]);
+    // Llama/Qwen3 `attention_bias` also puts a bias on o_proj; Qwen2 never does.
+    if (c.attentionBias && c.modelType !== 'qwen2') m.set(`${p}.self_attn.o_proj.bias`, [d]);
     m.set(`${p}.post_attention_layernorm.weight`, [d]);
     m.set(`${p}.mlp.gate_proj.weight`, [c.intermediateSize, d]);
     m.set(`${p}.mlp.up_proj.weight`, [c.intermediateSize, d]);
@@ -67,9 +69,7 @@ function makeVariable(name: string, hfShape: number[], data: Float32Array, varNa
   const init = isLinearWeight(name)
     ? tf.tensor2d(transpose2d(data, hfShape[0]!, hfShape[1]!), [hfShape[1]!, hfShape[0]!])
     : tf.tensor(data, hfShape);
-  const v = tf.variable(init, true, varName);
-  init.dispose();
-  return v;
+  return variableFrom(init, true, varName);
 }
 
 let modelCounter = 0;
@@ -191,15 +191,13 @@ export function resizeTokenEmbeddings(model: LlamaModel, newVocab: number): void
   const emb = model.params.get('model.embed_tokens.weight')!;
   const newEmb = resizeRows(emb as tf.Tensor as tf.Tensor2D);
   const id = modelCounter++;
-  model.params.set('model.embed_tokens.weight', tf.variable(newEmb, true, `model.embed_tokens.weight#${id}`));
-  newEmb.dispose();
+  model.params.set('model.embed_tokens.weight', variableFrom(newEmb, true, `model.embed_tokens.weight#${id}`));
   emb.dispose();
   const head = model.params.get('lm_head.weight');
   if (head) {
     // Stored [d, V]: resize the columns.
     const newHead = tf.tidy(() => tf.transpose(resizeRows(tf.transpose(head as tf.Tensor as tf.Tensor2D))));
-    model.params.set('lm_head.weight', tf.variable(newHead as tf.Tensor2D, true, `lm_head.weight#${id}`));
-    newHead.dispose();
+    model.params.set('lm_head.weight', variableFrom(newHead, true, `lm_head.weight#${id}`));
     head.dispose();
   }
   c.vocabSize = newVocab;

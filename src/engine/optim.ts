@@ -2,7 +2,7 @@
  * AdamW with decoupled weight decay (PyTorch's update order), learning-rate
  * schedules and global-norm gradient clipping.
  */
-import { tf } from './backend.js';
+import { tf, variableFrom } from './backend.js';
 import { ChatsftError } from '../errors.js';
 
 export interface AdamWOptions {
@@ -31,8 +31,8 @@ export function createAdamW(vars: Map<string, tf.Variable>): AdamWState {
   const m = new Map<string, tf.Variable>();
   const v = new Map<string, tf.Variable>();
   for (const [name, p] of vars) {
-    m.set(name, tf.variable(tf.zerosLike(p), false));
-    v.set(name, tf.variable(tf.zerosLike(p), false));
+    m.set(name, variableFrom(tf.zerosLike(p), false));
+    v.set(name, variableFrom(tf.zerosLike(p), false));
   }
   return { step: 0, m, v };
 }

@@ -106,6 +106,16 @@ function f16ToF32(h: number): number {
   return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
+let f16Lut: Float32Array | undefined;
+/** All 65 536 half-precision values as f32 (256 KiB), built on first use. */
+function f16Table(): Float32Array {
+  if (!f16Lut) {
+    f16Lut = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) f16Lut[h] = f16ToF32(h);
+  }
+  return f16Lut;
+}
+
 function decode(buf: Buffer, dtype: StDtype, numel: number): Float32Array {
   const out = new Float32Array(numel);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -116,9 +126,11 @@ function decode(buf: Buffer, dtype: StDtype, numel: number): Float32Array {
     case 'F64':
       for (let i = 0; i < numel; i++) out[i] = dv.getFloat64(i * 8, true);
       break;
-    case 'F16':
-      for (let i = 0; i < numel; i++) out[i] = f16ToF32(dv.getUint16(i * 2, true));
+    case 'F16': {
+      const lut = f16Table();
+      for (let i = 0; i < numel; i++) out[i] = lut[dv.getUint16(i * 2, true)]!;
       break;
+    }
     case 'BF16': {
       // bf16 is the top half of an f32: shift into place through a u32 view.
       const u32 = new Uint32Array(out.buffer);

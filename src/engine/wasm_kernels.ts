@@ -73,11 +73,9 @@ export function registerWasmKernelFixes(): void {
   };
   swap('Slice', ({ inputs, attrs, backend }) => {
     const x = inputs['x']!;
-    const begin = attrs['begin'] as number[] | number;
-    const size = attrs['size'] as number[] | number | undefined;
-    const b = typeof begin === 'number' ? [begin, ...new Array<number>(x.shape.length - 1).fill(0)] : [...begin, ...new Array<number>(x.shape.length - begin.length).fill(0)];
-    const s = size === undefined ? x.shape.map(() => -1) : typeof size === 'number' ? [size, ...new Array<number>(x.shape.length - 1).fill(-1)] : [...size, ...new Array<number>(x.shape.length - size.length).fill(-1)];
-    return sliceImpl(x, b, s, backend);
+    // The same normalisation of begin/size (numbers, short arrays, -1) as the stock kernel.
+    const [b, s] = tf.slice_util.parseSliceParams(x as unknown as tf.TensorInfo, attrs['begin'] as number[], attrs['size'] as number[]);
+    return sliceImpl(x, b!, s!, backend);
   });
   swap('Unpack', ({ inputs, attrs, backend }) => {
     const value = inputs['value']!;

@@ -1,6 +1,6 @@
 /** `chatsft train`'s library surface. */
 export { runTraining } from './loop.js';
 export type { StepEvent, TrainHyperParams, TrainOptions, TrainResult } from './types.js';
-export { countSupervisedEot } from './data.js';
+export { batches, countSupervisedEot } from './data.js';
 export { lossCurveSvg, readMetrics, type MetricsLine } from './metrics.js';
 export { loadOrCreateModel } from './setup.js';

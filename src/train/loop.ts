@@ -27,7 +27,7 @@ import {
   type Schedule,
   tf,
 } from '../engine/index.js';
-import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { hasCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { DataOrder, batches, countSupervisedEot, realTokens } from './data.js';
 import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics } from './metrics.js';
 import type { TrainOptions, TrainResult } from './types.js';
@@ -84,7 +84,13 @@ async function setup(opts: TrainOptions): Promise<Run> {
   const fingerprint = fingerprintOf(opts, totalSteps);
   const run: Run = { opts, vars, opt, order, schedule, totalSteps, step: 0, rng: new Rng(hp.seed + 2), fingerprint, losses: [], supervisedEot, resumedFrom: null };
   if (opts.resume && hasCheckpoint(opts.outputDir)) {
-    const st = loadCheckpoint(opts.outputDir, vars, opt, fingerprint);
+    let st: TrainerState;
+    try {
+      st = loadCheckpoint(opts.outputDir, vars, opt, fingerprint);
+    } catch (e) {
+      disposeAdamW(opt);
+      throw e;
+    }
     run.step = st.step;
     run.rng = new Rng(Uint32Array.from(st.rngState));
     run.losses = st.losses;
@@ -120,7 +126,7 @@ function train(run: Run): { tokens: number; stopped: boolean } {
     const ev = every > 0 && run.step % every === 0 && run.step < run.totalSteps ? evaluate(run) : null;
     const line = { step: run.step, loss: res.loss, lr, grad_norm: res.gradNorm, tokens: res.tokens, tokens_per_s: real / seconds, epoch: order.epochOf(first + hp.gradAccum), ...(ev !== null ? { eval_loss: ev } : {}) };
     appendMetrics(opts.outputDir, line);
-    opts.onStep?.({ step: run.step, totalSteps: run.totalSteps, loss: res.loss, lr, gradNorm: res.gradNorm, tokens: res.tokens, tokensPerSecond: real / seconds, ...(ev !== null ? { evalLoss: ev } : {}) });
+    opts.onStep?.({ step: run.step, totalSteps: run.totalSteps, loss: res.loss, lr, gradNorm: res.gradNorm, tokens: res.tokens, inputTokens: real, tokensPerSecond: real / seconds, ...(ev !== null ? { evalLoss: ev } : {}) });
     const ck = opts.checkpointEvery ?? 0;
     if (ck > 0 && run.step % ck === 0 && run.step < run.totalSteps) {
       saveCheckpoint(opts.outputDir, run.vars, run.opt, { step: run.step, microIndex: run.step * hp.gradAccum, rngState: run.rng.state(), fingerprint: run.fingerprint, losses: run.losses });

@@ -24,6 +24,8 @@ export interface StepEvent {
   gradNorm: number;
   /** Supervised tokens of the step. */
   tokens: number;
+  /** Non-padding input tokens of the step (what tokensPerSecond counts). */
+  inputTokens: number;
   /** All tokens (incl. prompt, excl. padding) per second of this step. */
   tokensPerSecond: number;
   evalLoss?: number;
