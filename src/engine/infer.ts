@@ -5,7 +5,7 @@
 import { tf } from './backend.js';
 import { ChatsftError } from '../errors.js';
 import { attention } from './ops.js';
-import { embeddingTable, finishLayer, headWeights, qkv, rmsNorm, ropeTables, type LayerInput } from './forward.js';
+import { embeddingTable, finishLayer, headMatrix, qkv, rmsNorm, ropeTables, type LayerInput } from './forward.js';
 import type { LlamaModel } from './types.js';
 
 export interface KvCache {
@@ -18,15 +18,22 @@ export interface KvCache {
   v: (tf.Tensor4D | null)[];
   /** [B, maxLen]: 1 where a slot holds a real token (padding slots are never attended). */
   valid: Uint8Array;
+  /**
+   * The output matrix [d, V], made once per cache (weights do not change
+   * while generating) instead of once per token; owned by the cache.
+   */
+  head: tf.Tensor2D | null;
 }
 
 export function createKvCache(model: LlamaModel, batchSize: number, maxLen: number): KvCache {
   const L = model.config.numHiddenLayers;
-  return { batchSize, maxLen, length: 0, k: new Array<null>(L).fill(null), v: new Array<null>(L).fill(null), valid: new Uint8Array(batchSize * maxLen) };
+  return { batchSize, maxLen, length: 0, k: new Array<null>(L).fill(null), v: new Array<null>(L).fill(null), valid: new Uint8Array(batchSize * maxLen), head: null };
 }
 
 export function disposeKvCache(cache: KvCache): void {
   for (const t of [...cache.k, ...cache.v]) t?.dispose();
+  cache.head?.dispose();
+  cache.head = null;
   cache.k.fill(null);
   cache.v.fill(null);
   cache.length = 0;
@@ -57,6 +64,8 @@ export function forwardWithCache(model: LlamaModel, ids: number[][], cache: KvCa
       for (let j = 0; j <= past + i; j++) if (cache.valid[b * cache.maxLen + j] || j === past + i) bias[row + j] = 0;
     }
   }
+  cache.head ??= tf.tidy(() => tf.clone(headMatrix(model)));
+  const head = cache.head;
   const posFlat = Int32Array.from(positions.flat());
   const { cos, sin } = ropeTables(c, posFlat);
   const out = tf.tidy(() => {
@@ -86,7 +95,7 @@ export function forwardWithCache(model: LlamaModel, ids: number[][], cache: KvCa
     // Last new position of each row: rows b·t + t − 1 of x [B·t, d].
     const last = tf.gather(x, tf.tensor1d(Int32Array.from({ length: B }, (_, b) => b * t + t - 1), 'int32'));
     const h = rmsNorm(last, model.params.get('model.norm.weight')!, c.rmsNormEps) as tf.Tensor2D;
-    return { logits: tf.matMul(h, headWeights(model, emb).w), ks, vs };
+    return { logits: tf.matMul(h, head), ks, vs };
   });
   for (const old of [...cache.k, ...cache.v]) old?.dispose();
   cache.k = out.ks;

@@ -32,7 +32,7 @@ function compactCache(cache: KvCache, keep: readonly number[]): KvCache {
     });
   const valid = new Uint8Array(keep.length * cache.maxLen);
   keep.forEach((r, i) => valid.set(cache.valid.subarray(r * cache.maxLen, (r + 1) * cache.maxLen), i * cache.maxLen));
-  const next: KvCache = { batchSize: keep.length, maxLen: cache.maxLen, length: cache.length, k: pick(cache.k), v: pick(cache.v), valid };
+  const next: KvCache = { batchSize: keep.length, maxLen: cache.maxLen, length: cache.length, k: pick(cache.k), v: pick(cache.v), valid, head: cache.head };
   idx.dispose();
   return next;
 }
