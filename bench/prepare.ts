@@ -3,7 +3,11 @@
  * ≥ 20 MB, against the raw `encodeBatch` throughput of the same tokenizer on
  * the same rendered conversations, and their ratio.
  *
- *   npm run build && node dist/bench/prepare.js [--mb 20] [--model qwen3|mistral-chatml]
+ *   npm run build && node dist/bench/prepare.js [--mb 20] [--model mistral-chatml,qwen3]
+ *
+ * Both default setups are measured: OpenHermes-Mistral (ChatML, rendered
+ * natively, one render per example) and Qwen3 (its own Jinja template,
+ * which transforms content and so is rendered twice per example).
  */
 import { mkdtempSync, writeFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -57,8 +61,13 @@ function corpus(targetBytes: number): { file: string; conversations: Conversatio
 
 async function main(): Promise<void> {
   const mb = Number(arg('mb', '20'));
-  const fixture = arg('model', 'qwen3') as FixtureName;
   const { file, conversations } = corpus(mb * 1e6);
+  for (const fixture of arg('model', 'mistral-chatml,qwen3').split(',') as FixtureName[]) await measure(fixture, file, conversations);
+  rmSync(join(file, '..'), { recursive: true, force: true });
+  cleanupTemp();
+}
+
+async function measure(fixture: FixtureName, file: string, conversations: Conversation[]): Promise<void> {
   const setup = setupTokenizer(loadModelFolder(buildFixture(fixture)));
   console.log(`corpus: ${conversations.length} conversations, ${(statSync(file).size / 1e6).toFixed(1)} MB, tokenizer ${fixture}`);
 
@@ -83,9 +92,7 @@ async function main(): Promise<void> {
   const rawSeconds = (performance.now() - t0) / 1000;
   const rawRate = tokens / rawSeconds;
   console.log(`encodeBatch:  ${tokens} tokens in ${rawSeconds.toFixed(2)} s = ${Math.round(rawRate)} tokens/s`);
-  console.log(`ratio prepare / encodeBatch = ${(prepRate / rawRate).toFixed(3)}`);
-  rmSync(join(file, '..'), { recursive: true, force: true });
-  cleanupTemp();
+  console.log(`ratio prepare / encodeBatch = ${(prepRate / rawRate).toFixed(3)}  (${fixture}, template ${setup.template.contentTransparent ? 'rendered once' : 'rendered twice: verification'})`);
 }
 
 await main();

@@ -164,3 +164,21 @@ test('content-transparent templates (ChatML) render once; others keep the per-ex
     assert.deepEqual(r.spans.map((s) => r.text.slice(s.start, s.end)), contents);
   }
 });
+
+test('the native ChatML renderer gives exactly the Jinja render of the same template', async () => {
+  const { Template } = await import('@huggingface/jinja');
+  const { compileTemplate, renderChat, CHATML_TEMPLATE } = await import('../src/template/render.js');
+  const jinja = new Template(CHATML_TEMPLATE);
+  const native = compileTemplate(CHATML_TEMPLATE, 'model');
+  const pieces = ['', ' ', 'a', '\n', 'héllo 👋', '<b>', '{{ x }}', '{% if %}', 'tab\tend\n\n'];
+  let seed = 3;
+  const pick = (): string => pieces[(seed = (seed * 1103515245 + 12345) >>> 0) % pieces.length] as string;
+  for (let i = 0; i < 200; i++) {
+    const roles = ['system', 'user', 'assistant', 'tool'] as const;
+    const messages = Array.from({ length: 1 + (i % 5) }, (_, k) => ({ role: roles[(i + k) % 4] as (typeof roles)[number], content: pick() + pick() }));
+    for (const add of [false, true]) {
+      const expected = jinja.render({ messages, add_generation_prompt: add });
+      assert.equal(renderChat(native, { messages }, { addGenerationPrompt: add }), expected);
+    }
+  }
+});

@@ -32,6 +32,28 @@ export const CHATML_TEMPLATE =
 
 export type TemplateOrigin = 'model' | 'chatml' | 'file';
 
+/** Anything that renders the template's variables to text: a compiled Jinja template, or the native ChatML renderer. */
+export interface Renderer {
+  render(items: Record<string, unknown>): string;
+}
+
+/**
+ * OpenHermes' ChatML template, rendered natively when a template's source is
+ * exactly CHATML_TEMPLATE (byte for byte; test/template.test.ts checks it
+ * equals the Jinja render). Rendering is most of prepare's JavaScript time,
+ * and this is the commonest template.
+ */
+const NATIVE_CHATML: Renderer = {
+  render(items) {
+    let out = '';
+    for (const m of items['messages'] as Array<{ role: string; content: string }>) {
+      out += '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>' + '\n';
+    }
+    if (items['add_generation_prompt']) out += '<|im_start|>assistant\n';
+    return out;
+  },
+};
+
 export interface ChatTemplate {
   source: string;
   sha256: string;
@@ -42,9 +64,9 @@ export interface ChatTemplate {
   /** Assistant content only ever printed as is (see transparent.ts): one render per example suffices. */
   contentTransparent: boolean;
   /** Plain HF render (generation tags removed). */
-  plain: Template;
+  plain: Renderer;
   /** Render with generation sentinels; same as `plain` without tags. */
-  marked: Template;
+  marked: Renderer;
 }
 
 /** The special-token strings and extra variables a template sees. */
@@ -88,8 +110,8 @@ export function compileTemplate(source: string, origin: TemplateOrigin, path?: s
     ...(path ? { path } : {}),
     hasGenerationTags,
     contentTransparent: isContentTransparent((plain as unknown as { parsed: unknown }).parsed),
-    plain,
-    marked,
+    plain: source === CHATML_TEMPLATE ? NATIVE_CHATML : plain,
+    marked: source === CHATML_TEMPLATE ? NATIVE_CHATML : marked,
   };
 }
 
@@ -104,7 +126,7 @@ export interface RenderOptions {
 }
 
 /** Render with the given compiled template; template exceptions become TEMPLATE_ERROR. */
-export function renderWith(tpl: Template, conv: Conversation, opts: RenderOptions = {}): string {
+export function renderWith(tpl: Renderer, conv: Conversation, opts: RenderOptions = {}): string {
   try {
     return tpl.render({
       ...(opts.vars ?? {}),
