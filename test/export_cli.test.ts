@@ -16,7 +16,7 @@ import path from 'node:path';
 import { gguf } from '@huggingface/gguf';
 import { Tokenizer } from 'tokenizers';
 import { makeLlamaConfig, toHfConfig, writeSafetensors, readSafetensors, expectedShapes } from '../src/engine/index.js';
-import { roundToF16 } from '../src/export/f16.js';
+import { roundToF16 } from '../src/util/f16.js';
 import { writeDemoModelFolder, type DemoTokenizerInfo } from '../src/demo/tokenizer.js';
 import { discoverEot } from '../src/export/eot.js';
 import { generateWithLlamaCpp } from '../src/export/llamacpp.js';

@@ -20,7 +20,7 @@ import { Tokenizer } from 'tokenizers';
 import { gguf } from '@huggingface/gguf';
 import { writeSafetensors } from '../src/engine/safetensors.js';
 import { exportGguf } from '../src/export/gguf.js';
-import { roundToF16 } from '../src/export/f16.js';
+import { roundToF16 } from '../src/util/f16.js';
 import { openLlamaCpp, generateWithLlamaCpp, type LlamaCppRunner } from '../src/export/llamacpp.js';
 import { writeDemoModelFolder } from '../src/demo/tokenizer.js';
 

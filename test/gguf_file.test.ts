@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { gguf, GGUFValueType } from '@huggingface/gguf';
 import { GGML_TYPE_F16, GGML_TYPE_F32, GgufType, kv, writeGguf } from '../src/export/gguf-file.js';
-import { f16BitsToF32, f32BitsToF16, f32ToF16 } from '../src/export/f16.js';
+import { f16BitsToF32, f32BitsToF16, f32ToF16 } from '../src/util/f16.js';
 import { permuteRope, ggufTensorName } from '../src/export/gguf-tensors.js';
 import { isChatsftError } from '../src/errors.js';
 

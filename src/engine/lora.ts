@@ -11,7 +11,8 @@ import { ChatsftError } from '../errors.js';
 import { linear } from './ops.js';
 import { Rng } from './rng.js';
 import { writeSafetensors } from './safetensors.js';
-import { exportTensors, transpose2d, writeJsonAtomic } from './model.js';
+import { exportTensors, transpose2d } from './model.js';
+import { writeJsonAtomic } from '../util/atomic.js';
 import type { ForwardOptions, LlamaModel, LoraSpec } from './types.js';
 
 export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;

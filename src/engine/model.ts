@@ -4,6 +4,7 @@
  * forward.ts.
  */
 import fs from 'node:fs';
+import { writeJsonAtomic } from '../util/atomic.js';
 import path from 'node:path';
 import { tf, variableFrom } from './backend.js';
 import { ChatsftError } from '../errors.js';
@@ -149,11 +150,6 @@ export function saveModel(model: LlamaModel, dir: string, tensors = exportTensor
   writeJsonAtomic(path.join(dir, 'config.json'), toHfConfig(model.config));
 }
 
-export function writeJsonAtomic(file: string, value: unknown): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
-  fs.renameSync(tmp, file);
-}
 
 export function disposeModel(model: LlamaModel): void {
   for (const v of model.params.values()) v.dispose();

@@ -6,6 +6,8 @@
  * the engine's only compute dtype; everything written is F32.
  */
 import fs from 'node:fs';
+import { writeFdAtomic } from '../util/atomic.js';
+import { f32ToF16 } from '../util/f16.js';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 
@@ -226,7 +228,10 @@ export function writeSafetensors(
   file: string,
   tensors: Map<string, { shape: number[]; data: Float32Array }>,
   metadata?: Record<string, string>,
+  opts: { dtype?: 'F32' | 'F16' } = {},
 ): void {
+  const dtype = opts.dtype ?? 'F32';
+  const bytesPer = dtype === 'F16' ? 2 : 4;
   const names = [...tensors.keys()].sort();
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) header['__metadata__'] = metadata;
@@ -237,8 +242,8 @@ export function writeSafetensors(
     if (numel !== t.data.length) {
       throw new ChatsftError('ENGINE_ERROR', `tensor '${name}' has ${t.data.length} values but shape [${t.shape.join(', ')}]`, file);
     }
-    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + numel * 4] };
-    offset += numel * 4;
+    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + numel * bytesPer] };
+    offset += numel * bytesPer;
   }
   let json = JSON.stringify(header);
   const rawLen = Buffer.byteLength(json, 'utf8');
@@ -246,23 +251,15 @@ export function writeSafetensors(
   const hbuf = Buffer.from(json, 'utf8');
   const lenBuf = Buffer.alloc(8);
   lenBuf.writeBigUInt64LE(BigInt(hbuf.length));
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
+  writeFdAtomic(file, (fd) => {
     fs.writeSync(fd, lenBuf);
     fs.writeSync(fd, hbuf);
     for (const name of names) {
       const d = tensors.get(name)!.data;
-      // Float32Array is little-endian on every platform Node supports.
-      fs.writeSync(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+      // Typed arrays are little-endian on every platform Node supports. F16
+      // rounds to nearest even, as torch's .half() does.
+      const out = dtype === 'F16' ? f32ToF16(d) : d;
+      fs.writeSync(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
     }
-    fs.fsyncSync(fd);
-  } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
+  });
 }

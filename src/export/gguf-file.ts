@@ -15,9 +15,9 @@
  * package is used as an independent reader in the tests.
  */
 import fs from 'node:fs';
-import path from 'node:path';
+import { writeFdAtomic } from '../util/atomic.js';
 import { ChatsftError } from '../errors.js';
-import { f32ToF16 } from './f16.js';
+import { f32ToF16 } from '../util/f16.js';
 
 /** GGUF metadata value types (gguf.md `gguf_metadata_value_type`). */
 export const GgufType = {
@@ -165,11 +165,8 @@ export function writeGguf(file: string, kvs: readonly GgufKv[], tensors: readonl
   }
   const headerLen = pad(h.len, alignment);
 
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  const fd = fs.openSync(tmp, 'w');
   let pos = 0;
-  try {
+  writeFdAtomic(file, (fd) => {
     fs.writeSync(fd, h.buf, 0, h.len, 0);
     pos = headerLen;
     tensors.forEach((t, i) => {
@@ -186,14 +183,7 @@ export function writeGguf(file: string, kvs: readonly GgufKv[], tensors: readonl
     // Pad the file to a whole number of aligned blocks, as gguf-py does.
     const end = headerLen + offset;
     if (end > pos) fs.writeSync(fd, Buffer.alloc(end - pos), 0, end - pos, pos);
-    fs.fsyncSync(fd);
-  } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
+  });
   return { bytes: headerLen + offset };
 }
 

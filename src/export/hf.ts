@@ -15,7 +15,6 @@ import { ChatsftError } from '../errors.js';
 import { readLlamaConfig, toHfConfig } from '../engine/config.js';
 import { readSafetensorsDir, writeSafetensors } from '../engine/safetensors.js';
 import { configChatTemplate, readJson, tokenIds, tokenString, type Json } from './tokenizer-files.js';
-import { writeSafetensorsF16 } from './safetensors-f16.js';
 
 export interface HfExportOptions {
   /** The token that closes assistant turns; added to generation_config's eos_token_id. */
@@ -124,8 +123,7 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
       const name = shards.length === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
       const m = new Map(shard.map(([n]) => [n, { shape: tensors.get(n)!.shape, data: tensors.get(n)!.data }]));
       // transformers refuses safetensors whose metadata `format` is not a known framework.
-      if (f16) writeSafetensorsF16(path.join(tmp, name), m, { format: 'pt' });
-      else writeSafetensors(path.join(tmp, name), m, { format: 'pt' });
+      writeSafetensors(path.join(tmp, name), m, { format: 'pt' }, { dtype: f16 ? 'F16' : 'F32' });
       for (const [n] of shard) weightMap[n] = name;
       files.push(name);
     });
