@@ -35,18 +35,10 @@ export interface GgufEvalRow {
   ending: Ending;
 }
 
-export interface GgufEvalReport {
+export interface GgufEvalReport extends StopRateMetrics {
   engine: 'llama.cpp';
   model: string;
-  examples: number;
   loss: null;
-  max_new_tokens: number;
-  stop_rate: number;
-  mean_new_tokens: number;
-  p95_new_tokens: number;
-  reference_mean_tokens: number | null;
-  runaways: StopRateMetrics['runaways'];
-  stopped_by: Record<string, number>;
   /** llama.cpp's end-of-generation ids among the vocabulary's special tokens. */
   stop_ids: number[];
   turn_headers: number[][];
@@ -152,15 +144,8 @@ export async function evaluateGguf(o: GgufEvalOptions): Promise<{ report: GgufEv
       report: {
         engine: 'llama.cpp',
         model: o.gguf,
-        examples: m.examples,
+        ...m,
         loss: null,
-        max_new_tokens: o.maxNewTokens,
-        stop_rate: m.stop_rate,
-        mean_new_tokens: m.mean_new_tokens,
-        p95_new_tokens: m.p95_new_tokens,
-        reference_mean_tokens: m.reference_mean_tokens,
-        runaways: m.runaways,
-        stopped_by: m.stopped_by,
         stop_ids: [...new Set(stopIds)].sort((a, b) => a - b),
         turn_headers: headers,
         skipped,

@@ -179,25 +179,15 @@ export async function prepareRows(setup: TokenizerSetup, file: string, opts: Pre
   return { rows, stats };
 }
 
-export interface Manifest {
+/** manifest.json (SPEC §5): the train split's statistics and everything needed to use the shards. */
+export interface Manifest extends Omit<SplitStats, 'lines'> {
   chatsft_version: string;
   created: string;
   model: string;
   data: string;
-  examples: number;
-  rows: number;
-  tokens: number;
-  supervised_tokens: number;
-  assistant_turns: number;
-  trained_turns: number;
-  supervised_eot: number;
-  truncated: number;
-  dropped: Record<string, number>;
-  issues: string[];
   pad_token: string;
   pad_token_id: number;
   padding_side: 'left' | 'right';
-  eot_token_ids: number[];
   added_tokens: Array<{ content: string; id: number }>;
   vocab_size: number;
   train_on: string;
@@ -262,20 +252,10 @@ export async function prepareToDir(setup: TokenizerSetup, data: string, opts: Pr
       created: new Date().toISOString(),
       model: opts.modelDir,
       data,
-      examples: s.examples,
-      rows: s.rows,
-      tokens: s.tokens,
-      supervised_tokens: s.supervised_tokens,
-      assistant_turns: s.assistant_turns,
-      trained_turns: s.trained_turns,
-      supervised_eot: s.supervised_eot,
-      truncated: s.truncated,
-      dropped: s.dropped,
-      issues: s.issues,
+      ...omitLines(s),
       pad_token: setup.padToken,
       pad_token_id: setup.padId,
       padding_side: setup.paddingSide,
-      eot_token_ids: s.eot_token_ids,
       added_tokens: setup.addedTokens,
       vocab_size: setup.vocabSize,
       train_on: opts.trainOn ?? 'assistant',
