@@ -15,6 +15,7 @@ import { engineStepModel } from '../src/generate/engine.js';
 import { generate } from '../src/generate/loop.js';
 import { writeDemoModelFolder } from '../src/demo/tokenizer.js';
 import { exportGguf } from '../src/export/gguf.js';
+import { llamaCppUnavailable } from './helpers/llamacpp.js';
 import { generateWithLlamaCpp, openLlamaCpp } from '../src/export/llamacpp.js';
 
 let tmp = '';
@@ -22,12 +23,7 @@ let llamaError: string | null = null;
 
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chatsft-eng-llamacpp-'));
-  try {
-    const { getLlama } = await import('node-llama-cpp');
-    await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' as never });
-  } catch (e) {
-    llamaError = (e as Error).message;
-  }
+  llamaError = await llamaCppUnavailable();
 });
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

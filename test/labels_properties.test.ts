@@ -12,17 +12,8 @@ import { setupTokenizer, type TrainOn } from '../src/tokenize/setup.js';
 import { createEncoder, type EncodedExample } from '../src/labels/encode.js';
 import { collate, hfLmCollatorLabels } from '../src/batch/collate.js';
 import type { Conversation, Message } from '../src/data/conversations.js';
+import { mulberry32 as rng } from './helpers/random.js';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const PIECES = ['hello', 'héllo wörld', '日本語のテキスト', 'emoji 👋🏽 ok', 'tab\there', 'two\nlines', '  padded  ', 'a[b]c', '<not a token>', '42', 'x', 'Ünïcødé', '...'];
 
