@@ -12,7 +12,7 @@
  * reference the cached path must match (tests) and costs O(T^2).
  */
 import { ChatsftError } from '../errors.js';
-import { createKvCache, disposeKvCache, forwardWithCache, logits, tf, type KvCache, type LlamaModel } from '../engine/index.js';
+import { createKvCache, disposeKvCache, forwardWithCache, logits, type KvCache, type LlamaModel } from '../engine/index.js';
 import type { Batch } from '../batch/types.js';
 import { noCacheStepModel } from './no_cache.js';
 import type { StepModel } from './types.js';
@@ -20,21 +20,19 @@ import type { StepModel } from './types.js';
 /** Padding id for left-padded prefill slots; masked, so any valid id works. */
 const PAD_SLOT_ID = 0;
 
-/** Keeps cache rows `keep` (indices into the current cache) and frees the rest. */
+/** Keeps cache rows `keep` (indices into the current cache); the rest are dropped. */
 function compactCache(cache: KvCache, keep: readonly number[]): KvCache {
-  const idx = tf.tensor1d(Int32Array.from(keep), 'int32');
-  const pick = (ts: (tf.Tensor4D | null)[]): (tf.Tensor4D | null)[] =>
-    ts.map((t) => {
-      if (t === null) return null;
-      const out = tf.gather(t, idx, 0) as tf.Tensor4D; // [B', KV, S, hd]
-      t.dispose();
+  // Each buffer is [B, KV, maxLen, hd]: row r is one contiguous block.
+  const pick = (bufs: Float32Array[]): Float32Array[] =>
+    bufs.map((buf) => {
+      const block = buf.length / cache.batchSize;
+      const out = new Float32Array(keep.length * block);
+      keep.forEach((r, i) => out.set(buf.subarray(r * block, (r + 1) * block), i * block));
       return out;
     });
   const valid = new Uint8Array(keep.length * cache.maxLen);
   keep.forEach((r, i) => valid.set(cache.valid.subarray(r * cache.maxLen, (r + 1) * cache.maxLen), i * cache.maxLen));
-  const next: KvCache = { batchSize: keep.length, maxLen: cache.maxLen, length: cache.length, k: pick(cache.k), v: pick(cache.v), valid, head: cache.head };
-  idx.dispose();
-  return next;
+  return { batchSize: keep.length, maxLen: cache.maxLen, length: cache.length, k: pick(cache.k), v: pick(cache.v), valid, head: cache.head };
 }
 
 export function engineStepModel(model: LlamaModel): StepModel {
