@@ -132,7 +132,7 @@ export async function trainFromConfig(
         totalShown = true;
       }
       progress.update(e.step, {
-        tokens: e.tokens,
+        tokens: e.inputTokens,
         info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''} lr ${e.lr.toExponential(2)}`,
       });
     },

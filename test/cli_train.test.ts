@@ -1,0 +1,85 @@
+/**
+ * `chatsft train` through the real CLI: from a YAML config and from a folder
+ * written by `chatsft prepare`; the output is a complete model folder whose
+ * stop ids include the EOT; a prepared folder from another tokenizer setup
+ * is refused.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cleanupTemp, tempRoot, REPO_ROOT } from './helpers/fixtures.js';
+import { generateDemoData, renderChatml, toJsonl } from '../src/demo/data.js';
+import { writeDemoModelFolder } from '../src/demo/tokenizer.js';
+
+const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+
+function run(args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+let model = '';
+let data = '';
+let imEnd = -1;
+
+before(async () => {
+  const { train, heldout } = generateDemoData({ seed: 5, train: 60, heldout: 8, task: 'A' });
+  model = join(tempRoot(), 'model');
+  const info = await writeDemoModelFolder(model, [...train, ...heldout].map(renderChatml), { vocabSize: 400 });
+  imEnd = info.ids.imEnd;
+  writeFileSync(
+    join(model, 'config.json'),
+    JSON.stringify({
+      model_type: 'llama', hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
+      vocab_size: info.vocabSize, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: true, max_position_embeddings: 256,
+    }),
+  );
+  data = join(tempRoot(), 'train.jsonl');
+  writeFileSync(data, toJsonl(train));
+  writeFileSync(join(tempRoot(), 'heldout.jsonl'), toJsonl(heldout));
+});
+after(cleanupTemp);
+
+test('train --config sft.yaml writes a complete model folder whose stop ids include the EOT', () => {
+  const out = join(tempRoot(), 'run-yaml');
+  const cfg = join(tempRoot(), 'sft.yaml');
+  writeFileSync(
+    cfg,
+    [`model: ${model}`, `data: { train: ${data}, eval: ${join(tempRoot(), 'heldout.jsonl')} }`, 'max_steps: 3', 'batch_size: 8', 'lr: 0.003', `output_dir: ${out}`, 'seed: 1'].join('\n'),
+  );
+  const r = run(['train', '--config', cfg, '--json', '--quiet']);
+  assert.equal(r.code, 0, r.stderr);
+  const result = JSON.parse(r.stdout) as { steps: number; losses: number[]; supervisedEot: number; evalLoss: number | null };
+  assert.equal(result.steps, 3);
+  assert.equal(result.losses.length, 3);
+  assert.ok(result.supervisedEot > 0);
+  assert.ok(result.evalLoss !== null && Number.isFinite(result.evalLoss));
+  for (const f of ['model.safetensors', 'config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'metrics.jsonl', 'loss.svg']) {
+    assert.ok(existsSync(join(out, f)), f);
+  }
+  const gen = JSON.parse(readFileSync(join(out, 'generation_config.json'), 'utf8')) as { eos_token_id: number[] };
+  assert.ok(gen.eos_token_id.includes(imEnd), 'the EOT is a stop id');
+  const steps = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step);
+  assert.deepEqual([...new Set(steps)], [1, 2, 3]);
+});
+
+test('train on a prepared folder; a folder prepared with another tokenizer is refused', () => {
+  const prepared = join(tempRoot(), 'prepared');
+  const p = run(['prepare', '--model', model, '--data', data, '--out', prepared, '--quiet']);
+  assert.equal(p.code, 0, p.stderr);
+  const out = join(tempRoot(), 'run-prepared');
+  const r = run(['train', '--model', model, '--data', prepared, '--output-dir', out, '--max-steps', '2', '--batch-size', '4', '--json', '--quiet']);
+  assert.equal(r.code, 0, r.stderr);
+  const result = JSON.parse(r.stdout) as { steps: number; supervisedEot: number };
+  const manifest = JSON.parse(readFileSync(join(prepared, 'manifest.json'), 'utf8')) as { supervised_eot: number; tokenizer_sha256: string };
+  assert.equal(result.steps, 2);
+  assert.equal(result.supervisedEot, manifest.supervised_eot, 'the trainer counts the EOT the manifest recorded');
+
+  writeFileSync(join(prepared, 'manifest.json'), JSON.stringify({ ...manifest, tokenizer_sha256: 'other' }));
+  const bad = run(['train', '--model', model, '--data', prepared, '--output-dir', join(tempRoot(), 'never'), '--max-steps', '1']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /error\[CONFIG_INVALID\].*another tokenizer/);
+  assert.equal(existsSync(join(tempRoot(), 'never', 'model.safetensors')), false);
+});
