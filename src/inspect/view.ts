@@ -66,6 +66,8 @@ export function buildView(setup: TokenizerSetup, ex: EncodedExample): InspectVie
 const ANSI = {
   reset: '\x1b[0m',
   trained: '\x1b[30;42m', // black on green
+  trainedAlt: '\x1b[30;102m', // black on light green: shows where adjacent trained tokens meet
+  maskedAlt: '\x1b[2;4m', // dim underlined
   masked: '\x1b[2m', // dim
   eot: '\x1b[1;97;45m', // bold white on magenta
   eotMasked: '\x1b[1;97;41m', // bold white on red: an EOT that will not be learned
@@ -91,7 +93,13 @@ export function renderTerminal(view: InspectView, color: boolean): string {
   for (const t of view.tokens) {
     const s = visible(t.text);
     if (color) {
-      const style = t.kind === 'trained' ? ANSI.trained : t.kind === 'masked' ? ANSI.masked : t.kind === 'eot' ? ANSI.eot : ANSI.eotMasked;
+      const alt = t.index % 2 === 1;
+      const style =
+        t.kind === 'trained'
+          ? alt ? ANSI.trainedAlt : ANSI.trained
+          : t.kind === 'masked'
+            ? alt ? ANSI.maskedAlt : ANSI.masked
+            : t.kind === 'eot' ? ANSI.eot : ANSI.eotMasked;
       // Colour each line separately so backgrounds do not run across newlines.
       body += s
         .split('\n')
