@@ -14,6 +14,7 @@
  * single-threaded, so this compares kernels, not core counts.
  */
 import fs from 'node:fs';
+import { aggregateKernels } from './profile.js';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -81,18 +82,10 @@ async function profileStep(model: LlamaModel, prompt: number[]): Promise<string[
     const prof = await tf.profile(() => {
       sm.step([0], [next]);
     });
-    const agg = new Map<string, { ms: number; n: number }>();
-    for (const k of prof.kernels) {
-      const key = `${k.name} ${JSON.stringify(k.inputShapes)}`;
-      const a = agg.get(key) ?? { ms: 0, n: 0 };
-      a.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
-      a.n += 1;
-      agg.set(key, a);
-    }
-    const total = [...agg.values()].reduce((x, a) => x + a.ms, 0);
+    const { rows, totalMs, kernels } = aggregateKernels(prof);
     return [
-      `  one decode step: ${prof.kernels.length} kernels, ${total.toFixed(2)} ms kernel time`,
-      ...[...agg].sort((x, y) => y[1].ms - x[1].ms).slice(0, 10).map(([k, a]) => `    ${a.ms.toFixed(2).padStart(7)} ms ${String(a.n).padStart(3)}×  ${k}`),
+      `  one decode step: ${kernels} kernels, ${totalMs.toFixed(2)} ms kernel time`,
+      ...rows.slice(0, 10).map((a) => `    ${a.ms.toFixed(2).padStart(7)} ms ${String(a.n).padStart(3)}×  ${a.key}`),
     ];
   } finally {
     sm.dispose();

@@ -8,6 +8,7 @@
  * and the ratio.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { aggregateKernels } from './profile.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { collate } from '../src/batch/collate.js';
@@ -77,17 +78,9 @@ async function main(): Promise<void> {
     const prof = await tf.profile(() => {
       trainStep(model, [batch], opt, 1e-4, hp);
     });
-    const agg = new Map<string, { ms: number; n: number }>();
-    for (const k of prof.kernels) {
-      const key = `${k.name} ${JSON.stringify(k.inputShapes)}`;
-      const a = agg.get(key) ?? { ms: 0, n: 0 };
-      a.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
-      a.n += 1;
-      agg.set(key, a);
-    }
-    const total = [...agg.values()].reduce((s, a) => s + a.ms, 0);
-    console.log(`profile: ${prof.kernels.length} kernels, ${total.toFixed(0)} ms kernel time`);
-    for (const [k, a] of [...agg].sort((x, y) => y[1].ms - x[1].ms).slice(0, 15)) console.log(`  ${a.ms.toFixed(0).padStart(6)} ms ${String(a.n).padStart(5)}×  ${k}`);
+    const { rows, totalMs, kernels } = aggregateKernels(prof);
+    console.log(`profile: ${kernels} kernels, ${totalMs.toFixed(0)} ms kernel time`);
+    for (const a of rows.slice(0, 15)) console.log(`  ${a.ms.toFixed(0).padStart(6)} ms ${String(a.n).padStart(5)}×  ${a.key}`);
   }
 
   if (flag('no-ref')) return;
