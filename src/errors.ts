@@ -19,7 +19,13 @@ export type ErrorCode =
   | 'MODEL_INVALID'
   | 'CHECKPOINT_INVALID'
   | 'EXPORT_ERROR'
-  | 'ENGINE_ERROR';
+  | 'ENGINE_ERROR'
+  /** The operating system refused a file operation (permission, missing folder, disk full…). */
+  | 'IO_ERROR'
+  /** An output path that chatsft will not replace (not written by chatsft, or it holds the inputs). */
+  | 'OUTPUT_REFUSED'
+  /** Training produced a non-finite loss or gradient. */
+  | 'TRAINING_DIVERGED';
 
 export class ChatsftError extends Error {
   readonly code: ErrorCode;

@@ -17,6 +17,7 @@ import { disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, type 
 import { availableParallelism } from 'node:os';
 import { createProgress } from '../util/progress.js';
 import { runTraining } from './loop.js';
+import { claimRunDir } from './output.js';
 import { loadOrCreateModel } from './setup.js';
 import type { TrainResult } from './types.js';
 
@@ -77,6 +78,8 @@ export async function trainFromConfig(
   cfg: SftConfig,
   opts: {
     resume?: boolean;
+    /** Replace an earlier chatsft run in output_dir (never anything else). */
+    overwrite?: boolean;
     quiet?: boolean;
     onLog?: (line: string) => void;
     /**
@@ -97,8 +100,19 @@ export async function trainFromConfig(
   const { model } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
   if (model.config.vocabSize < setup.vocabSize) resizeTokenEmbeddings(model, setup.vocabSize);
   const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
+  const log = (line: string): void => (opts.onLog ? opts.onLog(line) : progress.log(line));
+  // Settled after data and model loaded (their errors leave output_dir alone), before anything is written.
+  const inputs = [cfg.data.train, ...(cfg.data.eval ? [cfg.data.eval] : []), ...(cfg.model ? [cfg.model] : []), ...(typeof cfg.model_config === 'string' ? [cfg.model_config] : [])];
+  let claim: { release: (success: boolean) => void };
+  try {
+    claim = claimRunDir(cfg.output_dir, { resume: Boolean(opts.resume), overwrite: Boolean(opts.overwrite), inputs, onNote: log });
+  } catch (e) {
+    disposeModel(model);
+    throw e;
+  }
   let totalShown = false;
   let result: TrainResult;
+  let ok = false;
   try {
     result = await runTraining({
     model,
@@ -136,11 +150,15 @@ export async function trainFromConfig(
         info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''} lr ${e.lr.toExponential(2)}`,
       });
     },
-    onLog: (line) => (opts.onLog ? opts.onLog(line) : progress.log(line)),
+    onLog: log,
     finalizeFolder: (dir) => saveTokenizerFiles(setup, dir, { eotIds: train.eotIds }),
     });
+    ok = true;
   } finally {
     disposeModel(model);
+    // --overwrite: the earlier run is deleted only now that the new one is complete, else put back.
+    claim.release(ok);
+    if (!ok && opts.overwrite) log(`the earlier run in ${resolve(cfg.output_dir)} was put back`);
   }
   progress.done(`trained ${result.steps} steps in ${result.seconds.toFixed(1)} s`);
   return result;
