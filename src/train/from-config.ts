@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Row } from '../batch/types.js';
 import type { SftConfig } from '../config/schema.js';
-import { prepareRows, MANIFEST, type Manifest } from '../prepare/prepare.js';
+import { prepareRows, requireExamples, MANIFEST, type Manifest } from '../prepare/prepare.js';
 import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
@@ -32,7 +32,15 @@ export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: str
   if (existsSync(path) && statSync(path).isDirectory()) {
     const manifestPath = join(path, MANIFEST);
     if (!existsSync(manifestPath)) throw new ChatsftError('FILE_MISSING', 'not a prepared folder (no manifest.json)', path);
-    const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
+    let m: Manifest;
+    try {
+      m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
+    } catch (e) {
+      throw new ChatsftError('FILE_CORRUPT', `manifest.json is not valid JSON (${(e as Error).message}); prepare the folder again`, manifestPath);
+    }
+    if (typeof m !== 'object' || m === null || !Array.isArray(m.shards)) {
+      throw new ChatsftError('FILE_CORRUPT', 'manifest.json is not a chatsft manifest (no shards list); prepare the folder again', manifestPath);
+    }
     if (m.tokenizer_sha256 !== setup.folder.tokenizerSha256 || m.vocab_size !== setup.vocabSize) {
       throw new ChatsftError('CONFIG_INVALID', 'prepared with another tokenizer or other added tokens than this model and config', manifestPath);
     }
@@ -41,6 +49,7 @@ export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: str
     return { rows: await readShards(path, split), eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
   }
   const { rows, stats } = await prepareRows(setup, path, { ...encodeOptionsFrom(cfg), packing: cfg.packing });
+  requireExamples(stats, path);
   return { rows, eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
 }
 
@@ -154,11 +163,17 @@ export async function trainFromConfig(
     finalizeFolder: (dir) => saveTokenizerFiles(setup, dir, { eotIds: train.eotIds }),
     });
     ok = true;
+  } catch (e) {
+    // --overwrite: the new run is discarded and the earlier one put back; say so in the error.
+    if (opts.overwrite && e instanceof ChatsftError) {
+      const own = e.where !== undefined ? e.message.slice(e.where.length + 2) : e.message;
+      throw new ChatsftError(e.code, `${own}. This --overwrite run (with any checkpoint it wrote) was discarded and the earlier run put back`, e.where);
+    }
+    throw e;
   } finally {
     disposeModel(model);
     // --overwrite: the earlier run is deleted only now that the new one is complete, else put back.
     claim.release(ok);
-    if (!ok && opts.overwrite) log(`the earlier run in ${resolve(cfg.output_dir)} was put back`);
   }
   progress.done(`trained ${result.steps} steps in ${result.seconds.toFixed(1)} s`);
   return result;

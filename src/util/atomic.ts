@@ -177,17 +177,17 @@ interface Replacing {
   final: string;
   tmp: string;
   old: string;
-  exists: boolean;
 }
 
 function beginReplace(finalPath: string, opts: ReplaceOptions): Replacing {
   const final = path.resolve(finalPath);
-  const exists = checkOutput(final, opts);
   const dir = path.dirname(final);
   const base = path.basename(final);
+  // Reclaim first: a dead swap's `.old-PID` may be put back at the final name, which the check must then see.
   for (const n of sweepStale(dir, base)) opts.onNote?.(n);
-  ensureDir(dir);
-  const r = { final, exists, tmp: path.join(dir, `.${base}.partial-${process.pid}`), old: path.join(dir, `.${base}.old-${process.pid}`) };
+  checkOutput(final, opts);
+  ensureDir(dir, final);
+  const r = { final, tmp: path.join(dir, `.${base}.partial-${process.pid}`), old: path.join(dir, `.${base}.old-${process.pid}`) };
   fs.rmSync(r.tmp, { recursive: true, force: true });
   registerTemp(r.tmp);
   try {
@@ -202,14 +202,14 @@ function beginReplace(finalPath: string, opts: ReplaceOptions): Replacing {
 function abortReplace(r: Replacing, e: unknown): unknown {
   fs.rmSync(r.tmp, { recursive: true, force: true });
   unregisterTemp(r.tmp);
-  return userErrorFromOs(e, r.tmp);
+  return userErrorFromOs(e);
 }
 
 /** Synchronous from start to end, so a signal handler cannot run between the renames. */
 function commitReplace(r: Replacing, opts: ReplaceOptions): void {
   const { final, tmp, old } = r;
   try {
-    if (opts.kind === 'file' || !r.exists || !fs.existsSync(final)) {
+    if (opts.kind === 'file' || !fs.existsSync(final)) {
       // A file rename replaces the old file atomically; a new folder has nothing to move aside.
       rename('swap', tmp, final);
     } else {

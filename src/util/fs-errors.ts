@@ -108,10 +108,12 @@ const PSEUDO_FS: Record<number, string> = {
  * `recursive: true`: Node 20's recursive mkdir loops forever on procfs
  * (mkdir returns ENOENT although the parent exists). Walks up to the first
  * existing ancestor, refuses when that is not a folder or lies on a pseudo
- * file system, then creates each missing part.
+ * file system, then creates each missing part. `forPath` is the output the
+ * folder is for, named in errors.
  */
-export function ensureDir(dir: string): void {
+export function ensureDir(dir: string, forPath?: string): void {
   const target = path.resolve(dir);
+  const named = forPath ?? target;
   const missing: string[] = [];
   let cur = target;
   for (;;) {
@@ -124,7 +126,7 @@ export function ensureDir(dir: string): void {
     }
     if (st) {
       if (!st.isDirectory()) {
-        throw new ChatsftError('IO_ERROR', `cannot create folder ${target}: ${cur} is a file, not a folder (ENOTDIR)`, cur);
+        throw new ChatsftError('IO_ERROR', `cannot create folder ${target}: ${cur} is a file, not a folder (ENOTDIR)`, named);
       }
       break;
     }
@@ -139,7 +141,7 @@ export function ensureDir(dir: string): void {
   } catch {
     fsType = undefined; // statfs is a courtesy; mkdir below still fails cleanly
   }
-  if (fsType) throw new ChatsftError('IO_ERROR', `cannot write output here: ${cur} is on ${fsType}, a pseudo file system`, target);
+  if (fsType) throw new ChatsftError('IO_ERROR', `cannot write output here: ${cur} is on ${fsType}, a pseudo file system`, named);
   for (const p of missing.reverse()) {
     try {
       fs.mkdirSync(p);
