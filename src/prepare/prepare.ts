@@ -14,7 +14,6 @@ import { createEncoder, type EncodeOptions, type EncodeResult, type Staged } fro
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { writeShard, type ShardFormat } from './shards.js';
 import { replaceOutput, writeJsonAtomic } from '../util/atomic.js';
-import { userErrorFromOs } from '../util/fs-errors.js';
 
 export interface SplitStats {
   lines: number;
@@ -142,15 +141,7 @@ export async function processFile(
 
   let chunk: Array<{ conversation: Conversation; line: number }> = [];
   let inFlight: Staged | undefined;
-  // Read errors (EISDIR, EACCES…) name the data file, not whatever was being written.
-  const lines = async function* () {
-    try {
-      yield* readConversations(file);
-    } catch (e) {
-      throw userErrorFromOs(e, file);
-    }
-  };
-  for await (const parsed of lines()) {
+  for await (const parsed of readConversations(file)) {
     stats.lines = parsed.line;
     bytes += parsed.bytes;
     if (parsed.ok === 'blank') continue;

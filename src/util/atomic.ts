@@ -45,7 +45,7 @@ function rename(op: FaultOp, from: string, to: string): void {
 }
 
 export function writeFileAtomic(file: string, data: string | Uint8Array): void {
-  ensureDir(path.dirname(path.resolve(file)));
+  ensureDir(path.dirname(path.resolve(file)), file);
   const tmp = tempName(file);
   registerTemp(tmp);
   try {
@@ -54,7 +54,7 @@ export function writeFileAtomic(file: string, data: string | Uint8Array): void {
     fs.renameSync(tmp, file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
-    throw userErrorFromOs(e, file);
+    throw userErrorFromOs(e, file, true);
   } finally {
     unregisterTemp(tmp);
   }
@@ -66,7 +66,7 @@ export function writeJsonAtomic(file: string, value: unknown): void {
 
 /** Stream a large file through a descriptor (fsynced), then rename it into place. */
 export function writeFdAtomic(file: string, write: (fd: number) => void): void {
-  ensureDir(path.dirname(path.resolve(file)));
+  ensureDir(path.dirname(path.resolve(file)), file);
   const tmp = tempName(file);
   registerTemp(tmp);
   try {
@@ -81,7 +81,7 @@ export function writeFdAtomic(file: string, write: (fd: number) => void): void {
     fs.renameSync(tmp, file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
-    throw userErrorFromOs(e, file);
+    throw userErrorFromOs(e, file, true);
   } finally {
     unregisterTemp(tmp);
   }
@@ -194,7 +194,7 @@ function beginReplace(finalPath: string, opts: ReplaceOptions): Replacing {
     if (opts.kind === 'dir') fs.mkdirSync(r.tmp);
   } catch (e) {
     unregisterTemp(r.tmp);
-    throw userErrorFromOs(e, r.tmp);
+    throw userErrorFromOs(e, final, true);
   }
   return r;
 }
@@ -202,7 +202,13 @@ function beginReplace(finalPath: string, opts: ReplaceOptions): Replacing {
 function abortReplace(r: Replacing, e: unknown): unknown {
   fs.rmSync(r.tmp, { recursive: true, force: true });
   unregisterTemp(r.tmp);
-  return userErrorFromOs(e);
+  const err = userErrorFromOs(e);
+  // Name the output the user asked for, not the temp folder that no longer exists.
+  if (err instanceof ChatsftError && err.where?.startsWith(r.tmp)) {
+    const own = err.message.slice(err.where.length + 2);
+    return new ChatsftError(err.code, own, r.final + err.where.slice(r.tmp.length));
+  }
+  return err;
 }
 
 /** Synchronous from start to end, so a signal handler cannot run between the renames. */

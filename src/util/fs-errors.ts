@@ -68,16 +68,17 @@ export function isOsError(e: unknown): e is NodeJS.ErrnoException {
 
 /**
  * The user error for an OS error: `where` is the path (the error's own, or
- * the one the caller knows), the message says the operation and the cause.
+ * the one the caller knows; `preferWhere`: the caller's, e.g. the final name
+ * of a file written through a temp), the message says the operation and the cause.
  * Anything that is not an OS error is returned unchanged.
  */
-export function userErrorFromOs(e: unknown, where?: string): unknown {
+export function userErrorFromOs(e: unknown, where?: string, preferWhere = false): unknown {
   if (!isOsError(e)) return e;
   const err = e as NodeJS.ErrnoException & ErrnoLike;
   const code = err.code as string;
   const syscall = String(err.syscall);
-  const p = typeof err.path === 'string' ? err.path : where;
-  const dest = typeof err.dest === 'string' ? ` → ${err.dest}` : '';
+  const p = typeof err.path === 'string' && !(preferWhere && where) ? err.path : where;
+  const dest = typeof err.dest === 'string' && !preferWhere ? ` → ${err.dest}` : '';
   const cause = CAUSES[code] ?? err.message.replace(/^[A-Z]+: /, '').split(',')[0] ?? code;
   const verb = VERBS[syscall] ?? `${syscall} failed`;
   return new ChatsftError('IO_ERROR', `${verb}${dest}: ${cause} (${code})`, p);
