@@ -59,19 +59,26 @@ export function cleanupTemps(): string[] {
 let installed = false;
 
 /**
- * SIGINT → exit 130, SIGTERM → exit 143 (128 + signal number, as shells
- * report), after removing in-progress temps. A handler only runs between
- * synchronous sections, so a rename pair (move aside, move in) is never
- * split by it; the training loop yields once per step for this.
+ * SIGINT and SIGTERM remove in-progress temps, then end the process by the
+ * same signal, so a shell reports 130 / 143 (128 + signal number) and a
+ * parent sees a signal death (the convention for interrupted programs).
+ * Re-raising rather than `process.exit(130)`: exit waits for libuv's thread
+ * pool, which hangs forever when a thread is blocked reading a FIFO or a
+ * pipe (`--data /dev/stdin`). A handler only runs between synchronous
+ * sections, so a rename pair (move aside, move in) is never split by it;
+ * the training loop yields once per step for this.
  */
 export function installSignalCleanup(): void {
   if (installed) return;
   installed = true;
   const on = (signal: NodeJS.Signals, code: number) => {
-    process.on(signal, () => {
+    process.once(signal, () => {
       const done = cleanupTemps();
       process.stderr.write(`\ninterrupted (${signal})${done.length ? `: ${done.join('; ')}` : ''}\n`);
-      process.exit(code);
+      process.exitCode = code;
+      // What process.exit would run (e.g. removal of the wasm threads' temp folder).
+      process.emit('exit', code);
+      process.kill(process.pid, signal);
     });
   };
   on('SIGINT', 130);
