@@ -44,6 +44,8 @@ export function claimRunDir(outputDir: string, o: RunDirOptions): { release: (su
   const none = { release: () => {} };
   if (o.resume && o.overwrite) throw new ChatsftError('USAGE', '--resume continues a run and --overwrite replaces it: pass one of them', out);
   checkNotInput(out, o.inputs, 'output_dir');
+  // An --overwrite killed with SIGKILL left the earlier run in `.NAME.old-PID`: put back if nothing replaced it, else reported.
+  for (const n of sweepStale(path.dirname(out), path.basename(out), undefined, true)) o.onNote?.(n);
   let st: fs.Stats | undefined;
   try {
     st = fs.statSync(out);
@@ -70,7 +72,6 @@ export function claimRunDir(outputDir: string, o: RunDirOptions): { release: (su
   if (!o.overwrite) {
     throw new ChatsftError('USAGE', 'output_dir holds an earlier training run (pass --resume to continue it or --overwrite to replace it)', out);
   }
-  for (const n of sweepStale(path.dirname(out), path.basename(out))) o.onNote?.(n);
   const aside = moveAside(out);
   try {
     ensureDir(out);

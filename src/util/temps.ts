@@ -112,9 +112,11 @@ export function parseTempName(name: string): { final: string; kind: 'partial' | 
  * A partial or tmp is deleted. An `.old-PID` is the original a swap moved
  * aside: it is put back when the final name is missing (the swap died
  * between its two renames), and deleted when the final name exists (the
- * swap completed). Returns one line per action, for the user.
+ * swap completed) — or, with `keepOld`, only reported (a training run
+ * killed during --overwrite: the final name holds the unfinished new run,
+ * the `.old-PID` the previous one). Returns one line per action, for the user.
  */
-export function sweepStale(dir: string, final?: string, skip?: (name: string) => boolean): string[] {
+export function sweepStale(dir: string, final?: string, skip?: (name: string) => boolean, keepOld = false): string[] {
   let names: string[];
   try {
     names = fs.readdirSync(dir);
@@ -132,6 +134,8 @@ export function sweepStale(dir: string, final?: string, skip?: (name: string) =>
       if (t.kind === 'old' && !fs.existsSync(target)) {
         fs.renameSync(p, target);
         notes.push(`restored ${target} from ${name} (left by interrupted process ${t.pid})`);
+      } else if (t.kind === 'old' && keepOld) {
+        notes.push(`${p} holds what an interrupted --overwrite (process ${t.pid}) was replacing; delete it, or move it back to ${target}, yourself`);
       } else {
         fs.rmSync(p, { recursive: true, force: true });
         notes.push(`removed ${p} (left by interrupted process ${t.pid})`);

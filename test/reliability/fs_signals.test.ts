@@ -146,7 +146,7 @@ test('train: SIGINT after the first progress line exits 130 with no temp and a c
   assert.ok(fs.existsSync(path.join(out, 'model.safetensors')));
 });
 
-test('train --overwrite: SIGTERM mid-run puts the earlier run back byte-for-byte (exit 143); SIGKILL mid-run, then --resume finishes', async () => {
+test('train --overwrite: SIGTERM mid-run puts the earlier run back byte-for-byte (exit 143); after SIGKILL mid-run the earlier run is kept aside and reported, and --resume finishes the new one', async () => {
   const out = path.join(root, 'run-term');
   assert.equal(cli(['train', '--model', model, '--data', data, '--output-dir', out, '--max-steps', '1', '--quiet']).code, 0);
   const kept = hashTree(out);
@@ -156,11 +156,16 @@ test('train --overwrite: SIGTERM mid-run puts the earlier run back byte-for-byte
   assert.deepEqual(hashTree(out), kept);
   assert.deepEqual(leftovers(root), []);
 
-  const killed = path.join(root, 'run-kill');
-  const k = await cliWithSignal(trainArgs(killed), 'SIGKILL', progressed);
+  let pid = 0;
+  const k = await cliWithSignal([...trainArgs(out), '--overwrite'], 'SIGKILL', progressed, { onSpawn: (p) => (pid = p) });
   assert.equal(k.signal, 'SIGKILL');
-  const resumed = cli([...trainArgs(killed), '--resume', '--json']);
+  const aside = path.join(root, `.run-term.old-${pid}`);
+  assert.deepEqual(hashTree(aside), kept, 'SIGKILL cannot be handled: the earlier run waits, intact, beside the new one');
+  const resumed = cli([...trainArgs(out), '--resume', '--json']);
   assert.equal(resumed.code, 0, resumed.stderr);
   assert.equal((JSON.parse(resumed.stdout) as { steps: number }).steps, 40);
-  assert.deepEqual(leftovers(killed), []);
+  assert.match(resumed.stderr, new RegExp(`\\.run-term\\.old-${pid} holds what an interrupted --overwrite \\(process ${pid}\\) was replacing`));
+  assert.deepEqual(hashTree(aside), kept, 'reported, never deleted');
+  assert.deepEqual(leftovers(out), []);
+  fs.rmSync(aside, { recursive: true });
 });
