@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
-import { ensureDir } from '../util/fs-errors.js';
+import { ensureDir, userErrorFromOs } from '../util/fs-errors.js';
 import { assertFiniteTensors } from './diverge.js';
 import { pidAlive, registerTemp, unregisterTemp } from '../util/temps.js';
 import { readSafetensors, tf, writeSafetensors, type AdamWState } from '../engine/index.js';
@@ -33,9 +33,7 @@ export const COMPLETE_MARKER = 'complete.json';
 export function saveCheckpoint(outputDir: string, vars: Map<string, tf.Variable>, opt: AdamWState, state: TrainerState): void {
   const final = path.join(outputDir, CHECKPOINT_DIR);
   const tmp = `${final}.tmp-${process.pid}`;
-  fs.rmSync(tmp, { recursive: true, force: true });
-  ensureDir(tmp);
-  registerTemp(tmp);
+  const old = `${final}.old-${process.pid}`;
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   for (const [name, v] of vars) {
     tensors.set(`param/${name}`, { shape: [...v.shape], data: v.dataSync() as Float32Array });
@@ -43,20 +41,28 @@ export function saveCheckpoint(outputDir: string, vars: Map<string, tf.Variable>
     tensors.set(`adam_v/${name}`, { shape: [...v.shape], data: opt.v.get(name)!.dataSync() as Float32Array });
   }
   // Never checkpoint non-finite weights over the last good checkpoint.
+  assertFiniteTensors(tensors, outputDir, state.step);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  ensureDir(tmp);
+  registerTemp(tmp);
   try {
-    assertFiniteTensors(tensors, outputDir, state.step);
+    writeSafetensors(path.join(tmp, 'state.safetensors'), tensors, { adam_step: String(opt.step) });
+    fs.writeFileSync(path.join(tmp, 'trainer_state.json'), JSON.stringify(state) + '\n');
+    fs.writeFileSync(path.join(tmp, COMPLETE_MARKER), JSON.stringify({ step: state.step }) + '\n');
+    if (fs.existsSync(final)) fs.renameSync(final, old);
+    try {
+      fs.renameSync(tmp, final);
+    } catch (e) {
+      // Keep the previous checkpoint in place (a failed restore leaves it in .old-PID, which findCheckpoint reads).
+      if (fs.existsSync(old) && !fs.existsSync(final)) fs.renameSync(old, final);
+      throw e;
+    }
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
+    throw userErrorFromOs(e, final, true);
+  } finally {
     unregisterTemp(tmp);
-    throw e;
   }
-  writeSafetensors(path.join(tmp, 'state.safetensors'), tensors, { adam_step: String(opt.step) });
-  fs.writeFileSync(path.join(tmp, 'trainer_state.json'), JSON.stringify(state) + '\n');
-  fs.writeFileSync(path.join(tmp, COMPLETE_MARKER), JSON.stringify({ step: state.step }) + '\n');
-  const old = `${final}.old-${process.pid}`;
-  if (fs.existsSync(final)) fs.renameSync(final, old);
-  fs.renameSync(tmp, final);
-  unregisterTemp(tmp);
   fs.rmSync(old, { recursive: true, force: true });
 }
 

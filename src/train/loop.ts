@@ -30,6 +30,7 @@ import {
 import { findCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { assertFiniteTensors, divergedError } from './diverge.js';
 import { ensureDir } from '../util/fs-errors.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import { DataOrder, batches, countSupervisedEot, realTokens } from './data.js';
 import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics } from './metrics.js';
 import type { TrainOptions, TrainResult } from './types.js';
@@ -175,7 +176,7 @@ async function saveFinal(run: Run, evalLossValue: number | null): Promise<void> 
     const last = lines[lines.length - 1];
     if (last && last.eval_loss === undefined) {
       last.eval_loss = evalLossValue;
-      fs.writeFileSync(path.join(dir, 'metrics.jsonl'), lines.map((l) => JSON.stringify(l) + '\n').join(''));
+      writeFileAtomic(path.join(dir, 'metrics.jsonl'), lines.map((l) => JSON.stringify(l) + '\n').join(''));
     }
   }
   fs.writeFileSync(path.join(dir, 'loss.svg'), lossCurveSvg(readMetrics(dir)));

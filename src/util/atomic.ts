@@ -157,6 +157,10 @@ export function checkOutput(final: string, opts: ReplaceOptions): boolean {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw userErrorFromOs(e, final);
   }
+  if (st.isSymbolicLink()) {
+    // Replacing would swap the link itself, not what it points to: ask for the real path.
+    throw new ChatsftError('OUTPUT_REFUSED', `${flag} is a symbolic link (to ${fs.readlinkSync(final)}); pass the path it points to`, final);
+  }
   if (opts.kind === 'dir') {
     if (!st.isDirectory()) throw new ChatsftError('OUTPUT_REFUSED', `${flag} must be a folder, and this is a file; choose another path`, final);
     if (fs.readdirSync(final).length === 0) return true;

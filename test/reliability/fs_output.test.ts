@@ -79,6 +79,11 @@ test('--overwrite refuses folders chatsft did not write, and any output that is 
   const r = spawnIn(dataDir, ['prepare', '--model', model, '--data', 'train.jsonl', '--out', '.', '--overwrite', '--quiet']);
   assertUserError(r, 'OUTPUT_REFUSED', /contains an input of this command \(train.jsonl\)/);
   assert.deepEqual([mine, corrupt, model, dataDir].map(hashTree), hashes);
+  // A link to a prepared folder: replacing would swap the link, not the folder.
+  const link = path.join(root, 'prepared-link');
+  fs.symlinkSync(prepared, link);
+  assertUserError(prep(link, '--overwrite'), 'OUTPUT_REFUSED', /prepared-link: --out is a symbolic link \(to .*prepared\); pass the path it points to/);
+  fs.unlinkSync(link);
   // A training run is chatsft's, but not a prepared folder: prepare does not replace it either.
   const run = path.join(root, 'run-lookalike');
   fs.mkdirSync(run);
