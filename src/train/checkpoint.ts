@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { ensureDir, userErrorFromOs } from '../util/fs-errors.js';
+import { renameWhere } from '../util/atomic.js';
 import { assertFiniteTensors } from './diverge.js';
 import { pidAlive, registerTemp, unregisterTemp } from '../util/temps.js';
 import { readSafetensors, tf, writeSafetensors, type AdamWState } from '../engine/index.js';
@@ -59,7 +60,7 @@ export function saveCheckpoint(outputDir: string, vars: Map<string, tf.Variable>
     }
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
-    throw userErrorFromOs(e, final, true);
+    throw renameWhere(userErrorFromOs(e, final, true), tmp, final);
   } finally {
     unregisterTemp(tmp);
   }

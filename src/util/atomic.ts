@@ -147,7 +147,8 @@ export function checkNotInput(final: string, protect: string[], flag: string): v
  * Check the final path: free, or an existing output chatsft may replace.
  * Throws the user error that explains a refusal; returns whether it exists.
  */
-export function checkOutput(final: string, opts: ReplaceOptions): boolean {
+export function checkOutput(finalPath: string, opts: ReplaceOptions): boolean {
+  const final = path.resolve(finalPath);
   const flag = opts.flag ?? '--out';
   checkNotInput(final, opts.protect ?? [], flag);
   let st: fs.Stats;
@@ -206,11 +207,14 @@ function beginReplace(finalPath: string, opts: ReplaceOptions): Replacing {
 function abortReplace(r: Replacing, e: unknown): unknown {
   fs.rmSync(r.tmp, { recursive: true, force: true });
   unregisterTemp(r.tmp);
-  const err = userErrorFromOs(e);
-  // Name the output the user asked for, not the temp folder that no longer exists.
-  if (err instanceof ChatsftError && err.where?.startsWith(r.tmp)) {
+  return renameWhere(userErrorFromOs(e), r.tmp, r.final);
+}
+
+/** An error about a file inside the temp folder `tmp`, re-addressed to the output `final` it was for (the temp is gone). */
+export function renameWhere(err: unknown, tmp: string, final: string): unknown {
+  if (err instanceof ChatsftError && err.where?.startsWith(tmp)) {
     const own = err.message.slice(err.where.length + 2);
-    return new ChatsftError(err.code, own, r.final + err.where.slice(r.tmp.length));
+    return new ChatsftError(err.code, own, final + err.where.slice(tmp.length));
   }
   return err;
 }

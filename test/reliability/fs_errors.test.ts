@@ -99,7 +99,7 @@ test('injected faults: EACCES and ENOSPC while writing, EXDEV on the swap; the e
 const tmpfsOk = canMountTmpfs(path.join(os.tmpdir(), `chatsft-mount-probe-${process.pid}`));
 fs.rmSync(path.join(os.tmpdir(), `chatsft-mount-probe-${process.pid}`), { recursive: true, force: true });
 
-test('disk full on a real 8 KB tmpfs (ENOSPC) and a read-only one (EROFS)', { skip: tmpfsOk ? false : 'mount -t tmpfs is not permitted here (needs root in a privileged container)' }, () => {
+test('disk full on a real tmpfs (ENOSPC) for prepare and for a training checkpoint, and a read-only one (EROFS)', { skip: tmpfsOk ? false : 'mount -t tmpfs is not permitted here (needs root in a privileged container)' }, () => {
   const full = path.join(root, 'full');
   mountTmpfs(full, 'size=8k');
   try {
@@ -110,6 +110,16 @@ test('disk full on a real 8 KB tmpfs (ENOSPC) and a read-only one (EROFS)', { sk
     assert.deepEqual(hashTree(full), kept, 'only the user file is there: no partial output, no temp');
   } finally {
     umount(full);
+  }
+  // Disk full while training writes a checkpoint: the error names the checkpoint, and no temp checkpoint is left.
+  const full2 = path.join(root, 'full2');
+  mountTmpfs(full2, 'size=40k');
+  try {
+    const t = cli(['train', '--model', model, '--data', data, '--output-dir', path.join(full2, 'run'), '--max-steps', '3', '--checkpoint-every', '1', '--quiet']);
+    assertUserError(t, 'IO_ERROR', /full2\/run\/checkpoint\/\S+: cannot write: no space left on the device \(ENOSPC\)/);
+    assert.deepEqual(leftovers(full2), []);
+  } finally {
+    umount(full2);
   }
   const ro = path.join(root, 'ro');
   mountTmpfs(ro, 'ro,size=64k');
