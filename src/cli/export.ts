@@ -75,6 +75,7 @@ export async function runExport(opts: {
   });
 
   const warnings: string[] = [];
+  const note = (line: string): void => void process.stderr.write(`note: ${line}\n`);
   let eot: { token: string; source: 'flag' | 'template' };
   if (opts.eot === undefined) {
     eot = { token: (await discoverEot(folder)).token, source: 'template' };
@@ -91,7 +92,7 @@ export async function runExport(opts: {
   const archs = cfg['architectures'];
 
   if (opts.format === 'gguf') {
-    const r = exportGguf(model, out, { eotToken: eot.token, dtype, overwrite: Boolean(opts.overwrite) });
+    const r = exportGguf(model, out, { eotToken: eot.token, dtype, overwrite: Boolean(opts.overwrite), onNote: note });
     const t = r.tokenizer;
     if (r.droppedStopIds.length > 0) {
       warnings.push(`generation_config stop ids ${r.droppedStopIds.join(', ')} have no GGUF slot (GGUF carries one eos and one eot); llama.cpp stops on ${t.eosId} and ${t.eotId}`);
@@ -103,7 +104,7 @@ export async function runExport(opts: {
       stop_ids: [...new Set([t.eotId, t.eosId])], files: [path.basename(out)], adapter: null, warnings,
     };
   }
-  const r = exportHf(model, out, { eotToken: eot.token, overwrite: Boolean(opts.overwrite), dtype });
+  const r = exportHf(model, out, { eotToken: eot.token, overwrite: Boolean(opts.overwrite), dtype, onNote: note });
   return {
     format: 'hf', out: r.dir, bytes: folderBytes(r.dir),
     arch: Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : String(cfg['model_type'] ?? 'unknown'),

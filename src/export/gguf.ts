@@ -30,6 +30,8 @@ export interface GgufExportOptions {
   preTokenizer?: string;
   /** Replace an existing GGUF that chatsft wrote (anything else is refused). */
   overwrite?: boolean;
+  /** Lines for the user (temps of killed exports reclaimed). */
+  onNote?: (line: string) => void;
 }
 
 /** Metadata key that marks a GGUF written by chatsft (llama.cpp ignores keys it does not know). */
@@ -85,7 +87,7 @@ export function ggufModelMetadata(c: LlamaConfig, arch: GgufArch): GgufKv[] {
 
 export function exportGguf(srcDir: string, outFile: string, opts: GgufExportOptions): GgufExportResult {
   const dtype = opts.dtype ?? 'f16';
-  const replacing = { kind: 'file' as const, overwrite: Boolean(opts.overwrite), notOwned: notChatsftGguf, protect: [srcDir], flag: '--out' };
+  const replacing = { kind: 'file' as const, overwrite: Boolean(opts.overwrite), notOwned: notChatsftGguf, protect: [srcDir], flag: '--out', ...(opts.onNote ? { onNote: opts.onNote } : {}) };
   // Refuse early, before reading weights.
   checkOutput(outFile, replacing);
   const cfg = readLlamaConfig(path.join(srcDir, 'config.json'));

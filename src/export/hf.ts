@@ -31,6 +31,8 @@ export interface HfExportOptions {
   overwrite?: boolean;
   /** Tensor type of every weight; default f32 (the engine's). f16 halves the folder; torch_dtype says which. */
   dtype?: 'f32' | 'f16';
+  /** Lines for the user (temps of killed exports reclaimed). */
+  onNote?: (line: string) => void;
 }
 
 export interface HfExportResult {
@@ -100,7 +102,7 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
   const maxShard = opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   if (!(maxShard > 0)) throw new ChatsftError('USAGE', `maxShardBytes must be > 0 (got ${maxShard})`);
   const out = path.resolve(outDir);
-  const replacing: ReplaceOptions = { kind: 'dir', overwrite: Boolean(opts.overwrite), notOwned: notExportFolder, protect: [srcDir], flag: '--out' };
+  const replacing: ReplaceOptions = { kind: 'dir', overwrite: Boolean(opts.overwrite), notOwned: notExportFolder, protect: [srcDir], flag: '--out', ...(opts.onNote ? { onNote: opts.onNote } : {}) };
   // Refuse early, before reading weights.
   checkOutput(out, replacing);
 

@@ -103,6 +103,9 @@ export function parseTempName(name: string): { final: string; kind: 'partial' | 
   const raw = m[1] as string;
   // Hidden siblings (`.out.partial-PID`) belong to `out`; `file.tmp-PID-T` to `file`.
   const final = raw.startsWith('.') && raw.length > 1 ? raw.slice(1) : raw;
+  // A temp of a temp (`.x.gguf.partial-PID.tmp-PID-T`, a file written atomically at a staging path) belongs to `x.gguf`.
+  const inner = parseTempName(raw);
+  if (inner) return { final: inner.final, kind: 'tmp', pid: Number(m[3]) };
   return { final, kind: m[2] as 'partial' | 'tmp' | 'old', pid: Number(m[3]) };
 }
 

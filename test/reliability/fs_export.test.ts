@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { assertUserError, cli, cliWithSignal, hashTree, leftovers, tinySetup } from './harness.js';
+import { assertUserError, cli, cliWithSignal, DEAD_PID, hashTree, leftovers, tinySetup } from './harness.js';
 
 let root = '';
 let trained = '';
@@ -31,7 +31,13 @@ test('gguf: replaces only a GGUF chatsft wrote; a user file, a foreign GGUF and 
   assert.equal(exp('gguf', file).code, 0);
   assert.ok(fs.readFileSync(file).includes('chatsft.generator'), 'the GGUF carries chatsft\'s marker key');
   assertUserError(exp('gguf', file), 'USAGE', '--overwrite');
-  assert.equal(exp('gguf', file, '--overwrite', '--dtype', 'f32').code, 0);
+  // What killed exports leave: the old writer's `model.gguf.tmp-PID-TIME`, and a staged file's own temp.
+  const stale = [`model.gguf.tmp-${DEAD_PID}-1700000000000`, `.model.gguf.partial-${DEAD_PID}`, `.model.gguf.partial-${DEAD_PID}.tmp-${DEAD_PID}-1700000000000`];
+  for (const n of stale) fs.writeFileSync(path.join(root, n), 'half a GGUF');
+  const again = exp('gguf', file, '--overwrite', '--dtype', 'f32');
+  assert.equal(again.code, 0, again.stderr);
+  for (const n of stale) assert.ok(again.stderr.includes(`note: removed ${path.join(root, n)} (left by interrupted process ${DEAD_PID})`), `${n}\n${again.stderr}`);
+  assert.deepEqual(leftovers(root), []);
 
   const notes = path.join(root, 'notes.gguf');
   fs.writeFileSync(notes, 'my notes, not a model');
