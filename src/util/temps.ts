@@ -71,15 +71,23 @@ let installed = false;
 export function installSignalCleanup(): void {
   if (installed) return;
   installed = true;
+  let handling = false;
   const on = (signal: NodeJS.Signals, code: number) => {
-    process.once(signal, () => {
+    const handler = (): void => {
+      // A second Ctrl-C while cleaning up is ignored, so it cannot cut the cleanup short.
+      if (handling) return;
+      handling = true;
       const done = cleanupTemps();
       process.stderr.write(`\ninterrupted (${signal})${done.length ? `: ${done.join('; ')}` : ''}\n`);
       process.exitCode = code;
       // What process.exit would run (e.g. removal of the wasm threads' temp folder).
       process.emit('exit', code);
+      process.removeListener(signal, handler);
       process.kill(process.pid, signal);
-    });
+      // Still here only if someone else listens for the signal.
+      process.exit(code);
+    };
+    process.on(signal, handler);
   };
   on('SIGINT', 130);
   on('SIGTERM', 143);
