@@ -109,10 +109,12 @@ class Linear(nn.Linear):
     """nn.Linear with an optional LoRA pair: y = xWᵀ + b + dropout(x) Aᵀ Bᵀ · α/r.
     A is [r, in], B is [out, r] (PEFT's layout)."""
 
-    lora_A = None
-    lora_B = None
-    scaling = 0.0
-    lora_dropout = 0.0
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.lora_A = None
+        self.lora_B = None
+        self.scaling = 0.0
+        self.lora_dropout = 0.0
 
     def add_lora(self, a, r, alpha, dropout):
         self.lora_A = nn.Parameter(a.to(torch.float32).to(self.weight.device))

@@ -20,6 +20,8 @@ export interface TorchEngineOptions {
   python?: string;
   device?: 'auto' | 'cpu' | 'cuda';
   gradientCheckpointing?: boolean;
+  /** Stop (as if killed) after this many steps, without the final save; for tests. */
+  stopAfterSteps?: number;
 }
 
 /** As loadOrCreateModel (src/train/setup.ts) decides, without loading any weights. */
@@ -76,6 +78,7 @@ export async function trainTorchFromConfig(
     ...(t.python !== undefined ? { python: t.python } : {}),
     ...(t.device !== undefined ? { device: t.device } : {}),
     gradientCheckpointing: Boolean(t.gradientCheckpointing),
+    ...(t.stopAfterSteps !== undefined ? { stopAfterSteps: t.stopAfterSteps } : {}),
     onStep: (e) => {
       if (!totalShown) {
         progress.setTotal(e.totalSteps);
