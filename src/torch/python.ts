@@ -59,13 +59,13 @@ export function workerEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv
 /** Run the worker's probe; never throws (a missing interpreter is reported in `error`). */
 export function probeTorch(python = defaultPython()): TorchInfo {
   const r = spawnSync(python, ['-m', 'chatsft_worker', 'probe'], { env: workerEnv(), encoding: 'utf8', timeout: 120_000 });
-  if (r.error) return { python, executable: python, torch: null, error: `cannot run ${python}: ${r.error.message}` };
+  if (r.error) return { python: '', executable: python, torch: null, error: `cannot run ${python}: ${r.error.message}` };
   const line = (r.stdout ?? '').trim().split('\n').pop() ?? '';
   try {
     return { ...(JSON.parse(line) as TorchInfo), executable: python };
   } catch {
     const err = (r.stderr ?? '').trim().split('\n').pop() ?? `exit code ${r.status}`;
-    return { python, executable: python, torch: null, error: err };
+    return { python: '', executable: python, torch: null, error: err };
   }
 }
 
