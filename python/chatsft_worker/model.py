@@ -366,10 +366,14 @@ def build(raw_config, tensors, vocab_size, device, dtype):
             problems.append(f"tensor '{name}' has shape {list(t.shape)}, config needs {shape}")
     if problems:
         return None, problems
-    with torch.no_grad():
-        model = CausalLM(c, device="meta", dtype=dtype)
-        model = model.to_empty(device=device)
-        state = model.state_dict()
-        for name in exp:
-            state[name].copy_(tensors[name])
+    # Built on the meta device, then each loaded tensor becomes the parameter in place:
+    # no second copy of the weights on the device (a 7B model is loaded once, not twice).
+    model = CausalLM(c, device="meta", dtype=dtype)
+    for name in exp:
+        mod_name, leaf = name.rsplit(".", 1)
+        t = tensors.pop(name).to(device=device, dtype=dtype)
+        setattr(model.get_submodule(mod_name), leaf, nn.Parameter(t))
+    for name, p in model.named_parameters():
+        if p.is_meta:
+            return None, [f"parameter '{name}' was not loaded"]
     return model, []
