@@ -15,6 +15,10 @@ import { join } from 'node:path';
 import { ConfigSchema, type SftConfig } from '../src/config/schema.js';
 import { readSafetensors } from '../src/engine/safetensors.js';
 import { trainFromConfig } from '../src/train/from-config.js';
+import { disposeModel, loadModel } from '../src/engine/model.js';
+import { evaluateModel } from '../src/eval/evaluate.js';
+import { setupForInference } from '../src/eval/runtime.js';
+import { loadModelFolder } from '../src/model/folder.js';
 import type { TrainResult } from '../src/train/types.js';
 import { generateDemoData, renderChatml, toJsonl } from '../src/demo/data.js';
 import { writeDemoModelFolder } from '../src/demo/tokenizer.js';
@@ -58,7 +62,7 @@ before(async () => {
 after(cleanupTemp);
 
 function config(out: string, extra: Record<string, unknown> = {}): SftConfig {
-  return ConfigSchema.parse({ model, data: { train: data, eval: heldout }, output_dir: out, max_steps: 4, batch_size: 8, grad_accum: 2, lr: 3e-3, warmup_steps: 1, weight_decay: 0.01, seed: 3, checkpoint_every: 2, eval: { every_steps: 2 }, ...extra });
+  return ConfigSchema.parse({ model, data: { train: data, eval: heldout }, output_dir: out, max_steps: 4, batch_size: 8, grad_accum: 2, lr: 3e-3, warmup_steps: 1, weight_decay: 0.01, seed: 3, checkpoint_every: 2, eval: { every_steps: 2, max_new_tokens: 12 }, ...extra });
 }
 
 function weights(dir: string): Map<string, Float32Array> {
@@ -105,6 +109,24 @@ test('torch engine: per-step losses, eval loss and final weights equal the embed
   const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; eval_loss?: number });
   assert.deepEqual(metrics.map((m) => m.step), [1, 2, 3, 4]);
   assert.ok(metrics[1]!.eval_loss !== undefined && metrics[3]!.eval_loss !== undefined, 'eval loss at step 2 and at the end');
+});
+
+test('torch engine: the stop rate measured during training equals `chatsft eval` on the saved folder', async (t) => {
+  if (!hasTorch || !torch1) return t.skip(hasTorch ? 'needs the single-process run' : SKIP);
+  const out = join(tempRoot(), 'torch');
+  const last = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>).pop()!;
+  assert.equal(typeof last['stop_rate'], 'number', 'stop_rate on the final metrics line');
+  assert.equal(typeof last['runaway_new_turn'], 'number');
+  const setup = setupForInference(loadModelFolder(out), 'model');
+  const m = loadModel(out);
+  try {
+    const { report } = await evaluateModel({ setup, data: heldout, model: m, maxNewTokens: 12 });
+    assert.equal(last['stop_rate'], report.stop_rate);
+    assert.equal(last['mean_new_tokens'], report.mean_new_tokens);
+    assert.equal((torch1 as TrainResult & { stop: { stop_rate: number } }).stop.stop_rate, report.stop_rate);
+  } finally {
+    disposeModel(m);
+  }
 });
 
 test('torch engine: 2 DDP processes (gloo) equal 1 process with the doubled batch, through the CLI', async (t) => {

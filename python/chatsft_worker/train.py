@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from . import safetensors_io as st
 from .data import collate, read_plan, read_rows
+from .generate import greedy
 from .model import build, expected_shapes
 from .optim import AdamW, clip_
 
@@ -36,9 +37,9 @@ def run(job, emit, WorkerError):
         stopped = train(r)
         if stopped:
             return
-        ev = evaluate(r)
+        ev, gens = evaluate_all(r)
         save_final(r, ev)
-        emit({"event": "done", "step": r.step, "eval_loss": ev})
+        emit({"event": "done", "step": r.step, "eval_loss": ev, **({"generations": gens} if gens is not None else {})})
     finally:
         if r.world > 1:
             dist.destroy_process_group()
@@ -186,11 +187,24 @@ def train(r):
         done_here += 1
         r.losses.append(loss_sum)
         seconds = time.perf_counter() - t0
-        ev = evaluate(r) if every > 0 and r.step % every == 0 and r.step < r.total else None
-        r.emit({"event": "step", "step": r.step, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "seconds": seconds, **({"eval_loss": ev} if ev is not None else {})})
+        ev, gens = evaluate_all(r) if every > 0 and r.step % every == 0 and r.step < r.total else (None, None)
+        r.emit({"event": "step", "step": r.step, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "seconds": seconds, **({"eval_loss": ev} if ev is not None else {}), **({"generations": gens} if gens is not None else {})})
         if ck > 0 and r.step % ck == 0 and r.step < r.total:
             save_checkpoint(r)
     return False
+
+
+def evaluate_all(r):
+    """Eval loss and, when the job carries held-out prompts, greedy generations for the stop rate."""
+    loss = evaluate(r)
+    se = r.job.get("stop_eval")
+    gens = None
+    if se and se.get("prompts"):
+        if r.rank == 0:
+            gens = greedy(r.model, se["prompts"], se["stop_ids"], int(se["max_new_tokens"]), int(r.job["pad_id"]), r.device, lambda: autocast(r))
+        if r.world > 1:
+            dist.barrier()
+    return loss, gens
 
 
 @torch.no_grad()

@@ -14,6 +14,9 @@ import type { LoadedSplit } from '../train/from-config.js';
 import { loraSpecFrom } from '../train/from-config.js';
 import { createProgress } from '../util/progress.js';
 import { runTorchTraining, type TorchTrainResult } from './run.js';
+import type { StopEval } from './stop.js';
+import { evalPrompts } from '../eval/evaluate.js';
+import { chatRuntime } from '../eval/runtime.js';
 
 export interface TorchEngineOptions {
   nproc?: number;
@@ -34,6 +37,19 @@ export function modelSource(modelDir: string | undefined, modelConfig: string | 
   throw new ChatsftError('FILE_MISSING', 'no weights (*.safetensors) and no config.json to start from; set model_config', modelDir);
 }
 
+/** Prompts held out for the stop rate during training: the eval conversations (a JSONL file), at most this many. */
+export const STOP_EVAL_PROMPTS = 64;
+
+async function stopEvalFor(cfg: SftConfig, setup: TokenizerSetup): Promise<StopEval | undefined> {
+  const file = cfg.data.eval;
+  // A prepared folder holds labelled rows, not conversations to prompt with.
+  if (!file || !fs.existsSync(file) || fs.statSync(file).isDirectory()) return undefined;
+  const { prompts } = await evalPrompts(setup, file, STOP_EVAL_PROMPTS);
+  if (prompts.length === 0) return undefined;
+  const runtime = await chatRuntime(setup);
+  return { prompts: prompts.map((p) => p.ids), stopIds: runtime.stopIds, maxNewTokens: cfg.eval.max_new_tokens, turnHeaders: runtime.turnHeaders.map((h) => [...h]) };
+}
+
 export async function trainTorchFromConfig(
   cfg: SftConfig,
   setup: TokenizerSetup,
@@ -43,6 +59,7 @@ export async function trainTorchFromConfig(
 ): Promise<TorchTrainResult> {
   const { config, init } = modelSource(cfg.model, cfg.model_config);
   const vocabSize = Math.max(config.vocabSize, setup.vocabSize);
+  const stopEval = await stopEvalFor(cfg, setup);
   const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
   let totalShown = false;
   const t = opts.torch ?? {};
@@ -78,6 +95,7 @@ export async function trainTorchFromConfig(
     ...(t.python !== undefined ? { python: t.python } : {}),
     ...(t.device !== undefined ? { device: t.device } : {}),
     gradientCheckpointing: Boolean(t.gradientCheckpointing),
+    ...(stopEval ? { stopEval } : {}),
     ...(t.stopAfterSteps !== undefined ? { stopAfterSteps: t.stopAfterSteps } : {}),
     onStep: (e) => {
       if (!totalShown) {

@@ -18,7 +18,8 @@ import readline from 'node:readline';
 import { ChatsftError, type ErrorCode } from '../errors.js';
 import { ADAMW_DEFAULTS, lrAt, toHfConfig, writeSafetensors, type LlamaConfig, type Schedule } from '../engine/index.js';
 import { DataOrder, countSupervisedEot } from '../train/data.js';
-import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics } from '../train/metrics.js';
+import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics, type MetricsLine } from '../train/metrics.js';
+import { stopFields, type StopEval, type StopFields, type WorkerGeneration } from './stop.js';
 import type { TrainOptions, TrainResult } from '../train/types.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { initialTensors, loraInitTensors, writePlanFile, writeRowsFile } from './job.js';
@@ -41,6 +42,8 @@ export interface TorchTrainOptions extends Omit<TrainOptions, 'model'> {
   gradientCheckpointing?: boolean;
   /** Called once the worker has loaded the model. */
   onReady?: (info: WorkerReady) => void;
+  /** Held-out prompts whose greedy stop rate is measured at every evaluation. */
+  stopEval?: StopEval;
 }
 
 export interface WorkerReady {
@@ -57,6 +60,8 @@ export interface WorkerReady {
 
 export interface TorchTrainResult extends TrainResult {
   engine: 'torch';
+  /** Stop rate of the end-of-run evaluation (held-out prompts, greedy), when measured. */
+  stop: StopFields | null;
   device: string;
   worldSize: number;
 }
@@ -64,9 +69,9 @@ export interface TorchTrainResult extends TrainResult {
 type WorkerEvent =
   | ({ event: 'ready' } & WorkerReady)
   | { event: 'resumed'; step: number; losses: number[] }
-  | { event: 'step'; step: number; loss: number; lr: number; grad_norm: number; seconds: number; eval_loss?: number }
+  | { event: 'step'; step: number; loss: number; lr: number; grad_norm: number; seconds: number; eval_loss?: number; generations?: WorkerGeneration[] }
   | { event: 'stopped'; step: number }
-  | { event: 'done'; step: number; eval_loss: number | null }
+  | { event: 'done'; step: number; eval_loss: number | null; generations?: WorkerGeneration[] }
   | { event: 'error'; code: string; message: string; where?: string };
 
 const WORKER_CODES: readonly ErrorCode[] = ['MODEL_INVALID', 'CHECKPOINT_INVALID', 'ENGINE_ERROR', 'DATA_INVALID', 'CONFIG_INVALID'];
@@ -140,6 +145,7 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
     save_dtype: saveDtype,
     threads: Math.max(1, Math.floor(availableParallelism() / nproc)),
     base_model_path: opts.baseModelPath ?? null,
+    stop_eval: opts.stopEval?.prompts.length ? { prompts: opts.stopEval.prompts, stop_ids: opts.stopEval.stopIds, max_new_tokens: opts.stopEval.maxNewTokens } : null,
   };
   writeJsonAtomic(file('job.json'), job);
   if (!opts.resume) fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
@@ -148,6 +154,8 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
   let resumedFrom: number | null = null;
   let ready: WorkerReady | null = null;
   let finalEval: number | null = null;
+  let finalStop: StopFields | null = null;
+  const stopOf = (g: WorkerGeneration[] | undefined): StopFields | null => (g && opts.stopEval ? stopFields(g, opts.stopEval) : null);
   let tokens = 0;
   let stopped = false;
   const logFile = path.join(out, WORKER_LOG);
@@ -170,6 +178,7 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
         losses.push(ev.loss);
         const real = plan.inputTokens[s]!;
         tokens += real;
+        const stop = stopOf(ev.generations);
         appendMetrics(out, {
           step: ev.step,
           loss: ev.loss,
@@ -179,7 +188,8 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
           tokens_per_s: real / ev.seconds,
           epoch: order.epochOf(ev.step * hp.gradAccum),
           ...(ev.eval_loss !== undefined ? { eval_loss: ev.eval_loss } : {}),
-        });
+          ...(stop ?? {}),
+        } as MetricsLine);
         opts.onStep?.({ step: ev.step, totalSteps, loss: ev.loss, lr: ev.lr, gradNorm: ev.grad_norm, tokens: plan.stepTokens[s]!, inputTokens: real, tokensPerSecond: real / ev.seconds, ...(ev.eval_loss !== undefined ? { evalLoss: ev.eval_loss } : {}) });
         break;
       }
@@ -188,6 +198,7 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
         break;
       case 'done':
         finalEval = ev.eval_loss;
+        finalStop = stopOf(ev.generations);
         break;
       case 'error':
         break;
@@ -199,11 +210,14 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
     // The folder: weights came from the worker; config, metrics, curve and tokenizer files from here.
     const config = toHfConfig({ ...opts.config, vocabSize: opts.vocabSize, raw: { ...opts.config.raw, vocab_size: opts.vocabSize } });
     writeJsonAtomic(path.join(out, 'config.json'), { ...config, torch_dtype: saveDtype });
-    if (finalEval !== null) {
+    const stopFinal = finalStop as StopFields | null;
+    if (finalEval !== null || stopFinal !== null) {
+      // The end-of-run evaluation goes on the last step's line, as the embedded loop does.
       const lines = readMetrics(out);
       const last = lines[lines.length - 1];
       if (last && last.eval_loss === undefined) {
-        last.eval_loss = finalEval;
+        if (finalEval !== null) last.eval_loss = finalEval;
+        if (stopFinal) Object.assign(last, stopFinal);
         fs.writeFileSync(path.join(out, 'metrics.jsonl'), lines.map((l) => JSON.stringify(l) + '\n').join(''));
       }
     }
@@ -223,6 +237,7 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
     supervisedEot,
     resumedFrom,
     engine: 'torch',
+    stop: finalStop,
     device: finished?.device ?? 'unknown',
     worldSize: finished?.world_size ?? nproc,
   };
