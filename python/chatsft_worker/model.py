@@ -282,7 +282,7 @@ class CausalLM(nn.Module):
             rows = self.lm_head
         out = out.float()
         if rows.trainable_rows is not None:
-            out = out.index_add(1, emb.row_ids, F.linear(h.float(), rows.trainable_rows))
+            out = out.index_add(1, emb.row_ids, F.linear(h.float(), rows.trainable_rows).float())  # autocast would make it bf16
         return out
 
     def forward(self, ids, pos, seg, rows, targets):

@@ -23,6 +23,7 @@ export interface TorchEngineOptions {
   python?: string;
   device?: 'auto' | 'cpu' | 'cuda';
   gradientCheckpointing?: boolean;
+  precision?: 'auto' | 'float32' | 'bf16';
   /** Stop (as if killed) after this many steps, without the final save; for tests. */
   stopAfterSteps?: number;
 }
@@ -96,6 +97,7 @@ export async function trainTorchFromConfig(
     ...(t.device !== undefined ? { device: t.device } : {}),
     gradientCheckpointing: Boolean(t.gradientCheckpointing),
     ...(stopEval ? { stopEval } : {}),
+    ...(t.precision !== undefined ? { precision: t.precision } : {}),
     ...(t.stopAfterSteps !== undefined ? { stopAfterSteps: t.stopAfterSteps } : {}),
     onStep: (e) => {
       if (!totalShown) {

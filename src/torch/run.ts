@@ -40,6 +40,8 @@ export interface TorchTrainOptions extends Omit<TrainOptions, 'model'> {
   python?: string;
   device?: 'auto' | 'cpu' | 'cuda';
   gradientCheckpointing?: boolean;
+  /** auto: bf16 autocast on GPUs that have it, else float32; bf16 forces it (also on the CPU, for tests). */
+  precision?: 'auto' | 'float32' | 'bf16';
   /** Called once the worker has loaded the model. */
   onReady?: (info: WorkerReady) => void;
   /** Held-out prompts whose greedy stop rate is measured at every evaluation. */
@@ -142,6 +144,7 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
     seed: hp.seed,
     device: opts.device ?? 'auto',
     gradient_checkpointing: Boolean(opts.gradientCheckpointing),
+    precision: opts.precision ?? 'auto',
     save_dtype: saveDtype,
     threads: Math.max(1, Math.floor(availableParallelism() / nproc)),
     base_model_path: opts.baseModelPath ?? null,
