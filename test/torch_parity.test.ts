@@ -34,9 +34,13 @@ let qwen = '';
 let data = '';
 let heldout = '';
 let imEnd = -1;
+/** The Qwen3 LoRA runs' settings (model filled in by before()). */
+const extra = { model: '', lora: { r: 4, alpha: 8, train_embeddings: 'all' }, packing: true, max_length: 160, padding_side: 'left', checkpoint_every: 0, lr: 1e-2, eval: { every_steps: 0, max_new_tokens: 4 } };
+let qTorch: TrainResult | undefined;
 
 before(async () => {
   if (!hasTorch) return;
+  extra.model = join(tempRoot(), 'qwen3');
   const d = generateDemoData({ seed: 5, train: 48, heldout: 8, task: 'A' });
   const texts = [...d.train, ...d.heldout].map(renderChatml);
   model = join(tempRoot(), 'llama');
@@ -161,10 +165,10 @@ test('torch engine: a run stopped after 2 steps and resumed equals the uninterru
 
 test('torch engine: LoRA on a Qwen3 layout (tied, q/k norm, trained rows, packing, left padding, gradient checkpointing) equals the embedded engine', async (t) => {
   if (!hasTorch) return t.skip(SKIP);
-  const extra = { model: qwen, lora: { r: 4, alpha: 8, train_embeddings: 'all' }, packing: true, max_length: 160, padding_side: 'left', checkpoint_every: 0, lr: 1e-2 };
   const e = await trainFromConfig(config(join(tempRoot(), 'q-emb'), extra), quiet);
   // With per-layer gradient checkpointing: recomputation must not change the numbers.
   const tr = await trainFromConfig(config(join(tempRoot(), 'q-torch'), extra), { ...quiet, engine: 'torch', torch: { gradientCheckpointing: true } });
+  qTorch = tr;
   assertClose(tr.losses, e.losses, 1e-4, 'LoRA loss');
   const diff = maxWeightDiff(join(tempRoot(), 'q-emb'), join(tempRoot(), 'q-torch'));
   assert.ok(diff < 1e-4, `merged max |Δw| ${diff}`);
@@ -176,8 +180,8 @@ test('torch engine: LoRA on a Qwen3 layout (tied, q/k norm, trained rows, packin
 test('torch engine: the GPU mixed-precision path (bf16 base weights under LoRA, bf16 autocast) runs on the CPU and stays near float32', async (t) => {
   if (!hasTorch) return t.skip(SKIP);
   // CUDA is not available in CI; precision: bf16 takes the same dtype path on the CPU.
-  const extra = { model: qwen, lora: { r: 4, alpha: 8, train_embeddings: 'all' }, checkpoint_every: 0, eval: { every_steps: 0, max_new_tokens: 4 } };
-  const f32 = await trainFromConfig(config(join(tempRoot(), 'p-f32'), extra), { ...quiet, engine: 'torch' });
+  if (!qTorch) return t.skip('needs the float32 LoRA run');
+  const f32 = qTorch;
   const bf16 = await trainFromConfig(config(join(tempRoot(), 'p-bf16'), extra), { ...quiet, engine: 'torch', torch: { precision: 'bf16', gradientCheckpointing: true } });
   assertClose(bf16.losses, f32.losses, 0.05, 'bf16 vs f32 loss');
   assert.ok(bf16.losses.every(Number.isFinite));
