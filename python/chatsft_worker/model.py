@@ -151,7 +151,8 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x, cos, sin, bias):
+    def forward(self, x, cos, sin, bias, cache=None):
+        """x [B, T, d]; bias [B, 1, T, S] with S = cached + T keys; `cache` (a dict) gets k/v appended."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.H, self.hd)
         k = self.k_proj(x).view(B, T, self.KV, self.hd)
@@ -161,10 +162,15 @@ class Attention(nn.Module):
         q = (q * cos + rotate_half(q) * sin).to(v.dtype)
         k = (k * cos + rotate_half(k) * sin).to(v.dtype)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, hd]
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache["k"], cache["v"] = k, v
+        S = k.shape[2]
         rep = self.H // self.KV
         if rep > 1:  # HF repeat_kv: query head h reads kv head h // rep
-            k = k[:, :, None].expand(B, self.KV, rep, T, self.hd).reshape(B, self.H, T, self.hd)
-            v = v[:, :, None].expand(B, self.KV, rep, T, self.hd).reshape(B, self.H, T, self.hd)
+            k = k[:, :, None].expand(B, self.KV, rep, S, self.hd).reshape(B, self.H, S, self.hd)
+            v = v[:, :, None].expand(B, self.KV, rep, S, self.hd).reshape(B, self.H, S, self.hd)
         sdpa = getattr(F, "scaled_dot_product_attention", None)
         if sdpa is not None and q.is_cuda:
             o = sdpa(q, k, v, attn_mask=bias.to(q.dtype))
@@ -194,8 +200,8 @@ class Layer(nn.Module):
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, **kw)
         self.mlp = MLP(c, **kw)
 
-    def forward(self, x, cos, sin, bias):
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, bias)
+    def forward(self, x, cos, sin, bias, cache=None):
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, bias, cache)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -269,6 +275,14 @@ class CausalLM(nn.Module):
                 x = checkpoint(layer, x, cos, sin, bias, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, bias)
+        return self.model.norm(x)
+
+    def hidden_cached(self, ids, pos, bias, caches):
+        """Final-norm hidden states [B, T, d] of new tokens, reading and extending per-layer K/V caches."""
+        cos, sin = rope_tables(self.config, pos)
+        x = self.model.embed_tokens(ids)
+        for layer, cache in zip(self.model.layers, caches):
+            x = layer(x, cos, sin, bias, cache)
         return self.model.norm(x)
 
     def logits_of(self, h):
