@@ -151,7 +151,8 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
     stop_eval: opts.stopEval?.prompts.length ? { prompts: opts.stopEval.prompts, stop_ids: opts.stopEval.stopIds, max_new_tokens: opts.stopEval.maxNewTokens } : null,
   };
   writeJsonAtomic(file('job.json'), job);
-  if (!opts.resume) fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
+  // As the embedded loop: a fresh run (no --resume, or nothing to resume from) starts a new metrics file.
+  if (!opts.resume || !fs.existsSync(path.join(out, 'checkpoint', 'trainer_state.json'))) fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
 
   const losses: number[] = [];
   let resumedFrom: number | null = null;
