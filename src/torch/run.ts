@@ -81,10 +81,14 @@ const WORKER_CODES: readonly ErrorCode[] = ['MODEL_INVALID', 'CHECKPOINT_INVALID
 export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTrainResult> {
   const t0 = performance.now();
   const python = opts.python ?? defaultPython();
-  requireTorch(python);
+  const info = requireTorch(python);
   const { hp } = opts;
   const nproc = opts.nproc ?? 1;
   if (!(Number.isInteger(nproc) && nproc >= 1)) throw new ChatsftError('USAGE', `--nproc must be a positive integer, got ${String(nproc)}`);
+  // One GPU per process: more processes than GPUs would fail inside the worker.
+  if (info.cuda && opts.device !== 'cpu' && nproc > (info.device_count ?? 1)) {
+    throw new ChatsftError('USAGE', `--nproc ${nproc} needs ${nproc} GPUs, ${python} sees ${info.device_count ?? 1}; lower --nproc or add --device cpu`);
+  }
   if (opts.rows.length === 0) throw new ChatsftError('DATA_INVALID', 'no training rows');
   const supervisedEot = countSupervisedEot(opts.rows, opts.eotIds);
   if (supervisedEot === 0 && !opts.allowNoEot) {
