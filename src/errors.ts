@@ -25,7 +25,9 @@ export type ErrorCode =
   /** An output path that chatsft will not replace (not written by chatsft, or it holds the inputs). */
   | 'OUTPUT_REFUSED'
   /** Training produced a non-finite loss or gradient. */
-  | 'TRAINING_DIVERGED';
+  | 'TRAINING_DIVERGED'
+  /** An optional engine (--engine torch) whose runtime is missing or too old. */
+  | 'ENGINE_UNAVAILABLE';
 
 export class ChatsftError extends Error {
   readonly code: ErrorCode;

@@ -20,6 +20,7 @@ import { runTraining } from './loop.js';
 import { claimRunDir } from './output.js';
 import { loadOrCreateModel } from './setup.js';
 import type { TrainResult } from './types.js';
+import { trainTorchFromConfig, type TorchEngineOptions } from '../torch/from-config.js';
 
 export interface LoadedSplit {
   rows: Row[];
@@ -96,6 +97,9 @@ export async function trainFromConfig(
      * labels by pad id here, as transformers' LM collator would).
      */
     transformRows?: (rows: Row[], setup: TokenizerSetup) => Row[];
+    /** `torch`: the same run on PyTorch through the Python worker (src/torch/). */
+    engine?: 'embedded' | 'torch';
+    torch?: TorchEngineOptions;
   } = {},
 ): Promise<TrainResult> {
   if (!cfg.data.train) throw new ChatsftError('USAGE', 'missing data.train (or --data FILE)');
@@ -104,17 +108,30 @@ export async function trainFromConfig(
   const loaded = await loadSplit(setup, cfg, cfg.data.train, 'train');
   const train = opts.transformRows ? { ...loaded, rows: opts.transformRows(loaded.rows, setup) } : loaded;
   const evalSplit = cfg.data.eval ? await loadSplit(setup, cfg, cfg.data.eval, 'eval') : undefined;
+  // output_dir is settled after the data loaded (its errors leave output_dir alone), before anything is written.
+  const inputs = [cfg.data.train, ...(cfg.data.eval ? [cfg.data.eval] : []), ...(cfg.model ? [cfg.model] : []), ...(typeof cfg.model_config === 'string' ? [cfg.model_config] : [])];
+  const claimOutput = (log: (line: string) => void) =>
+    claimRunDir(cfg.output_dir as string, { resume: Boolean(opts.resume), overwrite: Boolean(opts.overwrite), inputs, onNote: log });
+  if (opts.engine === 'torch') {
+    const claim = claimOutput(opts.onLog ?? ((line) => void (opts.quiet || process.stderr.write(`${line}\n`))));
+    let done = false;
+    try {
+      const r = await trainTorchFromConfig(cfg, setup, train, evalSplit, opts);
+      done = true;
+      return r;
+    } finally {
+      claim.release(done);
+    }
+  }
   chooseWasmThreads(cfg);
   await initEngine();
   const { model } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
   if (model.config.vocabSize < setup.vocabSize) resizeTokenEmbeddings(model, setup.vocabSize);
   const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
   const log = (line: string): void => (opts.onLog ? opts.onLog(line) : progress.log(line));
-  // Settled after data and model loaded (their errors leave output_dir alone), before anything is written.
-  const inputs = [cfg.data.train, ...(cfg.data.eval ? [cfg.data.eval] : []), ...(cfg.model ? [cfg.model] : []), ...(typeof cfg.model_config === 'string' ? [cfg.model_config] : [])];
   let claim: { release: (success: boolean) => void };
   try {
-    claim = claimRunDir(cfg.output_dir, { resume: Boolean(opts.resume), overwrite: Boolean(opts.overwrite), inputs, onNote: log });
+    claim = claimOutput(log);
   } catch (e) {
     disposeModel(model);
     throw e;
