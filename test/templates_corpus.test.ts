@@ -26,7 +26,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from 'tokenizers';
 import { REPO_ROOT, tempRoot, cleanupTemp } from './helpers/fixtures.js';
@@ -155,11 +155,26 @@ function templateSource(t: TemplateEntry): string {
   return t.load === 'join_lines' ? raw.split('    ').join('').split('\n').join('') : raw;
 }
 
-function buildModelFolder(t: TemplateEntry): { dir: string; specialIds: Set<number> } {
+/** One tokenizer.json (and one reference Tokenizer) per distinct base + token set; folders symlink it. */
+const tokenizerCache = new Map<string, { file: string; specialIds: Set<number>; tok: Tokenizer }>();
+function fixtureTokenizer(t: TemplateEntry): { file: string; specialIds: Set<number>; tok: Tokenizer } {
+  const key = JSON.stringify(t.tokenizer);
+  let hit = tokenizerCache.get(key);
+  if (!hit) {
+    const file = join(tempRoot(), `corpus-tokenizer-${tokenizerCache.size}.json`);
+    const { json, specialIds } = fixtureTokenizerJson(t);
+    writeFileSync(file, json);
+    hit = { file, specialIds, tok: Tokenizer.fromFile(file) };
+    tokenizerCache.set(key, hit);
+  }
+  return hit;
+}
+
+function buildModelFolder(t: TemplateEntry): { dir: string; specialIds: Set<number>; tok: Tokenizer } {
   const dir = join(tempRoot(), `corpus-${t.name}`);
   mkdirSync(dir, { recursive: true });
-  const { json, specialIds } = fixtureTokenizerJson(t);
-  writeFileSync(join(dir, 'tokenizer.json'), json);
+  const { file, specialIds, tok } = fixtureTokenizer(t);
+  symlinkSync(file, join(dir, 'tokenizer.json'));
   const config: Record<string, unknown> = {
     chat_template: templateSource(t),
     add_bos_token: t.add_bos_token,
@@ -172,7 +187,7 @@ function buildModelFolder(t: TemplateEntry): { dir: string; specialIds: Set<numb
     if (s !== undefined) config[`${k}_token`] = s;
   }
   writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
-  return { dir, specialIds };
+  return { dir, specialIds, tok };
 }
 
 // ---------------------------------------------------------------- checks
@@ -242,18 +257,40 @@ async function checkRow(
   for (const sp of ref.spans ?? []) for (let i = 0; i < ids.length; i++) if (inside(i, sp.start, sp.end)) expected.add(i);
   const problems: string[] = [];
   const allowed = new Set(expected);
+  // A weak turn whose start is unknown (the template moves earlier text around, e.g. Mistral Nemo's
+  // system prompt): its content must lie in one supervised run that ends on a special token.
+  const unknown = (ref.weak ?? []).filter((w) => w.start === null || w.end === null);
+  if (unknown.length) {
+    const runs: number[][] = [];
+    for (const i of [...supervised].sort((x, y) => x - y)) {
+      const last = runs[runs.length - 1];
+      if (last && last[last.length - 1] === i - 1) last.push(i);
+      else runs.push([i]);
+    }
+    const known = (i: number): boolean => (ref.spans ?? []).some((sp) => inside(i, sp.start, sp.end));
+    for (const i of supervised) if (!known(i)) allowed.add(i);
+    for (const w of unknown) {
+      for (const c of w.content) {
+        const ok = runs.some((r) => specialIds.has(ids[r[r.length - 1]!]!) && cpSlice(cps, offsets[r[0]!]![0], offsets[r[r.length - 1]!]![1]).includes(c));
+        if (!ok) problems.push(`weak turn messages[${w.messages.join(',')}] (start unknown): no supervised run ending on a special token contains ${JSON.stringify(c)}`);
+      }
+    }
+  }
   for (const w of ref.weak ?? []) {
     if (w.start === null || w.end === null) continue;
+    const exact = true;
+    const regionStart = w.start;
+    const regionEnd = w.end;
     const region: number[] = [];
-    for (let i = 0; i < ids.length; i++) if (inside(i, w.start, w.end)) region.push(i);
+    for (let i = 0; i < ids.length; i++) if (inside(i, regionStart, regionEnd)) region.push(i);
     const run = region.filter((i) => supervised.has(i));
     for (const i of run) allowed.add(i);
     const where = `weak turn messages[${w.messages.join(',')}]`;
     if (run.length === 0) {
-      problems.push(`${where}: nothing supervised from ${JSON.stringify(cpSlice(cps, w.start, w.start + 40))}`);
+      problems.push(`${where}: nothing supervised from ${JSON.stringify(cpSlice(cps, regionStart, regionStart + 40))}`);
       continue;
     }
-    if (run[0] !== region[0]) problems.push(`${where}: supervision starts at ${describeTokens(cps, offsets, [run[0]!])}, not at the turn start ${describeTokens(cps, offsets, [region[0]!])}`);
+    if (exact && run[0] !== region[0]) problems.push(`${where}: supervision starts at ${describeTokens(cps, offsets, [run[0]!])}, not at the turn start ${describeTokens(cps, offsets, [region[0]!])}`);
     if (run.some((i, k) => k > 0 && i !== run[k - 1]! + 1)) problems.push(`${where}: supervised tokens are not one run: ${describeTokens(cps, offsets, run)}`);
     const last = run[run.length - 1]!;
     if (!specialIds.has(ids[last]!)) problems.push(`${where}: supervision does not end on a closing special token: ${describeTokens(cps, offsets, [last])}`);
@@ -331,7 +368,7 @@ if (jinjaMissing) {
     test(`${t.name} (${t.family}) matches Python Jinja2`, async () => {
       const refRows = loadReference()[t.name];
       assert.ok(refRows, `no reference rows for ${t.name}`);
-      const { dir, specialIds } = buildModelFolder(t);
+      const { dir, specialIds, tok } = buildModelFolder(t);
       const summary: Summary = { name: t.name, family: t.family, pass: 0, expectedDrops: 0, fail: 0, weak: 0, drops: {} };
       summaries.push(summary);
 
@@ -354,7 +391,6 @@ if (jinjaMissing) {
         assert.fail(`prepare aborted the whole run: ${(e as Error).message}`);
       }
 
-      const tok = Tokenizer.fromFile(join(dir, 'tokenizer.json'));
       const bySource = new Map(rows.map((r) => [r.source, r]));
       const failures: string[] = [];
       for (let k = 0; k < refRows.length; k++) {

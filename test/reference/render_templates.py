@@ -167,36 +167,68 @@ def header_end(text, pos, specials):
     return best
 
 
-def turn_span(p, f, full, specials, message, i):
+def strip_trailer(f, p, specials):
+    """
+    Text a template prints after the last message that is the generation
+    prompt again (Command R7B's tool_use template ends every render with the
+    chatbot header): the longest common suffix of f and p, less its first
+    special token (the closer of the turn, which p has too), when what
+    remains starts with a special token.
+    """
+    n = 0
+    while n < min(len(f), len(p)) and f[len(f) - 1 - n] == p[len(p) - 1 - n]:
+        n += 1
+    tail = f[len(f) - n:]
+    # Align to a token boundary: the first special token inside the common suffix.
+    k = next((k for k in range(len(tail)) if any(tail.startswith(x, k) for x in specials)), len(tail))
+    tail = tail[k:]
+    for s in specials:
+        if tail.startswith(s):
+            rest = tail[len(s):]
+            if rest and any(rest.startswith(x) for x in specials):
+                return f[: len(f) - len(rest)]
+    return f
+
+
+def turn_span(p, f, full, specials, messages, i):
     """
     The span of assistant message i in `full`, from p = render(messages[:i],
     add_generation_prompt=True) and f = render(messages[:i+1]).
     Start: where the generation prompt ends (rule "prefix"); when the turn
     does not render the generation prompt exactly (e.g. a reasoning opener
-    such as "<think>\n" the template strips from finished turns), where p and
-    f diverge, backed off to the header's last special token or newline (rule
-    "gen_prompt_diverges": the inference prompt is not a prefix of the row).
-    End: f must agree with the full render up to the turn's last special
-    token; anything the template prints after it only when the turn is last
-    (a trailing eos) is not part of the turn.
+    such as "<think>\n" that the template strips from finished turns), where
+    p and f diverge, backed off to the header's last special token or newline
+    (rule "gen_prompt_diverges": the inference prompt is not a prefix of the
+    row), provided the part of p that f lacks holds no message text.
+    End: the end of f (less a trailing generation prompt, see strip_trailer),
+    which must be a prefix of the full render.
     """
+    f = strip_trailer(f, p, specials)
     rule = "prefix"
     start = len(p)
     if not f.startswith(p):
         start = header_end(f, common_prefix(p, f), specials)
+        lost = p[start:]
+        if any(isinstance(m.get("content"), str) and m["content"].strip() and m["content"].strip() in lost for m in messages[:i]):
+            return None
         rule = "gen_prompt_diverges"
-    if not full.startswith(f[:start]):
+    if not full.startswith(f):
         return None
-    agree = common_prefix(f, full)
-    if agree < start:
-        return None
-    end = end_of_turn(full, start, agree, specials)
-    seg = full[start:end]
-    if agree < len(f) and not any(seg.endswith(s) for s in specials):
-        return None  # the full render diverges inside the turn (e.g. earlier reasoning dropped)
-    if visible_content(message) not in seg:
+    end = end_of_turn(full, start, len(f), specials)
+    if visible_content(messages[i]) not in full[start:end]:
         return None
     return {"start": start, "end": end, "rule": rule, "messages": [i]}
+
+
+def weak_start(p, full, specials, messages, i):
+    """Where the turn starts in full, when that is known without a full match (None: unknown)."""
+    if p is None:
+        return None
+    start = header_end(full, common_prefix(p, full), specials)
+    lost = p[start:]
+    if any(isinstance(m.get("content"), str) and m["content"].strip() and m["content"].strip() in lost for m in messages[:i]):
+        return None
+    return start
 
 
 def assistant_runs(messages):
@@ -227,24 +259,24 @@ def incremental(r, messages, tools, full, specials):
         for i in range(a, b + 1):
             p = safe(messages[:i], True) if i > 0 else None
             f = safe(messages[: i + 1], False)
-            per.append(turn_span(p, f, full, specials, messages[i], i) if p is not None and f is not None else None)
+            per.append(turn_span(p, f, full, specials, messages, i) if p is not None and f is not None else None)
         if all(per):
             spans.extend(per)
             continue
         # Consecutive assistant messages the template merges: one turn.
         p_a = safe(messages[:a], True) if a > 0 else None
         f_b = safe(messages[: b + 1], False) if b > a else None
-        run = turn_span(p_a, f_b, full, specials, messages[b], b) if p_a is not None and f_b is not None else None
+        run = turn_span(p_a, f_b, full, specials, messages, b) if p_a is not None and f_b is not None else None
         if run is not None:
             spans.append({**run, "rule": "run", "messages": list(range(a, b + 1))})
             continue
         # The final turn: render(all[:-1], add_generation_prompt=True) vs render(all).
-        final = turn_span(p_a, full, full, specials, messages[b], b) if b == last and p_a is not None else None
+        final = turn_span(p_a, full, full, specials, messages, b) if b == last and p_a is not None else None
         if final is not None:
             spans.append({**final, "rule": "final", "messages": list(range(a, b + 1))})
             continue
         weak.append({
-            "start": header_end(full, common_prefix(p_a, full), specials) if p_a is not None else None,
+            "start": weak_start(p_a, full, specials, messages, a),
             "messages": list(range(a, b + 1)),
             "content": [visible_content(messages[i]) for i in range(a, b + 1)],
         })
