@@ -341,11 +341,11 @@ if (jinjaMissing) {
     const pad = (s: string | number, n: number): string => String(s).padEnd(n);
     const lines = [
       `template corpus: ${summaries.length} templates × ${conversationLines.length} conversations`,
-      `${pad('template', 30)}${pad('family', 36)}${pad('pass', 6)}${pad('exp.drop', 9)}${pad('fail', 6)}${pad('weak', 6)}chatsft drops by reason`,
+      `${pad('template', 30)}${pad('family', 50)}${pad('pass', 6)}${pad('exp.drop', 9)}${pad('fail', 6)}${pad('weak', 6)}chatsft drops by reason`,
     ];
     for (const s of summaries) {
       const drops = Object.entries(s.drops).map(([k, v]) => `${k}=${v}`).join(' ');
-      lines.push(`${pad(s.name, 30)}${pad(s.family, 36)}${pad(s.pass, 6)}${pad(s.expectedDrops, 9)}${pad(s.fail, 6)}${pad(s.weak, 6)}${s.aborted ? `ABORTED: ${s.aborted}` : drops}`);
+      lines.push(`${pad(s.name, 30)}${pad(s.family, 50)}${pad(s.pass, 6)}${pad(s.expectedDrops, 9)}${pad(s.fail, 6)}${pad(s.weak, 6)}${s.aborted ? `ABORTED: ${s.aborted}` : drops}`);
     }
     const ok = summaries.filter((s) => s.fail === 0 && !s.aborted).length;
     lines.push(`${ok}/${summaries.length} templates pass every conversation`);
