@@ -327,7 +327,7 @@ def incremental(r, messages, tools, full, specials):
                 if final is not None:
                     spans.append({**final, "rule": "final"})
                 else:
-                    weak.append({"start": weak_start(p_i, full, specials, messages, i, g_i), "messages": [i], "content": [visible_content(messages[i])]})
+                    weak.append({"start": weak_start(p_i, full, specials, messages, i, g_i), "messages": [i], "content": [c for c in [visible_content(messages[i])] if c in full]})
             continue
         # Consecutive assistant messages the template merges: one turn.
         p_a, g_a = prompt(a)
@@ -344,7 +344,8 @@ def incremental(r, messages, tools, full, specials):
         weak.append({
             "start": weak_start(p_a, full, specials, messages, a, g_a),
             "messages": list(range(a, b + 1)),
-            "content": [visible_content(messages[i]) for i in range(a, b + 1)],
+            # Only content the template prints at all (Llama 3.1 and gpt-oss print just the tool call of a turn that also has text).
+            "content": [c for c in (visible_content(messages[i]) for i in range(a, b + 1)) if c in full],
         })
     # A weak turn's region ends where the next known turn starts (or the text ends).
     starts = sorted([s["start"] for s in spans] + [w["start"] for w in weak if w["start"] is not None])
