@@ -224,7 +224,8 @@ def turn_span(p, f, full, specials, messages, i, g=""):
     if not full.startswith(f):
         return None
     end = end_of_turn(full, start, len(f), specials)
-    if visible_content(messages[i]) not in full[start:end]:
+    c = visible_content(messages[i])
+    if c in f and c not in full[start:end]:  # content the template prints must be in the turn (some drop it beside tool calls)
         return None
     return {"start": start, "end": end, "rule": rule, "messages": [i]}
 
