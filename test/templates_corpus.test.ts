@@ -299,7 +299,6 @@ async function checkRow(
   }
   for (const w of ref.weak ?? []) {
     if (w.start === null || w.end === null) continue;
-    const exact = true;
     const regionStart = w.start;
     const regionEnd = w.end;
     const region: number[] = [];
@@ -314,7 +313,7 @@ async function checkRow(
       problems.push(`${where}: nothing supervised from ${JSON.stringify(cpSlice(cps, regionStart, regionStart + 40))}`);
       continue;
     }
-    if (exact && run[0] !== region[0]) problems.push(`${where}: supervision starts at ${describeTokens(cps, offsets, [run[0]!])}, not at the turn start ${describeTokens(cps, offsets, [region[0]!])}`);
+    if (run[0] !== region[0]) problems.push(`${where}: supervision starts at ${describeTokens(cps, offsets, [run[0]!])}, not at the turn start ${describeTokens(cps, offsets, [region[0]!])}`);
     if (run.some((i, k) => k > 0 && i !== run[k - 1]! + 1)) problems.push(`${where}: supervised tokens are not one run: ${describeTokens(cps, offsets, run)}`);
     const last = run[run.length - 1]!;
     if (!specialIds.has(ids[last]!)) problems.push(`${where}: supervision does not end on a closing special token: ${describeTokens(cps, offsets, [last])}`);
