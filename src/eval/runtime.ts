@@ -14,6 +14,7 @@ import { generationEosIds, type ModelFolder } from '../model/folder.js';
 import { renderChat } from '../template/render.js';
 import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
 import { stopIdsFor } from '../generate/index.js';
+import { turnHeaderIds, turnHeaderText } from './turn_header.js';
 
 export interface ChatRuntime {
   /** Union of the three sources below, sorted. */
@@ -68,6 +69,12 @@ export async function promptIds(setup: TokenizerSetup, messages: readonly Messag
   return encodeText(setup, text);
 }
 
+/** The turn headers (eval/turn_header.ts) of the setup's template, in its tokenizer's ids. */
+export async function turnHeadersOf(setup: TokenizerSetup): Promise<number[][]> {
+  const text = turnHeaderText(setup.template, setup.vars);
+  return turnHeaderIds(text === null ? [] : (await setup.tokenizer.encode(text, null, { addSpecialTokens: false })).getIds());
+}
+
 export async function chatRuntime(setup: TokenizerSetup): Promise<ChatRuntime> {
   const templateEot = await templateEotIds(setup);
   const generationConfigEos = generationEosIds(setup.folder);
@@ -80,15 +87,9 @@ export async function chatRuntime(setup: TokenizerSetup): Promise<ChatRuntime> {
       setup.folder.dir,
     );
   }
-  // The special tokens of the generation prompt that are not stop ids or BOS
-  // are what opens a turn: <|im_start|> (ChatML), <|start_header_id|> (Llama 3),
-  // <start_of_turn> (Gemma).
-  const gen = await promptIds(setup, [{ role: 'user', content: 'Hi' }]);
-  const stops = new Set(stopIds);
-  const headers = [...new Set(gen.filter((id) => setup.specialIds.has(id) && !stops.has(id) && id !== setup.bosId))];
   return {
     stopIds,
     stopSources: { templateEot, generationConfigEos, tokenizerEos },
-    turnHeaders: headers.map((id) => [id]),
+    turnHeaders: await turnHeadersOf(setup),
   };
 }

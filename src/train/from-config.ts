@@ -12,11 +12,15 @@ import { prepareRows, MANIFEST, type Manifest } from '../prepare/prepare.js';
 import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
-import { saveTokenizerFiles } from '../model/save.js';
+import { saveTokenizerFiles, stopIdsOf } from '../model/save.js';
 import { disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, type LoraSpec } from '../engine/index.js';
 import { availableParallelism } from 'node:os';
 import { createProgress } from '../util/progress.js';
+import { heldOutPrompts, splitHeldOut } from '../eval/heldout.js';
+import { turnHeadersOf } from '../eval/runtime.js';
+import { stopRateDropWarning } from '../eval/stop_rate.js';
 import { runTraining } from './loop.js';
+import { engineStopRate } from './stop_eval.js';
 import { loadOrCreateModel } from './setup.js';
 import type { TrainResult } from './types.js';
 
@@ -92,17 +96,32 @@ export async function trainFromConfig(
   const loaded = await loadSplit(setup, cfg, cfg.data.train, 'train');
   const train = opts.transformRows ? { ...loaded, rows: opts.transformRows(loaded.rows, setup) } : loaded;
   const evalSplit = cfg.data.eval ? await loadSplit(setup, cfg, cfg.data.eval, 'eval') : undefined;
+  // Stop-rate prompts: data.eval's, else a slice of the training rows held out of training.
+  let trainRows = train.rows;
+  let heldOut = evalSplit?.rows ?? [];
+  if (!evalSplit && cfg.eval.samples > 0) ({ train: trainRows, heldOut } = splitHeldOut(train.rows, cfg.eval.samples));
+  const prompts = heldOutPrompts(heldOut, cfg.eval.samples);
+  const stopIds = stopIdsOf(setup, train.eotIds);
   chooseWasmThreads(cfg);
   await initEngine();
-  const { model } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
+  const { model, pretrained } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
   if (model.config.vocabSize < setup.vocabSize) resizeTokenEmbeddings(model, setup.vocabSize);
+  const measureStopRate = engineStopRate(model, prompts, { stopIds, turnHeaders: await turnHeadersOf(setup), maxNewTokens: cfg.eval.max_new_tokens });
+  // A pretrained start is measured first, so a run that unlearns stopping can say so.
+  const atStart = pretrained && prompts.length > 0 ? await measureStopRate() : null;
   const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
   let totalShown = false;
+  // The latest stop rate stays on the progress line between evaluations.
+  let lastStop: number | undefined = atStart?.stop_rate;
+  const stopShown = (now: number | undefined): string => {
+    const v = now ?? lastStop;
+    return v === undefined ? '' : ` stop ${Math.round(v * 100)}%`;
+  };
   let result: TrainResult;
   try {
     result = await runTraining({
     model,
-    rows: train.rows,
+    rows: trainRows,
     ...(evalSplit ? { evalRows: evalSplit.rows } : {}),
     padId: setup.padId,
     paddingSide: setup.paddingSide,
@@ -122,18 +141,20 @@ export async function trainFromConfig(
     },
     lora: loraSpecFrom(cfg, setup, setup.vocabSize),
     evalEverySteps: cfg.eval.every_steps,
+    ...(prompts.length > 0 ? { measureStopRate } : {}),
     checkpointEvery: cfg.checkpoint_every,
     outputDir: resolve(cfg.output_dir),
     resume: Boolean(opts.resume),
     baseModelPath: cfg.model ?? null,
     onStep: (e) => {
+      if (e.stopRate !== undefined) lastStop = e.stopRate;
       if (!totalShown) {
         progress.setTotal(e.totalSteps);
         totalShown = true;
       }
       progress.update(e.step, {
         tokens: e.inputTokens,
-        info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''} lr ${e.lr.toExponential(2)}`,
+        info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''}${stopShown(e.stopRate)} lr ${e.lr.toExponential(2)}`,
       });
     },
     onLog: (line) => (opts.onLog ? opts.onLog(line) : progress.log(line)),
@@ -143,6 +164,9 @@ export async function trainFromConfig(
     disposeModel(model);
   }
   progress.done(`trained ${result.steps} steps in ${result.seconds.toFixed(1)} s`);
-  return result;
+  const end = result.stopRates[result.stopRates.length - 1]?.stop_rate ?? null;
+  const warning = stopRateDropWarning(atStart?.stop_rate, end);
+  if (warning) opts.onLog?.(warning);
+  return { ...result, stopRateAtStart: atStart?.stop_rate ?? null, stopRateWarning: warning };
 }
 

@@ -29,7 +29,8 @@ import {
 } from '../engine/index.js';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { DataOrder, batches, countSupervisedEot, realTokens } from './data.js';
-import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics } from './metrics.js';
+import type { StopRateSummary } from '../eval/stop_rate.js';
+import { appendMetrics, lossCurveSvg, readMetrics, stopFields, stopRateCurve, truncateMetrics } from './metrics.js';
 import type { TrainOptions, TrainResult } from './types.js';
 
 interface Run {
@@ -51,10 +52,11 @@ export async function runTraining(opts: TrainOptions): Promise<TrainResult> {
   const t0 = performance.now();
   const run = await setup(opts);
   try {
-    const { tokens, stopped } = train(run);
+    const { tokens, stopped } = await train(run);
     if (stopped) return result(run, null, t0, tokens);
     const evalLossValue = evaluate(run);
-    await saveFinal(run, evalLossValue);
+    const stop = (await opts.measureStopRate?.()) ?? null;
+    await saveFinal(run, evalLossValue, stop);
     return result(run, evalLossValue, t0, tokens);
   } finally {
     cleanup(run);
@@ -104,7 +106,7 @@ async function setup(opts: TrainOptions): Promise<Run> {
 }
 
 /** The optimiser steps, with periodic eval and checkpoints. */
-function train(run: Run): { tokens: number; stopped: boolean } {
+async function train(run: Run): Promise<{ tokens: number; stopped: boolean }> {
   const { opts, order, schedule } = run;
   const { hp } = opts;
   let tokens = 0;
@@ -123,10 +125,12 @@ function train(run: Run): { tokens: number; stopped: boolean } {
     tokens += real;
     const seconds = (performance.now() - t) / 1000;
     const every = opts.evalEverySteps ?? 0;
-    const ev = every > 0 && run.step % every === 0 && run.step < run.totalSteps ? evaluate(run) : null;
-    const line = { step: run.step, loss: res.loss, lr, grad_norm: res.gradNorm, tokens: res.tokens, tokens_per_s: real / seconds, epoch: order.epochOf(first + hp.gradAccum), ...(ev !== null ? { eval_loss: ev } : {}) };
+    const evalNow = every > 0 && run.step % every === 0 && run.step < run.totalSteps;
+    const ev = evalNow ? evaluate(run) : null;
+    const stop = evalNow ? ((await opts.measureStopRate?.()) ?? null) : null;
+    const line = { step: run.step, loss: res.loss, lr, grad_norm: res.gradNorm, tokens: res.tokens, tokens_per_s: real / seconds, epoch: order.epochOf(first + hp.gradAccum), ...(ev !== null ? { eval_loss: ev } : {}), ...stopFields(stop) };
     appendMetrics(opts.outputDir, line);
-    opts.onStep?.({ step: run.step, totalSteps: run.totalSteps, loss: res.loss, lr, gradNorm: res.gradNorm, tokens: res.tokens, inputTokens: real, tokensPerSecond: real / seconds, ...(ev !== null ? { evalLoss: ev } : {}) });
+    opts.onStep?.({ step: run.step, totalSteps: run.totalSteps, loss: res.loss, lr, gradNorm: res.gradNorm, tokens: res.tokens, inputTokens: real, tokensPerSecond: real / seconds, ...(ev !== null ? { evalLoss: ev } : {}), ...(stop ? { stopRate: stop.stop_rate } : {}) });
     const ck = opts.checkpointEvery ?? 0;
     if (ck > 0 && run.step % ck === 0 && run.step < run.totalSteps) {
       saveCheckpoint(opts.outputDir, run.vars, run.opt, { step: run.step, microIndex: run.step * hp.gradAccum, rngState: run.rng.state(), fingerprint: run.fingerprint, losses: run.losses });
@@ -150,16 +154,18 @@ function evaluate(run: Run): number | null {
 }
 
 /** The output folder: merged weights + config.json, adapter, metrics, loss curve, caller's files; then the last checkpoint. */
-async function saveFinal(run: Run, evalLossValue: number | null): Promise<void> {
+async function saveFinal(run: Run, evalLossValue: number | null, stop: StopRateSummary | null): Promise<void> {
   const { opts } = run;
   const dir = opts.outputDir;
   saveModel(opts.model, dir, mergedTensors(opts.model));
   if (opts.model.lora) saveAdapter(opts.model, path.join(dir, 'adapter'), opts.baseModelPath ?? null);
-  if (evalLossValue !== null) {
+  if (evalLossValue !== null || stop !== null) {
+    // The final evaluation belongs to the last step's line.
     const lines = readMetrics(dir);
     const last = lines[lines.length - 1];
-    if (last && last.eval_loss === undefined) {
-      last.eval_loss = evalLossValue;
+    if (last && (last.eval_loss === undefined || last.stop_rate === undefined)) {
+      if (evalLossValue !== null && last.eval_loss === undefined) last.eval_loss = evalLossValue;
+      if (last.stop_rate === undefined) Object.assign(last, stopFields(stop));
       fs.writeFileSync(path.join(dir, 'metrics.jsonl'), lines.map((l) => JSON.stringify(l) + '\n').join(''));
     }
   }
@@ -181,6 +187,7 @@ function result(run: Run, evalLossValue: number | null, t0: number, tokens: numb
     losses: run.losses,
     finalLoss: run.losses[run.losses.length - 1] ?? NaN,
     evalLoss: evalLossValue,
+    stopRates: stopRateCurve(readMetrics(run.opts.outputDir)),
     seconds,
     tokensPerSecond: tokens / seconds,
     outputDir: run.opts.outputDir,
