@@ -7,7 +7,7 @@ import { loadModelFolder } from '../model/folder.js';
 import { discoverEot } from '../export/eot.js';
 import { exportGguf } from '../export/gguf.js';
 import { exportHf } from '../export/hf.js';
-import { readJson } from '../export/tokenizer-files.js';
+import { readJson } from '../hf/files.js';
 import { action, printJson } from './common.js';
 
 /** What `--json` prints; the text output shows the same fields. */

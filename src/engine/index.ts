@@ -2,8 +2,8 @@
 export { initEngine, tf } from './backend.js';
 export type { StDtype, StTensor } from './safetensors.js';
 export { readSafetensors, readSafetensorsDir, writeSafetensors } from './safetensors.js';
-export type { LlamaConfig, ModelType, RopeScalingLlama3 } from './config.js';
-export { makeLlamaConfig, parseLlamaConfig, readLlamaConfig, toHfConfig } from './config.js';
+export type { LlamaConfig, ModelType, RopeScalingLlama3 } from '../hf/config.js';
+export { makeLlamaConfig, parseLlamaConfig, readLlamaConfig, toHfConfig } from '../hf/config.js';
 export type { ForwardOptions, LlamaModel, LoraSpec, LoraState } from './types.js';
 export { countParameters, createModel, disposeModel, exportTensors, expectedShapes, loadModel, modelFromTensors, resizeTokenEmbeddings, saveModel } from './model.js';
 export { countSupervised, evalLoss, logits, lossForGrad, supervisedTargets } from './forward.js';

@@ -13,7 +13,7 @@ import { createEncoder } from '../labels/encode.js';
 import { generationEosIds, type ModelFolder } from '../model/folder.js';
 import { renderChat } from '../template/render.js';
 import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
-import { stopIdsFor } from '../generate/index.js';
+import { stopIdsOf } from '../model/save.js';
 import { turnHeaderIds, turnHeaderText } from './turn_header.js';
 
 export interface ChatRuntime {
@@ -79,7 +79,7 @@ export async function chatRuntime(setup: TokenizerSetup): Promise<ChatRuntime> {
   const templateEot = await templateEotIds(setup);
   const generationConfigEos = generationEosIds(setup.folder);
   const tokenizerEos = setup.eosId ?? null;
-  const stopIds = stopIdsFor({ eotIds: templateEot, generationConfigEos, tokenizerEos });
+  const stopIds = stopIdsOf(setup, templateEot);
   if (stopIds.length === 0) {
     throw new ChatsftError(
       'MODEL_INVALID',
