@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { loadModelFolder } from '../model/folder.js';
-import { discoverEot } from '../export/eot.js';
+import { discoverEot } from '../model/eot.js';
 import { exportGguf } from '../export/gguf.js';
 import { exportHf } from '../export/hf.js';
 import { readJson } from '../hf/files.js';

@@ -8,12 +8,12 @@
  *   // generate(model, [ids], { stopIds: rt.stopIds, ... })
  */
 import { ChatsftError } from '../errors.js';
-import type { Conversation, Message } from '../data/conversations.js';
-import { createEncoder } from '../labels/encode.js';
+import type { Message } from '../data/conversations.js';
 import { generationEosIds, type ModelFolder } from '../model/folder.js';
 import { renderChat } from '../template/render.js';
 import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
 import { stopIdsOf } from '../model/save.js';
+import { templateEotIds } from '../model/eot.js';
 import { turnHeaderIds, turnHeaderText } from './turn_header.js';
 
 export interface ChatRuntime {
@@ -38,21 +38,6 @@ export function setupForInference(folder: ModelFolder, template: string): Tokeni
   const has = (t: string | undefined): t is string => t !== undefined && folder.tokenizer.tokenToId(t) !== null;
   const pad = has(folder.padToken) ? folder.padToken : has(folder.eosToken) ? 'eos' : 'auto';
   return setupTokenizer(folder, { template, pad });
-}
-
-/** A short conversation used to find the template's EOT and turn header. */
-const PROBE: Conversation = {
-  messages: [
-    { role: 'user', content: 'Hi' },
-    { role: 'assistant', content: 'Hello' },
-  ],
-};
-
-/** Ids the template closes assistant turns with (empty when the template closes them with no token). */
-export async function templateEotIds(setup: TokenizerSetup): Promise<number[]> {
-  const [r] = await createEncoder(setup, { trainOn: 'assistant' }).encode([{ conversation: PROBE, line: 0 }]);
-  if (!r || !r.ok) return [];
-  return [...new Set(r.turns.map((t) => t.eotId))];
 }
 
 /** Token ids of `text` as a runtime sees it: no special tokens added, BOS prepended when the tokenizer adds one. */

@@ -6,12 +6,16 @@
  * gives its own EOT.
  *
  *   const eot = await discoverEot('runs/chatsft');   // { token: '<|im_end|>', id: 151645, ... }
+ *
+ * This module is the one entry point to EOT discovery for export, eval and
+ * the trainer's stop ids; when template/'s single probe lands, these two
+ * functions call it and nothing else changes.
  */
 import { ChatsftError, isChatsftError } from '../errors.js';
 import type { Conversation } from '../data/conversations.js';
 import { createEncoder } from '../labels/encode.js';
 import { loadModelFolder, type ModelFolder } from '../model/folder.js';
-import { setupTokenizer } from '../tokenize/setup.js';
+import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
 
 export interface DiscoveredEot {
   token: string;
@@ -55,3 +59,19 @@ export async function discoverEot(folderOrDir: ModelFolder | string): Promise<Di
   if (token === null || token === undefined) throw new ChatsftError('TOKENIZER_ERROR', `EOT id ${turn.eotId} has no token string`, folder.dir);
   return { token, id: turn.eotId, template: setup.template.origin };
 }
+
+/** A short conversation used to find the template's EOT and turn header. */
+const TURN_PROBE: Conversation = {
+  messages: [
+    { role: 'user', content: 'Hi' },
+    { role: 'assistant', content: 'Hello' },
+  ],
+};
+
+/** Ids the template closes assistant turns with (empty when the template closes them with no token). */
+export async function templateEotIds(setup: TokenizerSetup): Promise<number[]> {
+  const [r] = await createEncoder(setup, { trainOn: 'assistant' }).encode([{ conversation: TURN_PROBE, line: 0 }]);
+  if (!r || !r.ok) return [];
+  return [...new Set(r.turns.map((t) => t.eotId))];
+}
+
