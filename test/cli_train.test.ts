@@ -78,6 +78,26 @@ test('train on a prepared folder; a folder prepared with another tokenizer is re
   assert.equal(result.steps, 2);
   assert.equal(result.supervisedEot, manifest.supervised_eot, 'the trainer counts the EOT the manifest recorded');
 
+  // The saved folder carries the template the data were prepared with.
+  const savedTemplate = (JSON.parse(readFileSync(join(out, 'tokenizer_config.json'), 'utf8')) as { chat_template: string }).chat_template;
+  const preparedTemplate = (manifest as unknown as { template: { source: string } }).template.source;
+  assert.equal(savedTemplate, preparedTemplate);
+
+  // The same template text plus a comment: renders identically, but it is not the template the data were prepared with.
+  const otherTemplate = join(tempRoot(), 'other.jinja');
+  writeFileSync(otherTemplate, '{# another template #}' + preparedTemplate);
+  // Each prepared-with setting that differs from the config is refused, naming the field.
+  for (const [flags, field] of [[['--train-on', 'last'], 'train_on'], [['--max-length', '64'], 'max_length'], [['--packing'], 'packing'], [['--template', otherTemplate], 'template']] as const) {
+    const r2 = run(['train', '--model', model, '--data', prepared, '--output-dir', join(tempRoot(), 'never'), '--max-steps', '1', ...flags]);
+    assert.equal(r2.code, 2, `${field}: ${r2.stderr}`);
+    assert.match(r2.stderr, new RegExp(`error\\[CONFIG_INVALID\\].*${field}: prepared with`), field);
+  }
+  const { pad_token: _p, ...noPad } = manifest as unknown as Record<string, unknown>;
+  writeFileSync(join(prepared, 'manifest.json'), JSON.stringify(noPad));
+  const corrupt = run(['train', '--model', model, '--data', prepared, '--output-dir', join(tempRoot(), 'never'), '--max-steps', '1']);
+  assert.equal(corrupt.code, 2);
+  assert.match(corrupt.stderr, /error\[FILE_CORRUPT\].*pad_token/);
+
   writeFileSync(join(prepared, 'manifest.json'), JSON.stringify({ ...manifest, tokenizer_sha256: 'other' }));
   const bad = run(['train', '--model', model, '--data', prepared, '--output-dir', join(tempRoot(), 'never'), '--max-steps', '1']);
   assert.equal(bad.code, 2);

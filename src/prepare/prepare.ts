@@ -14,6 +14,7 @@ import { createEncoder, type EncodeOptions, type EncodeResult, type Staged } fro
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { writeShard, type ShardFormat } from './shards.js';
 import { writeJsonAtomic } from '../util/atomic.js';
+import { MANIFEST } from './manifest.js';
 
 export interface SplitStats {
   lines: number;
@@ -201,7 +202,7 @@ export interface Manifest extends Omit<SplitStats, 'lines'> {
   eval?: Omit<SplitStats, 'lines'> & { shards: string[]; data: string };
 }
 
-export const MANIFEST = 'manifest.json';
+export { MANIFEST };
 
 export interface PrepareToDirOptions extends PrepareOptions {
   out: string;

@@ -8,17 +8,18 @@ import { join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Row } from '../batch/types.js';
 import type { SftConfig } from '../config/schema.js';
-import { prepareRows, MANIFEST, type Manifest } from '../prepare/prepare.js';
+import { prepareRows } from '../prepare/prepare.js';
+import { checkManifest, MANIFEST, readManifest } from '../prepare/manifest.js';
 import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { saveTokenizerFiles, stopIdsOf } from '../model/save.js';
-import { disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, type LoraSpec } from '../engine/index.js';
+import { checkSlidingWindow, disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, type LoraSpec } from '../engine/index.js';
 import { availableParallelism } from 'node:os';
 import { createProgress } from '../util/progress.js';
 import { heldOutPrompts, splitHeldOut } from '../eval/heldout.js';
 import { turnHeadersOf } from '../eval/runtime.js';
-import { stopRateDropWarning } from '../eval/stop_rate.js';
+import { stopRateDropWarning, type StopRateSummary } from '../eval/stop_rate.js';
 import { runTraining } from './loop.js';
 import { engineStopRate } from './stop_eval.js';
 import { loadOrCreateModel } from './setup.js';
@@ -33,12 +34,8 @@ export interface LoadedSplit {
 /** Rows of a split: a prepared folder (checked against this tokenizer) or a JSONL file prepared in memory. */
 export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: string, split: 'train' | 'eval'): Promise<LoadedSplit> {
   if (existsSync(path) && statSync(path).isDirectory()) {
-    const manifestPath = join(path, MANIFEST);
-    if (!existsSync(manifestPath)) throw new ChatsftError('FILE_MISSING', 'not a prepared folder (no manifest.json)', path);
-    const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
-    if (m.tokenizer_sha256 !== setup.folder.tokenizerSha256 || m.vocab_size !== setup.vocabSize) {
-      throw new ChatsftError('CONFIG_INVALID', 'prepared with another tokenizer or other added tokens than this model and config', manifestPath);
-    }
+    const m = readManifest(path);
+    checkManifest(m, setup, { train_on: cfg.train_on, max_length: cfg.max_length ?? null, packing: cfg.packing }, join(path, MANIFEST));
     const stats = split === 'eval' ? m.eval : m;
     if (!stats) throw new ChatsftError('FILE_MISSING', 'the prepared folder has no eval split', path);
     return { rows: await readShards(path, split), eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
@@ -63,10 +60,10 @@ function estimateParameters(cfg: SftConfig): number {
  * so they are the default only for models of 5 M parameters and more, unless
  * CHATSFT_WASM_THREADS says otherwise.
  */
-function chooseWasmThreads(cfg: SftConfig): void {
-  if (process.env['CHATSFT_WASM_THREADS'] !== undefined) return;
+export function chooseWasmThreads(cfg: SftConfig, env: NodeJS.ProcessEnv = process.env): number | undefined {
+  if (env['CHATSFT_WASM_THREADS'] !== undefined) return undefined; // initEngine reads the user's setting
   const cores = availableParallelism();
-  if (cores >= 2 && estimateParameters(cfg) >= 5e6) process.env['CHATSFT_WASM_THREADS'] = String(Math.min(cores, 4));
+  return cores >= 2 && estimateParameters(cfg) >= 5e6 ? Math.min(cores, 4) : undefined;
 }
 
 export function loraSpecFrom(cfg: SftConfig, setup: TokenizerSetup, vocabSize: number): LoraSpec | null {
@@ -102,13 +99,20 @@ export async function trainFromConfig(
   if (!evalSplit && cfg.eval.samples > 0) ({ train: trainRows, heldOut } = splitHeldOut(train.rows, cfg.eval.samples));
   const prompts = heldOutPrompts(heldOut, cfg.eval.samples);
   const stopIds = stopIdsOf(setup, train.eotIds);
-  chooseWasmThreads(cfg);
-  await initEngine();
+  const wasmThreads = chooseWasmThreads(cfg);
+  await initEngine(wasmThreads !== undefined ? { wasmThreads } : {});
   const { model, pretrained } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
   if (model.config.vocabSize < setup.vocabSize) resizeTokenEmbeddings(model, setup.vocabSize);
   const measureStopRate = engineStopRate(model, prompts, { stopIds, turnHeaders: await turnHeadersOf(setup), maxNewTokens: cfg.eval.max_new_tokens });
-  // A pretrained start is measured first, so a run that unlearns stopping can say so.
-  const atStart = pretrained && prompts.length > 0 ? await measureStopRate() : null;
+  let atStart: StopRateSummary | null = null;
+  try {
+    checkSlidingWindow(model.config, [...trainRows, ...heldOut].reduce((n, r) => Math.max(n, r.inputIds.length), 0), 'training rows');
+    // A pretrained start is measured first, so a run that unlearns stopping can say so.
+    if (pretrained && prompts.length > 0) atStart = await measureStopRate();
+  } catch (e) {
+    disposeModel(model);
+    throw e;
+  }
   const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
   let totalShown = false;
   // The latest stop rate stays on the progress line between evaluations.
