@@ -3,7 +3,7 @@
  * model (pretrained or from config, embeddings grown for added tokens) →
  * the engine's loop → a complete model folder. The CLI and the demo call it.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Row } from '../batch/types.js';
