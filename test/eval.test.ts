@@ -100,7 +100,7 @@ test('loss is the mean CE over supervised tokens as prepared; no tensors leak', 
       sum += one.sum;
       count += one.count;
     }
-    assert.ok(Math.abs(meanLoss(model, rows, setup, 5).loss - sum / count) < 1e-4);
+    assert.ok(Math.abs((await meanLoss(model, rows, setup, 5)).loss - sum / count) < 1e-4);
 
     await evaluateModel({ setup, data: heldout, model, maxNewTokens: 3, lossOnly: true }); // warm-up
     const before = tf.memory().numTensors;

@@ -31,21 +31,25 @@ function layerOf(file: string): string {
   return parts.length > 1 ? (parts[0] as string) : (parts[0] as string).replace(/\.ts$/, '');
 }
 
-interface Edge { from: string; to: string; fromLayer: string; toLayer: string }
+/** `static`: loaded with the importing module; `type`: erased at build time; `dynamic`: loaded on demand by import(). */
+interface Edge { from: string; to: string; fromLayer: string; toLayer: string; kind: 'static' | 'type' | 'dynamic' }
 
 function edges(): Edge[] {
   const out: Edge[] = [];
   for (const f of files(SRC)) {
     const text = readFileSync(f, 'utf8');
-    for (const m of text.matchAll(/(?:from|import)\s*\(?\s*'(\.{1,2}\/[^']+)'/g)) {
-      const target = resolve(dirname(f), (m[1] as string).replace(/\.js$/, '.ts'));
-      out.push({ from: relative(SRC, f), to: relative(SRC, target), fromLayer: layerOf(f), toLayer: layerOf(target) });
+    // An import/export statement up to its specifier, or a dynamic import().
+    for (const m of text.matchAll(/^(import|export)(\s+type)?\b[^;]*?from\s*'(\.{1,2}\/[^']+)'|import\(\s*'(\.{1,2}\/[^']+)'\s*\)/gms)) {
+      const spec = (m[3] ?? m[4]) as string;
+      const kind = m[4] !== undefined ? 'dynamic' : m[2] !== undefined ? 'type' : 'static';
+      const target = resolve(dirname(f), spec.replace(/\.js$/, '.ts'));
+      out.push({ from: relative(SRC, f), to: relative(SRC, target), fromLayer: layerOf(f), toLayer: layerOf(target), kind });
     }
   }
   return out;
 }
 
-const TF_FREE = new Set(['data', 'template', 'tokenize', 'labels', 'batch', 'prepare', 'doctor', 'inspect', 'hf', 'export', 'model', 'config', 'errors', 'util']);
+const TF_FREE = new Set(['data', 'template', 'tokenize', 'labels', 'batch', 'prepare', 'doctor', 'inspect', 'hf', 'export', 'eval', 'model', 'config', 'errors', 'util']);
 
 function violations(rule: (e: Edge) => boolean): string[] {
   return edges().filter(rule).map((e) => `${e.from} → ${e.to}`);
@@ -55,6 +59,7 @@ test('the import graph is read (the rules below see real edges)', () => {
   const all = edges();
   assert.ok(all.length > 200, `${all.length} edges`);
   assert.ok(all.some((e) => e.fromLayer === 'engine' && e.toLayer === 'hf'));
+  assert.ok(all.some((e) => e.kind === 'type') && all.some((e) => e.kind === 'dynamic'));
 });
 
 test('engine/ imports only batch/, errors, util/ and hf/', () => {
@@ -69,10 +74,11 @@ test('generate/ never imports the tokenizer or the template', () => {
   assert.deepEqual(violations((e) => e.fromLayer === 'generate' && ['tokenize', 'template'].includes(e.toLayer)), []);
 });
 
-test('TF-free stages never import the engine, train/ or the engine generator', () => {
+test('TF-free stages (eval/ and export/ included) never load the engine, train/ or the engine generator with themselves', () => {
+  // Type imports are erased; eval/ loads the engine by import() only when given an engine model.
   assert.deepEqual(
     violations(
-      (e) => TF_FREE.has(e.fromLayer) && ((e.toLayer === 'engine' && e.to !== join('engine', 'safetensors.ts')) || e.toLayer === 'train' || e.to === join('generate', 'engine.ts') || e.to === join('generate', 'index.ts')),
+      (e) => TF_FREE.has(e.fromLayer) && e.kind === 'static' && ((e.toLayer === 'engine' && e.to !== join('engine', 'safetensors.ts')) || e.toLayer === 'train' || e.to === join('generate', 'engine.ts') || e.to === join('generate', 'index.ts')),
     ),
     [],
   );
