@@ -81,13 +81,13 @@ for (const g of GOLDEN) {
     const setup = setupTokenizer(loadModelFolder(buildFixture(g.name)));
     const [r] = await createEncoder(setup).encode([{ conversation: CONVERSATION, line: 1 }]);
     assert.ok(r?.ok, 'the conversation encodes');
-    assert.equal(r.text, g.text);
+    assert.equal(r.example.text, g.text);
     assert.deepEqual(r.example.inputIds, g.ids);
     const expectedLabels = g.ids.map((id, i) => (g.supervised.includes(i) ? id : -100));
     assert.deepEqual(r.example.labels, expectedLabels);
-    assert.deepEqual(r.turns.map((t) => t.eot), g.eot);
+    assert.deepEqual(r.example.turns.map((t) => t.eot), g.eot);
     const eotId = setup.tokenizer.tokenToId(g.eotToken);
-    for (const t of r.turns) assert.equal(t.eotId, eotId, `turn ${t.messageIndex} closes with ${g.eotToken}`);
+    for (const t of r.example.turns) assert.equal(t.eotId, eotId, `turn ${t.messageIndex} closes with ${g.eotToken}`);
     // Each supervised range decodes to the content followed by the EOT.
     const ranges = [g.supervised.filter((i) => i <= (g.eot[0] as number)), g.supervised.filter((i) => i > (g.eot[0] as number))];
     const decoded = await Promise.all(ranges.map((r2) => setup.tokenizer.decode(r2.map((i) => g.ids[i] as number), false)));

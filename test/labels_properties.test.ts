@@ -74,10 +74,10 @@ for (const name of ALL_FIXTURES) {
         kept.push(res);
         const { inputIds: ids, labels } = res.example;
         const assistants = conv.messages.map((m, j) => [m, j] as const).filter(([m]) => m.role === 'assistant');
-        assert.equal(res.turns.length, assistants.length);
+        assert.equal(res.example.turns.length, assistants.length);
         const lastIndex = assistants[assistants.length - 1]?.[1];
         const inTurn = new Set<number>();
-        for (const turn of res.turns) {
+        for (const turn of res.example.turns) {
           const msg = conv.messages[turn.messageIndex] as Message;
           const expectTrained = msg.train ?? (trainOn === 'assistant' || turn.messageIndex === lastIndex);
           assert.equal(turn.trained, expectTrained, `line ${i + 1} message ${turn.messageIndex} trained flag`);
@@ -91,7 +91,7 @@ for (const name of ALL_FIXTURES) {
           for (let k = turn.start; k <= turn.eot; k++) inTurn.add(k);
           // 4. Supervised ids of the turn decode to its rendered content + EOT.
           const text = await decodeRange(setup.tokenizer, ids, turn.start, turn.eot + 1);
-          assert.equal(text, rendered(name, msg.content) + eotToken, `line ${i + 1} message ${turn.messageIndex}`);
+          assert.equal(text, rendered(name, msg.content ?? "") + eotToken, `line ${i + 1} message ${turn.messageIndex}`);
         }
         // 2. Nothing outside a trained turn's content + EOT is supervised.
         labels.forEach((l, k) => {

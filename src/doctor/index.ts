@@ -84,7 +84,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   findings.push(
     ...checkPad(ctx, counts),
     ...checkPaddingSide(ctx),
-    ...(await checkBos(ctx, probe.text)),
+    ...(await checkBos(ctx, probe.probe.text)),
     ...checkStopIds(ctx),
     ...checkNewTokens(ctx),
     ...data.findings,

@@ -101,7 +101,7 @@ export async function evaluateGguf(o: GgufEvalOptions): Promise<{ report: GgufEv
     }
     const conv: Conversation = { ...parsed.conversation, messages: msgs.slice(0, -1) };
     try {
-      prompts.push({ line: parsed.line, text: renderChat(chat.template, conv, { vars: chat.vars, addGenerationPrompt: true }), reference: last.content });
+      prompts.push({ line: parsed.line, text: renderChat(chat.template, conv, { vars: chat.vars, addGenerationPrompt: true }), reference: last.content ?? '' });
     } catch {
       skipped++;
       continue;

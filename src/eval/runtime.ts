@@ -8,9 +8,9 @@
  *   // generate(model, [ids], { stopIds: rt.stopIds, ... })
  */
 import { ChatsftError } from '../errors.js';
-import type { Conversation, Message } from '../data/conversations.js';
-import { createEncoder } from '../labels/encode.js';
+import type { Message } from '../data/conversations.js';
 import { generationEosIds, type ModelFolder } from '../model/folder.js';
+import { probeTemplate } from '../template/probe.js';
 import { renderChat } from '../template/render.js';
 import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
 import { stopIdsFor } from '../generate/index.js';
@@ -39,19 +39,9 @@ export function setupForInference(folder: ModelFolder, template: string): Tokeni
   return setupTokenizer(folder, { template, pad });
 }
 
-/** A short conversation used to find the template's EOT and turn header. */
-const PROBE: Conversation = {
-  messages: [
-    { role: 'user', content: 'Hi' },
-    { role: 'assistant', content: 'Hello' },
-  ],
-};
-
-/** Ids the template closes assistant turns with (empty when the template closes them with no token). */
+/** Ids the template closes generations with (empty when the template closes turns with no token). See template/probe.ts. */
 export async function templateEotIds(setup: TokenizerSetup): Promise<number[]> {
-  const [r] = await createEncoder(setup, { trainOn: 'assistant' }).encode([{ conversation: PROBE, line: 0 }]);
-  if (!r || !r.ok) return [];
-  return [...new Set(r.turns.map((t) => t.eotId))];
+  return (await probeTemplate(setup)).stopIds;
 }
 
 /** Token ids of `text` as a runtime sees it: no special tokens added, BOS prepended when the tokenizer adds one. */
@@ -69,7 +59,8 @@ export async function promptIds(setup: TokenizerSetup, messages: readonly Messag
 }
 
 export async function chatRuntime(setup: TokenizerSetup): Promise<ChatRuntime> {
-  const templateEot = await templateEotIds(setup);
+  const probe = await probeTemplate(setup);
+  const templateEot = probe.stopIds;
   const generationConfigEos = generationEosIds(setup.folder);
   const tokenizerEos = setup.eosId ?? null;
   const stopIds = stopIdsFor({ eotIds: templateEot, generationConfigEos, tokenizerEos });
@@ -80,15 +71,11 @@ export async function chatRuntime(setup: TokenizerSetup): Promise<ChatRuntime> {
       setup.folder.dir,
     );
   }
-  // The special tokens of the generation prompt that are not stop ids or BOS
-  // are what opens a turn: <|im_start|> (ChatML), <|start_header_id|> (Llama 3),
-  // <start_of_turn> (Gemma).
-  const gen = await promptIds(setup, [{ role: 'user', content: 'Hi' }]);
+  // Turn headers come from the probe; a stop id is never a header.
   const stops = new Set(stopIds);
-  const headers = [...new Set(gen.filter((id) => setup.specialIds.has(id) && !stops.has(id) && id !== setup.bosId))];
   return {
     stopIds,
     stopSources: { templateEot, generationConfigEos, tokenizerEos },
-    turnHeaders: headers.map((id) => [id]),
+    turnHeaders: probe.turnHeaders.filter((h) => !h.some((id) => stops.has(id))),
   };
 }
