@@ -12,7 +12,7 @@ import { buildFixture, cleanupTemp, tempRoot, CHATML } from './helpers/fixtures.
 import { loadModelFolder } from '../src/model/folder.js';
 import { setupTokenizer } from '../src/tokenize/setup.js';
 import { createEncoder, type EncodeOptions, type EncodedExample } from '../src/labels/encode.js';
-import { isChatsftError } from '../src/errors.js';
+import { probeTemplate } from '../src/template/probe.js';
 import type { Conversation } from '../src/data/conversations.js';
 
 after(cleanupTemp);
@@ -51,19 +51,24 @@ test('{% generation %} blocks give the spans (transformers return_assistant_toke
   assert.equal(await tagged.setup.tokenizer.decode(supervised(tagged.r), false), 'Blue.<|im_end|>Green, of course.<|im_end|>');
 });
 
-test('a template that does not close assistant turns with a token fails with TEMPLATE_NO_EOT', async () => {
+test('a template that does not close assistant turns with a token: the line is dropped (eot_not_found) and the probe says TEMPLATE_NO_EOT', async () => {
   const dir = buildFixture('qwen3', { config: { chat_template: '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}' } });
-  await assert.rejects(encodeOne(dir, CONV), (e) => isChatsftError(e) && e.code === 'TEMPLATE_SPAN' && /TEMPLATE_NO_EOT/.test(e.message));
+  const { setup, r } = await encodeOne(dir, CONV);
+  assert.ok(!r.ok && r.reason === 'eot_not_found', JSON.stringify(r));
+  const probe = await probeTemplate(setup);
+  assert.equal(probe.problem?.code, 'TEMPLATE_NO_EOT');
+  assert.deepEqual(probe.stopIds, []);
 });
 
 test('ChatML text on a vocabulary without <|im_end|> fails with EOT_NOT_SINGLE_TOKEN', async () => {
   const file = join(tempRoot(), 'chatml.jinja');
   writeFileSync(file, CHATML);
   const dir = buildFixture('mistral');
-  await assert.rejects(
-    encodeOne(dir, CONV, { template: file }),
-    (e) => isChatsftError(e) && /EOT_NOT_SINGLE_TOKEN/.test(e.message) && /<\|im_end\|>/.test(e.message),
-  );
+  const { setup, r } = await encodeOne(dir, CONV, { template: file });
+  assert.ok(!r.ok && r.reason === 'eot_not_found');
+  const probe = await probeTemplate(setup);
+  assert.equal(probe.problem?.code, 'EOT_NOT_SINGLE_TOKEN');
+  assert.equal(probe.problem?.closing, '<|im_end|>');
 });
 
 test('the built-in ChatML template adds <|im_end|> = 32000 and <|im_start|> = 32001 to Mistral, as OpenHermes did', async () => {
@@ -90,13 +95,11 @@ test("Llama 2's template closes turns with ' </s>': the whitespace and </s> are 
   for (const t of r.example.turns) assert.equal(r.example.labels[t.eot], 2);
 });
 
-test('a template that drops earlier assistant turns cannot be spanned and says so', async () => {
+test('a template that drops earlier assistant turns cannot be spanned: the line is dropped with span_not_found', async () => {
   const lastOnly =
     "{% for m in messages %}{% if m.role != 'assistant' or loop.last %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endif %}{% endfor %}";
-  await assert.rejects(
-    encodeOne(buildFixture('qwen3', { config: { chat_template: lastOnly } }), CONV),
-    (e) => isChatsftError(e) && e.code === 'TEMPLATE_SPAN' && /cannot locate assistant content/.test(e.message),
-  );
+  const { r } = await encodeOne(buildFixture('qwen3', { config: { chat_template: lastOnly } }), CONV);
+  assert.ok(!r.ok && r.reason === 'span_not_found' && /cannot locate assistant message 1/.test(r.detail), JSON.stringify(r));
 });
 
 test('over-length: drop counts the example, truncate_turns keeps whole turns with their EOT', async () => {

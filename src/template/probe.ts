@@ -137,18 +137,18 @@ function problemOf(setup: TokenizerSetup, r: EncodeResult | undefined): ProbePro
   if (!r) return { code: 'TEMPLATE_BROKEN', message: 'no probe result' };
   if (r.ok) return { code: 'TEMPLATE_BROKEN', message: 'the probe turn has no labels' };
   if (r.reason !== 'eot_not_found') return { code: 'TEMPLATE_BROKEN', message: `${r.reason}: ${r.detail}` };
-  // What the template prints after the assistant content.
+  // What the template prints after the content of an earlier assistant turn.
   let after = '';
   try {
-    const { text, spans } = renderWithSpans(setup.template, BASIC, setup.vars);
-    const span = spans[spans.length - 1];
-    const content = BASIC.messages[1]?.content as string;
+    const { text, spans } = renderWithSpans(setup.template, MULTI, setup.vars);
+    const span = spans[0];
+    const content = MULTI.messages[1]?.content as string;
     if (span) {
-      const at = text.indexOf(content, span.start);
-      after = text.slice(at >= 0 ? at + content.length : span.end, (at >= 0 ? at + content.length : span.end) + 40);
+      const from = text.indexOf(content, span.start) >= 0 ? text.indexOf(content, span.start) + content.length : span.end;
+      after = text.slice(from, from + 40);
     }
   } catch {
-    // the detail below still says what happened
+    // the problem below still says what happened
   }
   const m = TOKEN_LIKE.exec(after);
   if (m) {

@@ -265,7 +265,18 @@ function fillBySentinels(
   promptBefore: (i: number) => string | undefined,
 ): void {
   const todo = located.filter((l) => !l.span);
+  // An empty turn (no content, no tool calls, no reasoning) renders nothing
+  // but its closing: it starts where its prompt ends.
+  for (const l of todo) {
+    const m = conv.messages[l.msg] as Message;
+    const empty = (m.content === null || m.content === undefined || m.content === '') && !hasToolCalls(m) && reasoningOf(m) === undefined;
+    const prompt = promptBefore(l.msg);
+    if (empty && prompt !== undefined && text.startsWith(prompt)) {
+      l.span = { messageIndex: l.msg, messageIndices: [l.msg], start: prompt.length, end: prompt.length, closed: false, method: 'sentinel', toolCalls: false };
+    }
+  }
   const wrapped = todo
+    .filter((l) => !l.span)
     .map((l) => l.msg)
     .filter((i) => {
       const c = (conv.messages[i] as Message).content;
