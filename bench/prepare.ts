@@ -92,7 +92,7 @@ async function measure(fixture: FixtureName, file: string, conversations: Conver
   const rawSeconds = (performance.now() - t0) / 1000;
   const rawRate = tokens / rawSeconds;
   console.log(`encodeBatch:  ${tokens} tokens in ${rawSeconds.toFixed(2)} s = ${Math.round(rawRate)} tokens/s`);
-  console.log(`ratio prepare / encodeBatch = ${(prepRate / rawRate).toFixed(3)}  (${fixture}, template ${setup.template.contentTransparent ? 'rendered once' : 'rendered twice: verification'})`);
+  console.log(`ratio prepare / encodeBatch = ${(prepRate / rawRate).toFixed(3)}  (${fixture}, template ${setup.template.nativeChatml ? 'native ChatML, spans while rendering' : 'prefix renders per assistant turn'})`);
 }
 
 await main();

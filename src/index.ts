@@ -26,11 +26,13 @@ export { parseLine, readConversations, type Conversation, type Message, type Rol
 export { compileTemplate, renderChat, CHATML_TEMPLATE, type ChatTemplate } from './template/render.js';
 export { renderWithSpans, type AssistantSpan, type RenderedChat } from './template/spans.js';
 export { setupTokenizer, type TokenizerSetup, type SetupOptions, type TrainOn, type PadChoice } from './tokenize/setup.js';
-export { buildLabels, checkInvariants, type Labelled, type Turn } from './labels/build.js';
+export { buildLabels, checkInvariants } from './labels/build.js';
+export { IGNORE_INDEX, TEMPLATE_REASONS, type DropReason, type LabelledExample, type Turn } from './labels/types.js';
+export { probeTemplate, type TemplateProbe, type TurnClosing, type ClosingKind } from './template/probe.js';
 export { createEncoder, type Encoder, type EncodeOptions, type EncodeResult, type EncodedExample, type Truncation } from './labels/encode.js';
 
 // Batches (SPEC §4) and prepared shards (SPEC §5)
-export { IGNORE_INDEX, type Batch, type Example, type Row } from './batch/types.js';
+export { type Batch, type Example, type Row } from './batch/types.js';
 export { collate, countTargets, hfLmCollatorLabels, type CollateOptions } from './batch/collate.js';
 export { packExamples } from './batch/pack.js';
 export { prepareRows, prepareToDir, processFile, type Manifest, type SplitStats } from './prepare/prepare.js';

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { summarizeGenerations, outcomeOfSequence, stopRateDropWarning } from '../src/eval/stop_rate.js';
 import { heldOutPrompts, promptOfRow, splitHeldOut } from '../src/eval/heldout.js';
-import { turnHeaderText, turnHeaderIds } from '../src/eval/turn_header.js';
+import { turnHeaderText, turnHeaderIds } from '../src/template/turn_header.js';
 import { compileTemplate, CHATML_TEMPLATE } from '../src/template/render.js';
 import { lossCurveSvg, stepTicks, type MetricsLine } from '../src/train/metrics.js';
 import type { Row } from '../src/batch/types.js';

@@ -84,7 +84,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   const data = await scanData(ctx, sim, file);
   const counts = sim.results();
 
-  const facts: DoctorFacts = { ...ctx, probeText: probe.text, counts, sample: data.sample };
+  const facts: DoctorFacts = { ...ctx, probeText: probe.probe.text, counts, sample: data.sample };
   findings.push(...data.findings);
   for (const check of CHECKS) findings.push(...(await check(facts)));
   findings.sort((a, b) => ORDER[a.severity] - ORDER[b.severity]);

@@ -30,6 +30,10 @@ export type FindingCode =
   | 'NEW_TOKENS_UNTRAINED'
   // Not in SPEC §7's table: a template chatsft cannot render or locate spans in.
   | 'TEMPLATE_BROKEN'
+  // The inference prompt does not tokenize as a prefix of the training row (train/inference mismatch).
+  | 'PROMPT_NOT_PREFIX'
+  // The template drops reasoning of earlier assistant turns (info).
+  | 'REASONING_DROPPED'
   // Info findings.
   | 'EOT_FOUND'
   | 'STOP_IDS'
@@ -58,8 +62,11 @@ export function masksByPadId(c: CollatorName): boolean {
 
 /** The EOT the template closes assistant turns with, as discovered on a probe conversation. */
 export interface EotInfo {
+  /** Every id that closes a supervised turn. */
   ids: number[];
   tokens: string[];
+  /** The ids a runtime must stop on (harmony: `<|return|>`/`<|call|>`, not `<|end|>`). */
+  stopIds: number[];
 }
 
 export interface DoctorContext {

@@ -13,7 +13,7 @@ import { ChatsftError } from '../errors.js';
 import { readConversations, type Conversation } from '../data/conversations.js';
 import { compileTemplate, renderChat, type ChatTemplate, type TemplateVars } from '../template/render.js';
 import { openLlamaCpp, type LlamaCppRunner } from '../export/llamacpp.js';
-import { turnHeaderIds, turnHeaderText } from './turn_header.js';
+import { turnHeaderIds, turnHeaderText } from '../template/turn_header.js';
 import { classifyEnding, stopRateMetrics, type Ending, type StopRateMetrics } from './metrics.js';
 
 export interface GgufEvalOptions {
@@ -98,7 +98,7 @@ export async function evaluateGguf(o: GgufEvalOptions): Promise<{ report: GgufEv
     }
     const conv: Conversation = { ...parsed.conversation, messages: msgs.slice(0, -1) };
     try {
-      prompts.push({ line: parsed.line, text: renderChat(chat.template, conv, { vars: chat.vars, addGenerationPrompt: true }), reference: last.content });
+      prompts.push({ line: parsed.line, text: renderChat(chat.template, conv, { vars: chat.vars, addGenerationPrompt: true }), reference: last.content ?? '' });
     } catch {
       skipped++;
       continue;

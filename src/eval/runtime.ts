@@ -10,11 +10,12 @@
 import { ChatsftError } from '../errors.js';
 import type { Message } from '../data/conversations.js';
 import { generationEosIds, type ModelFolder } from '../model/folder.js';
+import { probeTemplate } from '../template/probe.js';
 import { renderChat } from '../template/render.js';
 import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
 import { stopIdsOf } from '../model/save.js';
 import { templateEotIds } from '../model/eot.js';
-import { turnHeaderIds, turnHeaderText } from './turn_header.js';
+import { turnHeaderIds, turnHeaderText } from '../template/turn_header.js';
 
 export interface ChatRuntime {
   /** Union of the three sources below, sorted. */
@@ -54,14 +55,15 @@ export async function promptIds(setup: TokenizerSetup, messages: readonly Messag
   return encodeText(setup, text);
 }
 
-/** The turn headers (eval/turn_header.ts) of the setup's template, in its tokenizer's ids. */
+/** The turn headers (template/turn_header.ts) of the setup's template, in its tokenizer's ids. */
 export async function turnHeadersOf(setup: TokenizerSetup): Promise<number[][]> {
   const text = turnHeaderText(setup.template, setup.vars);
   return turnHeaderIds(text === null ? [] : (await setup.tokenizer.encode(text, null, { addSpecialTokens: false })).getIds());
 }
 
 export async function chatRuntime(setup: TokenizerSetup): Promise<ChatRuntime> {
-  const templateEot = await templateEotIds(setup);
+  const probe = await probeTemplate(setup);
+  const templateEot = await templateEotIds(setup, probe);
   const generationConfigEos = generationEosIds(setup.folder);
   const tokenizerEos = setup.eosId ?? null;
   const stopIds = stopIdsOf(setup, templateEot);
@@ -72,9 +74,11 @@ export async function chatRuntime(setup: TokenizerSetup): Promise<ChatRuntime> {
       setup.folder.dir,
     );
   }
+  // Turn headers come from the probe (template/turn_header.ts's definition); a stop id is never a header.
+  const stops = new Set(stopIds);
   return {
     stopIds,
     stopSources: { templateEot, generationConfigEos, tokenizerEos },
-    turnHeaders: await turnHeadersOf(setup),
+    turnHeaders: probe.turnHeaders.filter((h) => !h.some((id) => stops.has(id))),
   };
 }

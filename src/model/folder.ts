@@ -128,7 +128,13 @@ export function loadModelFolder(dir: string): ModelFolder {
     throw new ChatsftError('FILE_CORRUPT', `padding_side: expected "left" or "right", got ${JSON.stringify(side)}`, cfgPath);
   }
   const addBosToken = addsBos(tokenizerConfig, tokJson, bosToken);
-  const { chatTemplate, chatTemplates } = parseTemplates(tokenizerConfig['chat_template'], cfgPath);
+  const parsed = parseTemplates(tokenizerConfig['chat_template'], cfgPath);
+  // chat_template.jinja (what transformers >= 4.43 saves, and chatsft's export writes) wins over
+  // tokenizer_config.json's chat_template, as in transformers.
+  const jinjaPath = join(dir, 'chat_template.jinja');
+  const fromFile = existsSync(jinjaPath) ? readFileSync(jinjaPath, 'utf8') : undefined;
+  const chatTemplate = fromFile ?? parsed.chatTemplate;
+  const chatTemplates = fromFile !== undefined ? { ...parsed.chatTemplates, default: fromFile } : parsed.chatTemplates;
 
   const addedTokens = new Map<number, AddedTokenInfo>();
   for (const t of (tokJson['added_tokens'] as Array<{ id: number; content: string; special: boolean }> | undefined) ?? []) {

@@ -1,15 +1,29 @@
 /**
- * Where each assistant turn's content lies in the rendered text, for any
- * template, verified per example.
+ * Where each assistant turn lies in the rendered text, for any template,
+ * located without changing what the template sees, and verified per example.
  *
- * - Templates with `{% generation %}` blocks: the blocks are the spans.
- * - Otherwise each assistant content is wrapped in private-use sentinels
- *   before rendering. The render with sentinels stripped must equal the
- *   plain render, which proves the sentinels mark exactly the characters the
- *   template printed for that content. Templates that trim content (Llama 3,
- *   Gemma) fail that check when content has outer whitespace, so a second
- *   attempt puts the sentinels inside the whitespace.
- * Anything else fails with TEMPLATE_SPAN: no guessing.
+ * A turn is everything the template renders for an assistant message after
+ * the generation prompt: reasoning, content, tool-call text and the closing
+ * token(s). Methods, in order:
+ *
+ * 1. `{% generation %}` blocks (templates that have them): the blocks are the
+ *    spans, as transformers' `return_assistant_tokens_mask` defines them.
+ * 2. Prefix renders: with P = render(messages[:i], add_generation_prompt)
+ *    and F = render(messages[:j+1]) (j = i, or the last of a run of
+ *    consecutive assistant messages the template may merge), the turn is
+ *    F minus P — provided P is a prefix of F and F a prefix of the full
+ *    render, which is checked. This is what an inference runtime sees: the
+ *    prompt P, then what the model must generate.
+ * 3. Content sentinels, for turns where (2) fails (templates that drop the
+ *    reasoning of earlier turns, gpt-oss' `<|end|>` vs `<|return|>`,
+ *    Mistral's system prompt in the last user turn): non-empty string
+ *    content is wrapped in private-use characters; the render minus them
+ *    must equal the plain render. The turn then starts at P when P is a
+ *    prefix of the full render (else at the content) and ends at the
+ *    content's end; the label builder adds the closing token(s) after it.
+ *    Null or empty content is never wrapped, so templates' `if content`
+ *    branches see what the data says.
+ * A turn no method locates makes the example fail with `span_not_found`.
  */
 import { ChatsftError } from '../errors.js';
 import type { Conversation, Message } from '../data/conversations.js';
@@ -20,35 +34,61 @@ import {
   GEN_OPEN,
   SENTINEL_RE,
   renderWith,
+  templateFor,
   type ChatTemplate,
   type TemplateVars,
 } from './render.js';
 
-/** One assistant message's span in the rendered text (UTF-16 indices). */
+export type SpanMethod = 'native' | 'generation' | 'prefix' | 'sentinel';
+
+/** One assistant turn in the rendered text (UTF-16 indices). */
 export interface AssistantSpan {
-  /** Index of the message in conversation.messages. */
+  /** Index of the (first) message of the turn in conversation.messages. */
   messageIndex: number;
+  /** All messages of the turn: more than one when consecutive assistant messages form one turn. */
+  messageIndices: number[];
+  /** First character the model generates for this turn (after the generation prompt). */
   start: number;
+  /**
+   * End of what the template renders for the turn (exclusive). When
+   * `closed` is false the span ends with the content and the closing
+   * token(s) that follow still belong to the turn.
+   */
   end: number;
-  /** True when the span came from a generation block (it may hold the EOT). */
-  generation: boolean;
+  closed: boolean;
+  method: SpanMethod;
+  /** `{% generation %}` blocks of this turn, [start, end) each; supervised as transformers' assistant mask. */
+  blocks?: Array<[number, number]>;
+  /** Where the message's reasoning text was found in the turn, if it has any. */
+  reasoning?: [number, number];
+  /** The message has reasoning that the template did not render (earlier turns of Qwen3, DeepSeek-R1, …). */
+  reasoningDropped?: boolean;
+  /** The message carries tool calls. */
+  toolCalls: boolean;
 }
 
 export interface RenderedChat {
   text: string;
   spans: AssistantSpan[];
+  /** The generation prompt text (what add_generation_prompt appends), when known: its special tokens open turns. */
+  generationPrompt: string | undefined;
 }
 
-
-function assistantIndices(conv: Conversation): number[] {
-  const out: number[] = [];
-  conv.messages.forEach((m, i) => {
-    if (m.role === 'assistant') out.push(i);
-  });
-  return out;
+/** Why spans could not be established for one example. */
+export class SpanError extends ChatsftError {
+  constructor(message: string, where?: string) {
+    super('TEMPLATE_SPAN', message, where);
+  }
 }
 
-/** Strip sentinels, recording where each open/close sentinel stood in the stripped text. */
+export function templateWhere(template: ChatTemplate): string {
+  return template.origin === 'file' ? (template.path ?? 'template') : `${template.origin} chat template`;
+}
+
+export function templateProblem(template: ChatTemplate, message: string): ChatsftError {
+  return new SpanError(message, templateWhere(template));
+}
+
 function strip(marked: string, open: string, close: string): { text: string; opens: number[]; closes: number[]; order: string } {
   let text = '';
   const opens: number[] = [];
@@ -74,83 +114,266 @@ function pairs(opens: number[], closes: number[], order: string): Array<[number,
   return opens.map((o, i) => [o, closes[i] as number]);
 }
 
-function withContent(conv: Conversation, wrap: (m: Message) => string): Conversation {
-  return { ...conv, messages: conv.messages.map((m) => (m.role === 'assistant' ? { ...m, content: wrap(m) } : m)) };
+/** Text fields of a message that the template may print. */
+export function messageStrings(m: Message): string[] {
+  const out: string[] = [];
+  if (typeof m.content === 'string') out.push(m.content);
+  if (typeof m['reasoning_content'] === 'string') out.push(m['reasoning_content'] as string);
+  return out;
 }
 
-function wrapOuter(m: Message): string {
-  return CONTENT_OPEN + m.content + CONTENT_CLOSE;
+/** The reasoning text of a message: `reasoning_content`, or the inside of a leading `<think>…</think>`. */
+export function reasoningOf(m: Message): string | undefined {
+  const r = m['reasoning_content'];
+  if (typeof r === 'string' && r.trim() !== '') return r.trim();
+  if (typeof m.content === 'string') {
+    const t = /^\s*<think>([\s\S]*?)<\/think>/.exec(m.content);
+    if (t && (t[1] as string).trim() !== '') return (t[1] as string).trim();
+  }
+  return undefined;
 }
 
-function wrapInner(m: Message): string {
-  const lead = /^\s*/.exec(m.content)?.[0] ?? '';
-  const core = m.content.trim();
-  const trail = m.content.slice(lead.length + core.length);
-  return lead + CONTENT_OPEN + core + CONTENT_CLOSE + trail;
-}
-
-export function templateProblem(template: ChatTemplate, message: string): ChatsftError {
-  const where = template.origin === 'file' ? (template.path ?? 'template') : `${template.origin} chat template`;
-  return new ChatsftError('TEMPLATE_SPAN', message, where);
+/** Runs of consecutive assistant messages, [first, last] inclusive. */
+function assistantRuns(conv: Conversation): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
+  conv.messages.forEach((m, i) => {
+    if (m.role !== 'assistant') return;
+    const last = runs[runs.length - 1];
+    if (last && last[1] === i - 1) last[1] = i;
+    else runs.push([i, i]);
+  });
+  return runs;
 }
 
 /**
- * Render a conversation (without generation prompt) and locate every
- * assistant message's content. Throws TEMPLATE_SPAN when the spans cannot
- * be established exactly.
+ * Render a conversation (no generation prompt) and locate every assistant
+ * turn. Throws TEMPLATE_ERROR when the template raises, DATA_INVALID for
+ * reserved characters, TEMPLATE_SPAN when a turn cannot be located.
  */
 export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars: TemplateVars): RenderedChat {
   for (const m of conv.messages) {
-    if (SENTINEL_RE.test(m.content)) {
-      throw new ChatsftError('DATA_INVALID', 'content holds a private-use character U+E000–U+E003 that chatsft reserves');
+    for (const s of messageStrings(m)) {
+      if (SENTINEL_RE.test(s)) {
+        throw new ChatsftError('DATA_INVALID', 'content holds a private-use character U+E000–U+E003 that chatsft reserves');
+      }
     }
   }
-  const assistants = assistantIndices(conv);
-  if (template.contentTransparent && !template.hasGenerationTags && assistants.length > 0) {
-    // Proven once for the template: the marked render minus sentinels is the plain render.
-    const s = strip(renderWith(template.plain, withContent(conv, wrapOuter), { vars }), CONTENT_OPEN, CONTENT_CLOSE);
-    const found = pairs(s.opens, s.closes, s.order);
-    if (found && found.length === assistants.length) {
-      return {
-        text: s.text,
-        spans: found.map(([start, end], k) => ({ messageIndex: assistants[k] as number, start, end, generation: false })),
-      };
-    }
-  }
-  const plain = renderWith(template.plain, conv, { vars });
+  const tpl = templateFor(template, conv);
+  const text = renderWith(tpl.plain, conv, { vars });
+  if (tpl.nativeChatml) return nativeChatmlSpans(conv, text);
+  const runs = assistantRuns(conv);
+  if (runs.length === 0) return { text, spans: [], generationPrompt: undefined };
 
-  if (template.hasGenerationTags) {
-    const s = strip(renderWith(template.marked, conv, { vars }), GEN_OPEN, GEN_CLOSE);
-    const found = pairs(s.opens, s.closes, s.order);
-    if (s.text !== plain || !found) {
-      throw templateProblem(template, 'the {% generation %} blocks do not render as balanced spans around the assistant output');
+  const render = (messages: Message[], agp: boolean): string | undefined => {
+    try {
+      return renderWith(tpl.plain, { ...conv, messages }, { vars, addGenerationPrompt: agp });
+    } catch {
+      return undefined; // some templates refuse a prefix (e.g. one that must end with a user turn)
     }
-    if (found.length !== assistants.length) {
+  };
+  const prompts = new Map<number, string | undefined>();
+  const promptBefore = (i: number): string | undefined => {
+    if (!prompts.has(i)) prompts.set(i, render(conv.messages.slice(0, i), true));
+    return prompts.get(i);
+  };
+  let generationPrompt: string | undefined;
+  const firstI = (runs[0] as [number, number])[0];
+  const p0 = promptBefore(firstI);
+  const b0 = p0 === undefined ? undefined : render(conv.messages.slice(0, firstI), false);
+  if (p0 !== undefined && b0 !== undefined && p0.startsWith(b0)) generationPrompt = p0.slice(b0.length);
+
+  if (tpl.hasGenerationTags) return { text, spans: generationSpans(tpl, conv, vars, text, runs), generationPrompt };
+
+  // One slot per turn: a located span, or the message still to locate.
+  const located: Array<{ msg: number; span?: AssistantSpan }> = [];
+  for (const [first, last] of runs) {
+    // Each message alone first; a run the template merges is one turn.
+    const single: AssistantSpan[] = [];
+    for (let i = first; i <= last; i++) {
+      const sp = prefixSpan(conv, i, i, promptBefore(i), render(conv.messages.slice(0, i + 1), false), text);
+      if (!sp) break;
+      single.push(sp);
+    }
+    if (single.length === last - first + 1) {
+      for (const sp of single) located.push({ msg: sp.messageIndex, span: sp });
+      continue;
+    }
+    const merged = first < last ? prefixSpan(conv, first, last, promptBefore(first), render(conv.messages.slice(0, last + 1), false), text) : undefined;
+    if (merged) {
+      located.push({ msg: first, span: merged });
+      continue;
+    }
+    for (let i = first; i <= last; i++) {
+      const sp = single[i - first];
+      located.push(sp ? { msg: i, span: sp } : { msg: i });
+    }
+  }
+  if (located.some((l) => !l.span)) fillBySentinels(tpl, conv, vars, text, located, promptBefore);
+  const spans: AssistantSpan[] = [];
+  for (const l of located) {
+    if (!l.span) {
       throw templateProblem(
         template,
-        `the template renders ${found.length} {% generation %} blocks for ${assistants.length} assistant messages`,
+        `cannot locate assistant message ${l.msg} in the rendered text (the prefix renders disagree with the full render, and its content is empty or not printed as given)`,
       );
     }
-    return {
-      text: plain,
-      spans: found.map(([start, end], k) => ({ messageIndex: assistants[k] as number, start, end, generation: true })),
-    };
+    spans.push(l.span);
   }
-
-  if (assistants.length === 0) return { text: plain, spans: [] };
-  for (const wrap of [wrapOuter, wrapInner]) {
-    const s = strip(renderWith(template.plain, withContent(conv, wrap), { vars }), CONTENT_OPEN, CONTENT_CLOSE);
-    const found = pairs(s.opens, s.closes, s.order);
-    if (s.text === plain && found && found.length === assistants.length) {
-      return {
-        text: plain,
-        spans: found.map(([start, end], k) => ({ messageIndex: assistants[k] as number, start, end, generation: false })),
-      };
+  for (let k = 1; k < spans.length; k++) {
+    if ((spans[k] as AssistantSpan).start < (spans[k - 1] as AssistantSpan).end) {
+      throw templateProblem(template, 'assistant turns located out of order or overlapping');
     }
   }
-  throw templateProblem(
-    template,
-    'cannot locate assistant content in the rendered text: the template changes or drops assistant content ' +
-      '(marked render differs from the plain render); add {% generation %} tags to the template or pass --template chatml',
-  );
+  for (const s of spans) annotateReasoning(conv, text, s);
+  return { text, spans, generationPrompt };
+}
+
+function prefixSpan(conv: Conversation, first: number, last: number, prompt: string | undefined, upTo: string | undefined, full: string): AssistantSpan | undefined {
+  if (prompt === undefined || upTo === undefined) return undefined;
+  if (!upTo.startsWith(prompt) || !full.startsWith(upTo) || upTo.length <= prompt.length) return undefined;
+  const indices = [];
+  for (let i = first; i <= last; i++) indices.push(i);
+  return {
+    messageIndex: first,
+    messageIndices: indices,
+    start: prompt.length,
+    end: upTo.length,
+    closed: true,
+    method: 'prefix',
+    toolCalls: indices.some((i) => hasToolCalls(conv.messages[i] as Message)),
+  };
+}
+
+function hasToolCalls(m: Message): boolean {
+  return Array.isArray(m.tool_calls) && m.tool_calls.length > 0;
+}
+
+/** The content sentinels, outside or (for templates that trim content) inside its outer whitespace. */
+function wrapContent(content: string, inner: boolean): string {
+  if (!inner) return CONTENT_OPEN + content + CONTENT_CLOSE;
+  const lead = /^\s*/.exec(content)?.[0] ?? '';
+  const core = content.trim();
+  return lead + CONTENT_OPEN + core + CONTENT_CLOSE + content.slice(lead.length + core.length);
+}
+
+function fillBySentinels(
+  tpl: ChatTemplate,
+  conv: Conversation,
+  vars: TemplateVars,
+  text: string,
+  located: Array<{ msg: number; span?: AssistantSpan }>,
+  promptBefore: (i: number) => string | undefined,
+): void {
+  const todo = located.filter((l) => !l.span);
+  // An empty turn (no content, no tool calls, no reasoning) renders nothing
+  // but its closing: it starts where its prompt ends.
+  for (const l of todo) {
+    const m = conv.messages[l.msg] as Message;
+    const empty = (m.content === null || m.content === undefined || m.content === '') && !hasToolCalls(m) && reasoningOf(m) === undefined;
+    const prompt = promptBefore(l.msg);
+    if (empty && prompt !== undefined && text.startsWith(prompt)) {
+      l.span = { messageIndex: l.msg, messageIndices: [l.msg], start: prompt.length, end: prompt.length, closed: false, method: 'sentinel', toolCalls: false };
+    }
+  }
+  const wrapped = todo
+    .filter((l) => !l.span)
+    .map((l) => l.msg)
+    .filter((i) => {
+      const c = (conv.messages[i] as Message).content;
+      return typeof c === 'string' && c.trim() !== '';
+    });
+  if (wrapped.length === 0) return; // null/empty content is never wrapped
+  for (const inner of [false, true]) {
+    const messages = conv.messages.map((m, i) => (wrapped.includes(i) ? { ...m, content: wrapContent(m.content as string, inner) } : m));
+    let marked: string;
+    try {
+      marked = renderWith(tpl.plain, { ...conv, messages }, { vars });
+    } catch {
+      continue;
+    }
+    const s = strip(marked, CONTENT_OPEN, CONTENT_CLOSE);
+    // Reasoning templates split content at `</think>`, which can cut the
+    // open sentinel off; the close sentinel still marks where content ends.
+    if (s.text !== text || s.closes.length !== wrapped.length) continue;
+    const opens = s.opens.length === wrapped.length ? s.opens : undefined;
+    wrapped.forEach((i, k) => {
+      const prompt = promptBefore(i);
+      const end = s.closes[k] as number;
+      const start = prompt !== undefined && text.startsWith(prompt) && prompt.length <= end ? prompt.length : opens?.[k];
+      const slot = located.find((l) => l.msg === i);
+      if (start === undefined || !slot) return;
+      slot.span = { messageIndex: i, messageIndices: [i], start, end, closed: false, method: 'sentinel', toolCalls: hasToolCalls(conv.messages[i] as Message) };
+    });
+    return;
+  }
+}
+
+function annotateReasoning(conv: Conversation, text: string, span: AssistantSpan): void {
+  const reasoning = span.messageIndices.map((i) => reasoningOf(conv.messages[i] as Message)).find((r) => r !== undefined);
+  if (reasoning === undefined) return;
+  const at = text.indexOf(reasoning, span.start);
+  if (at >= 0 && at + reasoning.length <= span.end) span.reasoning = [at, at + reasoning.length];
+  else span.reasoningDropped = true;
+}
+
+/**
+ * `{% generation %}` blocks, assigned to assistant turns in order. A
+ * template may print more blocks than turns (LFM2.5 wraps a trailing eos
+ * in its own block): a block that follows the last turn's block with no
+ * assistant message between belongs to that turn.
+ */
+function generationSpans(tpl: ChatTemplate, conv: Conversation, vars: TemplateVars, text: string, runs: Array<[number, number]>): AssistantSpan[] {
+  const s = strip(renderWith(tpl.marked, conv, { vars }), GEN_OPEN, GEN_CLOSE);
+  const found = pairs(s.opens, s.closes, s.order);
+  if (s.text !== text || !found) {
+    throw templateProblem(tpl, 'the {% generation %} blocks do not render as balanced spans around the assistant output');
+  }
+  const assistants = runs.flatMap(([a, b]) => Array.from({ length: b - a + 1 }, (_x, k) => a + k));
+  const nonEmpty = found.filter(([a, b]) => b > a);
+  if (nonEmpty.length < assistants.length) {
+    throw templateProblem(tpl, `the template renders ${nonEmpty.length} {% generation %} blocks for ${assistants.length} assistant messages`);
+  }
+  const spans: AssistantSpan[] = [];
+  let extra = nonEmpty.length - assistants.length;
+  let k = 0;
+  for (const [a, b] of nonEmpty) {
+    const prev = spans[spans.length - 1];
+    const onlyTokens = /^\s*(<\|[^|\s]+\|>|<\/?[A-Za-z_][^<>\s]*>)+\s*$/.test(text.slice(a, b));
+    if (prev && extra > 0 && (onlyTokens || k >= assistants.length)) {
+      prev.blocks?.push([a, b]);
+      prev.end = b;
+      extra--;
+      continue;
+    }
+    const i = assistants[k++];
+    if (i === undefined) throw templateProblem(tpl, 'more {% generation %} blocks than assistant messages');
+    spans.push({
+      messageIndex: i,
+      messageIndices: [i],
+      start: a,
+      end: b,
+      closed: true,
+      method: 'generation',
+      blocks: [[a, b]],
+      toolCalls: hasToolCalls(conv.messages[i] as Message),
+    });
+  }
+  for (const sp of spans) annotateReasoning(conv, text, sp);
+  return spans;
+}
+
+/** OpenHermes ChatML rendered natively: the turn is content + `<|im_end|>\n`, as the prefix renders give it (labels stop at `<|im_end|>`). */
+function nativeChatmlSpans(conv: Conversation, text: string): RenderedChat {
+  const spans: AssistantSpan[] = [];
+  let pos = 0;
+  conv.messages.forEach((m, i) => {
+    const head = '<|im_start|>' + m.role + '\n';
+    const start = pos + head.length;
+    const end = start + (m.content as string).length + '<|im_end|>\n'.length;
+    if (m.role === 'assistant') {
+      spans.push({ messageIndex: i, messageIndices: [i], start, end, closed: true, method: 'native', toolCalls: hasToolCalls(m) });
+    }
+    pos = end;
+  });
+  return { text, spans, generationPrompt: '<|im_start|>assistant\n' };
 }

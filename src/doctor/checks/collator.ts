@@ -12,15 +12,11 @@
  */
 import { collate, hfLmCollatorLabels } from '../../batch/collate.js';
 import { IGNORE_INDEX } from '../../batch/types.js';
-import type { Turn } from '../../labels/build.js';
+import type { LabelledExample } from '../../labels/types.js';
 import { firstFew, masksByPadId, tok, type CollatorName, type DoctorFacts, type Finding } from '../types.js';
 
-export interface SimExample {
-  line: number;
-  inputIds: number[];
-  labels: number[];
-  turns: Turn[];
-}
+/** What the simulation reads of a labelled example. */
+export type SimExample = Pick<LabelledExample, 'line' | 'inputIds' | 'labels' | 'turns'>;
 
 export interface CollatorCount {
   examples: number;

@@ -22,9 +22,10 @@ export function checkStopIds(ctx: DoctorFacts): Finding[] {
   const { setup, eot } = ctx;
   if (!eot) return []; // a template finding already explains why there is no EOT
   const runtime = runtimeStopIds(ctx);
-  const missing = eot.ids.filter((id) => !runtime.ids.includes(id));
+  // The ids generation must end on; an intermediate closer (harmony's <|end|>) is not one.
+  const missing = eot.stopIds.filter((id) => !runtime.ids.includes(id));
   const evidence = {
-    eot: eot.ids.map((id) => tok(setup, id)),
+    eot: eot.stopIds.map((id) => tok(setup, id)),
     stop_ids: runtime.ids.map((id) => tok(setup, id)),
     source: runtime.source,
   };
@@ -39,7 +40,7 @@ export function checkStopIds(ctx: DoctorFacts): Finding[] {
       },
     ];
   }
-  const union = [...new Set([...runtime.ids, ...eot.ids])];
+  const union = [...new Set([...runtime.ids, ...eot.stopIds])];
   return [
     {
       code: 'STOP_IDS_MISSING_EOT',

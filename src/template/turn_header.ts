@@ -12,7 +12,7 @@
  * user turn and one into another assistant turn both count.
  */
 import type { Conversation } from '../data/conversations.js';
-import { renderChat, type ChatTemplate, type TemplateVars } from '../template/render.js';
+import { renderChat, type ChatTemplate, type TemplateVars } from './render.js';
 
 const ONE_USER_TURN: Conversation = { messages: [{ role: 'user', content: 'x' }] };
 
