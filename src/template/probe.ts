@@ -140,7 +140,7 @@ function problemOf(setup: TokenizerSetup, r: EncodeResult | undefined): ProbePro
   // What the template prints after the content of an earlier assistant turn.
   let after = '';
   try {
-    const { text, spans } = renderWithSpans(setup.template, MULTI, setup.vars);
+    const { text, spans } = renderWithSpans(setup.template, MULTI, setup.vars, setup.specialStrings);
     const span = spans[0];
     const content = MULTI.messages[1]?.content as string;
     if (span) {
@@ -176,7 +176,7 @@ export async function probeTemplate(setup: TokenizerSetup): Promise<TemplateProb
   let text: string | undefined;
   let generationPrompt: string | undefined;
   try {
-    const rendered = renderWithSpans(setup.template, BASIC, setup.vars);
+    const rendered = renderWithSpans(setup.template, BASIC, setup.vars, setup.specialStrings);
     text = rendered.text;
     generationPrompt = rendered.generationPrompt;
   } catch {
