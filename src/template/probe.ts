@@ -100,8 +100,9 @@ const TOOL_CALL: Conversation = {
   messages: [
     { role: 'user', content: 'Weather in Paris?' },
     {
+      // '' rather than null: several real templates (Qwen3, gpt-oss) test `'x' in content`, which raises on None in Python too.
       role: 'assistant',
-      content: null,
+      content: '',
       tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: { city: 'Paris' } } }],
     },
   ],

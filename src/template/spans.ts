@@ -229,11 +229,17 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
       located.push(one ? { msg: i, span: one } : { msg: i });
     }
   }
+  const rendersNothing = (i: number): boolean => {
+    const before = render(conv.messages.slice(0, i), false);
+    return before !== undefined && before === upTo(i) && text.startsWith(before);
+  };
   if (located.some((l) => !l.span)) fillByTurnText(conv, text, located, promptBefore, upTo, sp);
   if (located.some((l) => !l.span)) fillFinalTurn(conv, text, located, generationPrompt, sp);
   if (located.some((l) => !l.span)) fillBySentinels(tpl, conv, vars, text, located, promptBefore, sp);
   const spans: AssistantSpan[] = [];
   for (const l of located) {
+    // A message the template prints nothing for (DeepSeek-R1 skips an assistant message with null content) has no turn.
+    if (!l.span && rendersNothing(l.msg)) continue;
     if (!l.span) {
       throw templateProblem(
         template,
