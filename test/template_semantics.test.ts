@@ -150,3 +150,20 @@ test('truncate_turns with train_on last trains the last kept assistant turn (its
   assert.ok(r2?.ok && r2.truncated);
   assert.deepEqual(r2.example.turns.map((t) => t.trained), [true]);
 });
+
+test('a token straddling header and reply is masked and counted; the probe reports the prompt is not a token prefix of the row', async () => {
+  // Byte-level BPE merges ":\n\n" into one token: the row has it, the inference prompt ends with ":\n".
+  const template =
+    "{% for m in messages %}{{ m.role + ':\\n\\n' + m.content + '<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant:\\n' }}{% endif %}";
+  const setup = setupTokenizer(loadModelFolder(buildFixture('qwen3', { config: { chat_template: template } })));
+  const conv: Conversation = { messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello' }] };
+  const [r] = await createEncoder(setup).encode([{ conversation: conv, line: 1 }]);
+  assert.ok(r?.ok, JSON.stringify(r));
+  const turn = r.example.turns[0]!;
+  assert.equal(turn.straddled, true);
+  const straddler = turn.start - 1;
+  assert.equal(r.example.labels[straddler], -100, 'the straddling token is masked');
+  assert.equal(await setup.tokenizer.decode(r.example.inputIds.slice(turn.start, turn.eot + 1), false), 'Hello<|im_end|>');
+  const probe = await probeTemplate(setup);
+  assert.ok(probe.promptIsPrefix && !probe.promptIsPrefix.ok, JSON.stringify(probe.promptIsPrefix));
+});

@@ -185,7 +185,8 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
       return undefined; // some templates refuse a prefix (e.g. one that must end with a user turn)
     }
   };
-  const upTos = new Map<number, string | undefined>();
+  // render(messages[:n]) is the full render: one render fewer per example.
+  const upTos = new Map<number, string | undefined>([[conv.messages.length - 1, text]]);
   /** render(messages[:i+1]) */
   const upTo = (i: number): string | undefined => {
     if (!upTos.has(i)) upTos.set(i, render(conv.messages.slice(0, i + 1), false));
