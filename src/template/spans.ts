@@ -318,6 +318,29 @@ function stripTrailer(f: string, p: string, sp: SpecialIndex): string {
   return f;
 }
 
+/**
+ * Where the turn starts when the prompt diverges from the render: the
+ * header-end backoff can land before the previous message's closing (Hermes
+ * renders a tool result's closing differently when it is last). When the
+ * prompt's last header (its shortest suffix that starts with a special
+ * token, e.g. `<|im_start|>assistant\n`) occurs after that point and before
+ * the message's content, the turn starts after it.
+ */
+function afterLastHeader(f: string, start: number, prompt: string, content: string, sp: SpecialIndex): number {
+  let q: string | undefined;
+  for (let k = prompt.length - 1; k >= 0; k--) {
+    if (startsWithSpecial(prompt, k, sp) !== undefined) {
+      q = prompt.slice(k);
+      break;
+    }
+  }
+  if (!q) return start;
+  const limit = content ? f.indexOf(content, start) : f.length;
+  const at = f.indexOf(q, start);
+  if (at < 0 || limit < 0 || at + q.length > limit) return start;
+  return at + q.length;
+}
+
 /** The answer text of a message every template shows (after any `</think>`), trimmed. */
 function visibleContent(m: Message): string {
   let c = typeof m.content === 'string' ? m.content : '';
@@ -354,6 +377,7 @@ function prefixSpan(
       const c = typeof m.content === 'string' ? pyTrim(m.content) : '';
       if (c && lost.includes(c)) return undefined;
     }
+    start = afterLastHeader(f, start, prompt, visibleContent(conv.messages[first] as Message), sp);
   }
   if (!full.startsWith(f) || f.length <= start) return undefined;
   const indices = [];
@@ -462,12 +486,13 @@ function fillBySentinels(
     const prompt = promptBefore(i);
     if (prompt === undefined) return undefined;
     if (text.startsWith(prompt)) return prompt.length <= limit ? prompt.length : undefined;
-    const start = headerEnd(text, commonPrefix(prompt, text), sp);
+    let start = headerEnd(text, commonPrefix(prompt, text), sp);
     const lost = prompt.slice(start);
     for (const m of conv.messages.slice(0, i)) {
       const c = typeof m.content === 'string' ? pyTrim(m.content) : '';
       if (c && lost.includes(c)) return undefined;
     }
+    start = afterLastHeader(text, start, prompt, visibleContent(conv.messages[i] as Message), sp);
     return start <= limit ? start : undefined;
   };
   // An empty turn (no content, no tool calls, no reasoning) renders nothing

@@ -212,6 +212,16 @@ def turn_span(p, f, full, specials, messages, i):
         if any(isinstance(m.get("content"), str) and m["content"].strip() and m["content"].strip() in lost for m in messages[:i]):
             return None
         rule = "gen_prompt_diverges"
+        # The backoff can land before the previous message's closing (Hermes renders a tool
+        # result's closing differently when it is last): when p's last header (its shortest
+        # suffix starting with a special token) occurs after it and before the content, the
+        # turn starts after that header.
+        q = next((p[k:] for k in range(len(p) - 1, -1, -1) if any(p.startswith(s, k) for s in specials)), None)
+        content = visible_content(messages[i])
+        limit = f.find(content, start) if content else len(f)
+        at = f.find(q, start) if q else -1
+        if at >= 0 and limit >= 0 and at + len(q) <= limit:
+            start = at + len(q)
     if not full.startswith(f):
         return None
     end = end_of_turn(full, start, len(f), specials)
