@@ -98,6 +98,8 @@ export function buildLabels(setup: TokenizerSetup, conv: Conversation, rendered:
     if (j >= n) return -1;
     const gap = sliceCodePoints(text, fromCp, tok.span(j)[0]);
     if (gap.length > MAX_GAP || !isWhitespace(gap) || openers.has(ids[j] as number)) return -1;
+    // Where other turns of this example show what closes a turn, only that does.
+    if (closers.size > 0 && !closers.has(ids[j] as number) && !endsTurn(j)) return -1;
     return j;
   };
   const where = (span: AssistantSpan): string => `message ${span.messageIndex}`;

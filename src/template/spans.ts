@@ -240,7 +240,7 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
   const spans: AssistantSpan[] = [];
   for (const l of located) {
     // A message the template prints nothing for (DeepSeek-R1 skips an assistant message with null content) has no turn.
-    if (!l.span && rendersNothing(l.msg)) continue;
+    if (!l.span && isEmptyMessage(conv.messages[l.msg] as Message) && rendersNothing(l.msg)) continue;
     if (!l.span) {
       throw templateProblem(
         template,
@@ -395,6 +395,11 @@ function prefixSpan(
   };
 }
 
+/** No content (null, absent or ''), no tool calls, no reasoning. */
+function isEmptyMessage(m: Message): boolean {
+  return (m.content === null || m.content === undefined || m.content === '') && !hasToolCalls(m) && reasoningOf(m) === undefined;
+}
+
 function hasToolCalls(m: Message): boolean {
   return Array.isArray(m.tool_calls) && m.tool_calls.length > 0;
 }
@@ -518,7 +523,8 @@ function fillBySentinels(
   // starts after its prompt and ends on the first closer after it.
   const dropped = (): void => {
     for (const l of todo) {
-      if (l.span) continue;
+      // Only a turn that calls a tool: the call is what the template prints for it.
+      if (l.span || !hasToolCalls(conv.messages[l.msg] as Message)) continue;
       const start = startOf(l.msg, text.length);
       if (start === undefined) continue;
       const toolCalls = hasToolCalls(conv.messages[l.msg] as Message);
