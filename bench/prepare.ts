@@ -6,8 +6,9 @@
  *   npm run build && node dist/bench/prepare.js [--mb 20] [--model mistral-chatml,qwen3]
  *
  * Both default setups are measured: OpenHermes-Mistral (ChatML, rendered
- * natively, one render per example) and Qwen3 (its own Jinja template,
- * which transforms content and so is rendered twice per example).
+ * natively with its spans, one render per example) and Qwen3 (its own Jinja
+ * template, which transforms content: spans from prefix renders, two
+ * renders per assistant turn plus the full one).
  */
 import { mkdtempSync, writeFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';

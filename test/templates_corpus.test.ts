@@ -283,7 +283,10 @@ async function checkRow(
     const regionEnd = w.end;
     const region: number[] = [];
     for (let i = 0; i < ids.length; i++) if (inside(i, regionStart, regionEnd)) region.push(i);
-    const run = region.filter((i) => supervised.has(i));
+    let run = region.filter((i) => supervised.has(i));
+    // A later turn whose start is unknown lies inside this region too: this turn is the region's first run.
+    const laterUnknown = unknown.some((u) => (u.messages[0] as number) > (w.messages[w.messages.length - 1] as number));
+    if (laterUnknown) run = run.filter((i, k) => run.slice(0, k + 1).every((x, j) => j === 0 || x === run[j - 1]! + 1));
     for (const i of run) allowed.add(i);
     const where = `weak turn messages[${w.messages.join(',')}]`;
     if (run.length === 0) {

@@ -29,7 +29,13 @@ function isTrained(conv: Conversation, messageIndex: number, trainOn: TrainOn, l
 
 const openerCache = new WeakMap<TokenizerSetup, Map<string, Set<number>>>();
 
-/** Special tokens of the generation prompt: they open a turn, so they never belong to a closing sequence. */
+/**
+ * The special token that opens the generation prompt (`<|im_start|>`,
+ * `<|start_header_id|>`, `<start_of_turn>`, harmony's `<|start|>`): the next
+ * turn's header, so never part of a closing sequence. Only the first one:
+ * later specials of the prompt (`<think>`, `<|end_header_id|>`) also occur
+ * inside turns.
+ */
 function openerIds(setup: TokenizerSetup, prompt: string | undefined): Set<number> {
   if (!prompt) return new Set();
   let bySetup = openerCache.get(setup);
@@ -37,8 +43,14 @@ function openerIds(setup: TokenizerSetup, prompt: string | undefined): Set<numbe
   let ids = bySetup.get(prompt);
   if (!ids) {
     ids = new Set();
-    for (const t of setup.folder.addedTokens) if (t.special && prompt.includes(t.content)) ids.add(t.id);
-    for (const t of setup.addedTokens) if (prompt.includes(t.content)) ids.add(t.id);
+    let best: { at: number; id: number } | undefined;
+    const consider = (content: string, id: number): void => {
+      const at = prompt.indexOf(content);
+      if (at >= 0 && (!best || at < best.at || (at === best.at && content.length > 0))) best = { at, id };
+    };
+    for (const t of setup.folder.addedTokens) if (t.special) consider(t.content, t.id);
+    for (const t of setup.addedTokens) consider(t.content, t.id);
+    if (best) ids.add(best.id);
     bySetup.set(prompt, ids);
   }
   return ids;
@@ -86,10 +98,42 @@ export function buildLabels(setup: TokenizerSetup, conv: Conversation, rendered:
     if (j >= n) return -1;
     const gap = sliceCodePoints(text, fromCp, tok.span(j)[0]);
     if (gap.length > MAX_GAP || !isWhitespace(gap) || openers.has(ids[j] as number)) return -1;
-    while (j + 1 < n && special(j + 1) && !openers.has(ids[j + 1] as number) && tok.span(j + 1)[0] === tok.span(j)[1]) j++;
+    // Where other turns of this example show what closes a turn, only that does.
+    if (closers.size > 0 && !closers.has(ids[j] as number) && !endsTurn(j)) return -1;
     return j;
   };
   const where = (span: AssistantSpan): string => `message ${span.messageIndex}`;
+  // Ids that close the turns located exactly (prefix renders): an open turn
+  // whose tool-call text follows its content ends on the first of these.
+  const closers = new Set<number>();
+  for (const span of spans) {
+    if (!span.closed) continue;
+    const e = cp(span.end);
+    let i = tokenBefore(e, 0);
+    while (i >= 0 && tok.span(i)[1] > cp(span.start) && !special(i)) i--;
+    while (i >= 0 && tok.span(i)[1] > cp(span.start) && special(i)) closers.add(ids[i--] as number);
+  }
+  /** Extend a closing sequence over adjacent tokens that close other turns (`<|END_RESPONSE|><|END_OF_TURN_TOKEN|>`). */
+  const extendClosing = (j: number): number => {
+    while (j + 1 < n && closers.has(ids[j + 1] as number) && tok.span(j + 1)[0] === tok.span(j)[1]) j++;
+    return j;
+  };
+  /** Token j is followed (after whitespace) by the next turn's header or the end of the text: it ends this turn. */
+  const endsTurn = (j: number): boolean => {
+    let k = j + 1;
+    while (k < n && !special(k) && isWhitespace(sliceCodePoints(text, tok.span(k)[0], tok.span(k)[1]))) k++;
+    return k >= n || openers.has(ids[k] as number);
+  };
+  /** From token k on, skipping tool-call text, to the first closer (never past the next turn's header); -1 if none. */
+  const scanToCloser = (k: number): number => {
+    for (let j = k; j < n; j++) {
+      const id = ids[j] as number;
+      if (!special(j)) continue;
+      if (openers.has(id)) return -1;
+      if (closers.size === 0 || closers.has(id) || endsTurn(j)) return extendClosing(j);
+    }
+    return -1;
+  };
 
   let t = 0; // token cursor; spans are in text order
   for (const span of spans) {
@@ -103,7 +147,12 @@ export function buildLabels(setup: TokenizerSetup, conv: Conversation, rendered:
       // transformers: tokens from char_to_token(start) to char_to_token(end - 1), per block.
       for (const [a, b] of span.blocks) {
         if (b <= a) continue;
-        const ta = tokenFrom(cp(a), t);
+        let ta = tokenFrom(cp(a), t);
+        if (ta < n && tok.span(ta)[0] < cp(a)) {
+          // A token holding header text and the block's first characters: masked, as below.
+          ta++;
+          straddled = true;
+        }
         const tb = tokenBefore(cp(b), ta);
         if (ta <= tb) ranges.push([ta, tb]);
       }
@@ -114,6 +163,7 @@ export function buildLabels(setup: TokenizerSetup, conv: Conversation, rendered:
       if (eot < 0) {
         // EOT right after the block.
         eot = closingRunFrom(lastRange[1] + 1, cp(span.end));
+        if (eot >= 0) eot = extendClosing(eot);
         if (eot >= 0) ranges.push([lastRange[1] + 1, eot]);
       }
     } else {
@@ -133,6 +183,8 @@ export function buildLabels(setup: TokenizerSetup, conv: Conversation, rendered:
         // Content ends at e; the closing token(s) follow.
         const k = tokenBefore(e, first) + 1;
         eot = closingRunFrom(k, e);
+        if (eot >= 0) eot = extendClosing(eot);
+        if (eot < 0 && span.toCloser) eot = scanToCloser(Math.max(k, first));
       }
       if (eot >= 0) ranges.push([Math.min(first, eot), eot]);
     }

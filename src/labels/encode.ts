@@ -118,7 +118,7 @@ function prepareOne(
     }
   }
   try {
-    return { line, conv, rendered: renderWithSpans(setup.template, conv, setup.vars) };
+    return { line, conv, rendered: renderWithSpans(setup.template, conv, setup.vars, setup.specialStrings) };
   } catch (e) {
     const reason = dropReasonOf(e);
     if (reason) return { ok: false, line, reason, detail: (e as Error).message };
@@ -178,7 +178,7 @@ async function truncateTurns(
     const shorter: Conversation = { ...conv, messages: conv.messages.slice(0, keep) };
     let rendered: RenderedChat;
     try {
-      rendered = renderWithSpans(setup.template, shorter, setup.vars);
+      rendered = renderWithSpans(setup.template, shorter, setup.vars, setup.specialStrings);
     } catch (e) {
       if (dropReasonOf(e)) continue;
       throw e;

@@ -126,6 +126,7 @@ type Base = {
   evaluateBlock(statements: Node[], env: unknown): Value;
   evaluateBinaryExpression(node: Node, env: unknown): Value;
   evaluateMemberExpression(node: Node, env: unknown): Value;
+  evaluateFor(node: Node, env: unknown): Value;
   applyFilter(operand: Value, filter: Node, env: unknown): Value;
   run(program: unknown): Value;
 };
@@ -177,9 +178,24 @@ class PyInterpreter extends BaseInterpreter {
     return super.evaluateMemberExpression(node, env);
   }
 
+  override evaluateFor(node: Node, env: unknown): Value {
+    // Jinja2's Undefined iterates as empty (the `else` block runs); the library raises.
+    const iterable = node['iterable'] as Node;
+    if (iterable.type !== 'SelectExpression') {
+      const v = this.evaluate(iterable, env);
+      if (v.type === 'UndefinedValue') {
+        const alt = node['defaultBlock'] as Node[] | undefined;
+        return alt && alt.length > 0 ? this.evaluateBlock(alt, env) : new (valueCtors().str)('');
+      }
+    }
+    return super.evaluateFor(node, env);
+  }
+
   override applyFilter(operand: Value, filter: Node, env: unknown): Value {
     const name = filter.type === 'Identifier' ? (filter['value'] as string) : undefined;
     const { str } = valueCtors();
+    // Jinja2's Undefined is '' as a string.
+    if ((name === 'trim' || name === 'string') && operand.type === 'UndefinedValue') return new str('');
     if (name === 'trim' && (operand.type === 'StringValue' || operand.type === 'NullValue')) {
       return new str(pyStrip(pyStr(operand), undefined, 'both'));
     }

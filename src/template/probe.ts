@@ -101,8 +101,9 @@ const TOOL_CALL: Conversation = {
   messages: [
     { role: 'user', content: 'Weather in Paris?' },
     {
+      // '' rather than null: several real templates (Qwen3, gpt-oss) test `'x' in content`, which raises on None in Python too.
       role: 'assistant',
-      content: null,
+      content: '',
       tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: { city: 'Paris' } } }],
     },
   ],
@@ -141,7 +142,7 @@ function problemOf(setup: TokenizerSetup, r: EncodeResult | undefined): ProbePro
   // What the template prints after the content of an earlier assistant turn.
   let after = '';
   try {
-    const { text, spans } = renderWithSpans(setup.template, MULTI, setup.vars);
+    const { text, spans } = renderWithSpans(setup.template, MULTI, setup.vars, setup.specialStrings);
     const span = spans[0];
     const content = MULTI.messages[1]?.content as string;
     if (span) {
@@ -177,7 +178,7 @@ export async function probeTemplate(setup: TokenizerSetup): Promise<TemplateProb
   let text: string | undefined;
   let generationPrompt: string | undefined;
   try {
-    const rendered = renderWithSpans(setup.template, BASIC, setup.vars);
+    const rendered = renderWithSpans(setup.template, BASIC, setup.vars, setup.specialStrings);
     text = rendered.text;
     generationPrompt = rendered.generationPrompt;
   } catch {

@@ -27,6 +27,7 @@
  */
 import { ChatsftError } from '../errors.js';
 import type { Conversation, Message } from '../data/conversations.js';
+import { isPySpace, pyStrip } from './jinja-compat.js';
 import {
   CONTENT_CLOSE,
   CONTENT_OPEN,
@@ -56,6 +57,12 @@ export interface AssistantSpan {
    */
   end: number;
   closed: boolean;
+  /**
+   * Open spans only: text the template renders after the content (tool-call
+   * text) may precede the closing token, so the closing is the first token
+   * that closes other turns, not necessarily the next one.
+   */
+  toCloser?: boolean;
   method: SpanMethod;
   /** `{% generation %}` blocks of this turn, [start, end) each; supervised as transformers' assistant mask. */
   blocks?: Array<[number, number]>;
@@ -65,6 +72,8 @@ export interface AssistantSpan {
   reasoningDropped?: boolean;
   /** The message carries tool calls. */
   toolCalls: boolean;
+  /** The template prints none of this message's content (only its tool call, or nothing). */
+  contentDropped?: boolean;
 }
 
 export interface RenderedChat {
@@ -125,12 +134,16 @@ export function messageStrings(m: Message): string[] {
 /** The reasoning text of a message: `reasoning_content`, or the inside of a leading `<think>…</think>`. */
 export function reasoningOf(m: Message): string | undefined {
   const r = m['reasoning_content'];
-  if (typeof r === 'string' && r.trim() !== '') return r.trim();
+  if (typeof r === 'string' && pyTrim(r) !== '') return pyTrim(r);
   if (typeof m.content === 'string') {
     const t = /^\s*<think>([\s\S]*?)<\/think>/.exec(m.content);
-    if (t && (t[1] as string).trim() !== '') return (t[1] as string).trim();
+    if (t && pyTrim(t[1] as string) !== '') return pyTrim(t[1] as string);
   }
   return undefined;
+}
+
+function pyTrim(s: string): string {
+  return pyStrip(s, undefined, 'both');
 }
 
 /** Runs of consecutive assistant messages, [first, last] inclusive. */
@@ -150,7 +163,8 @@ function assistantRuns(conv: Conversation): Array<[number, number]> {
  * turn. Throws TEMPLATE_ERROR when the template raises, DATA_INVALID for
  * reserved characters, TEMPLATE_SPAN when a turn cannot be located.
  */
-export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars: TemplateVars): RenderedChat {
+export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars: TemplateVars, specials: readonly string[] = []): RenderedChat {
+  const sp = specialIndex(specials);
   for (const m of conv.messages) {
     for (const s of messageStrings(m)) {
       if (SENTINEL_RE.test(s)) {
@@ -171,6 +185,13 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
       return undefined; // some templates refuse a prefix (e.g. one that must end with a user turn)
     }
   };
+  // render(messages[:n]) is the full render: one render fewer per example.
+  const upTos = new Map<number, string | undefined>([[conv.messages.length - 1, text]]);
+  /** render(messages[:i+1]) */
+  const upTo = (i: number): string | undefined => {
+    if (!upTos.has(i)) upTos.set(i, render(conv.messages.slice(0, i + 1), false));
+    return upTos.get(i);
+  };
   const prompts = new Map<number, string | undefined>();
   const promptBefore = (i: number): string | undefined => {
     if (!prompts.has(i)) prompts.set(i, render(conv.messages.slice(0, i), true));
@@ -180,7 +201,8 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
   const firstI = (runs[0] as [number, number])[0];
   const p0 = promptBefore(firstI);
   const b0 = p0 === undefined ? undefined : render(conv.messages.slice(0, firstI), false);
-  if (p0 !== undefined && b0 !== undefined && p0.startsWith(b0)) generationPrompt = p0.slice(b0.length);
+  // What add_generation_prompt appends (some templates also end a non-prompt render with an eos: compare up to where they differ).
+  if (p0 !== undefined && b0 !== undefined) generationPrompt = p0.slice(headerEnd(p0, commonPrefix(p0, b0), specialIndex(specials))) || undefined;
 
   if (tpl.hasGenerationTags) return { text, spans: generationSpans(tpl, conv, vars, text, runs), generationPrompt };
 
@@ -190,27 +212,35 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
     // Each message alone first; a run the template merges is one turn.
     const single: AssistantSpan[] = [];
     for (let i = first; i <= last; i++) {
-      const sp = prefixSpan(conv, i, i, promptBefore(i), render(conv.messages.slice(0, i + 1), false), text);
-      if (!sp) break;
-      single.push(sp);
+      const found = prefixSpan(conv, i, i, promptBefore(i), upTo(i), text, sp);
+      if (!found) break;
+      single.push(found);
     }
     if (single.length === last - first + 1) {
-      for (const sp of single) located.push({ msg: sp.messageIndex, span: sp });
+      for (const one of single) located.push({ msg: one.messageIndex, span: one });
       continue;
     }
-    const merged = first < last ? prefixSpan(conv, first, last, promptBefore(first), render(conv.messages.slice(0, last + 1), false), text) : undefined;
+    const merged = first < last ? prefixSpan(conv, first, last, promptBefore(first), upTo(last), text, sp) : undefined;
     if (merged) {
       located.push({ msg: first, span: merged });
       continue;
     }
     for (let i = first; i <= last; i++) {
-      const sp = single[i - first];
-      located.push(sp ? { msg: i, span: sp } : { msg: i });
+      const one = single[i - first];
+      located.push(one ? { msg: i, span: one } : { msg: i });
     }
   }
-  if (located.some((l) => !l.span)) fillBySentinels(tpl, conv, vars, text, located, promptBefore);
+  const rendersNothing = (i: number): boolean => {
+    const before = render(conv.messages.slice(0, i), false);
+    return before !== undefined && before === upTo(i) && text.startsWith(before);
+  };
+  if (located.some((l) => !l.span)) fillByTurnText(conv, text, located, promptBefore, upTo, sp);
+  if (located.some((l) => !l.span)) fillFinalTurn(conv, text, located, generationPrompt, sp);
+  if (located.some((l) => !l.span)) fillBySentinels(tpl, conv, vars, text, located, promptBefore, sp);
   const spans: AssistantSpan[] = [];
   for (const l of located) {
+    // A message the template prints nothing for (DeepSeek-R1 skips an assistant message with null content) has no turn.
+    if (!l.span && isEmptyMessage(conv.messages[l.msg] as Message) && rendersNothing(l.msg)) continue;
     if (!l.span) {
       throw templateProblem(
         template,
@@ -228,31 +258,221 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
   return { text, spans, generationPrompt };
 }
 
-function prefixSpan(conv: Conversation, first: number, last: number, prompt: string | undefined, upTo: string | undefined, full: string): AssistantSpan | undefined {
+/** Special-token strings, indexed for "does a special token end at position k?". */
+interface SpecialIndex {
+  set: Set<string>;
+  lengths: number[];
+}
+const specialIndexCache = new WeakMap<readonly string[], SpecialIndex>();
+function specialIndex(specials: readonly string[]): SpecialIndex {
+  let idx = specialIndexCache.get(specials);
+  if (!idx) {
+    idx = { set: new Set(specials.filter((x) => x.length > 0)), lengths: [...new Set(specials.map((x) => x.length))].filter((n) => n > 0).sort((a, b) => b - a) };
+    specialIndexCache.set(specials, idx);
+  }
+  return idx;
+}
+
+function endsWithSpecial(text: string, k: number, sp: SpecialIndex): string | undefined {
+  for (const n of sp.lengths) if (n <= k && sp.set.has(text.slice(k - n, k))) return text.slice(k - n, k);
+  return undefined;
+}
+
+function startsWithSpecial(text: string, k: number, sp: SpecialIndex): string | undefined {
+  for (const n of sp.lengths) if (k + n <= text.length && sp.set.has(text.slice(k, k + n))) return text.slice(k, k + n);
+  return undefined;
+}
+
+function commonPrefix(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  return i;
+}
+
+/** Back off from `pos` to the end of the last special token or newline at or before it: where a turn header ends. */
+function headerEnd(text: string, pos: number, sp: SpecialIndex): number {
+  for (let k = pos; k > 0; k--) {
+    if (text[k - 1] === '\n' || endsWithSpecial(text, k, sp) !== undefined) return k;
+  }
+  return 0;
+}
+
+/**
+ * Text a template prints after the last message whether or not a generation
+ * prompt is asked for (Command R7B's tool_use template ends every render
+ * with the chatbot header): the common suffix of F and P from its first
+ * special token on, less that token (the closer of the last turn, which P
+ * has too), when what remains starts with a special token.
+ */
+function stripTrailer(f: string, p: string, sp: SpecialIndex): string {
+  let n = 0;
+  while (n < f.length && n < p.length && f.charCodeAt(f.length - 1 - n) === p.charCodeAt(p.length - 1 - n)) n++;
+  const tail = f.slice(f.length - n);
+  let k = 0;
+  while (k < tail.length && startsWithSpecial(tail, k, sp) === undefined) k++;
+  const first = startsWithSpecial(tail, k, sp);
+  if (first === undefined) return f;
+  const rest = tail.slice(k + first.length);
+  if (rest && startsWithSpecial(rest, 0, sp) !== undefined) return f.slice(0, f.length - rest.length);
+  return f;
+}
+
+/**
+ * Where the turn starts when the prompt diverges from the render: the
+ * header-end backoff can land before the previous message's closing (Hermes
+ * renders a tool result's closing differently when it is last). When the
+ * prompt's last header (its shortest suffix that starts with a special
+ * token, e.g. `<|im_start|>assistant\n`) occurs after that point and before
+ * the message's content, the turn starts after it.
+ */
+function afterLastHeader(f: string, start: number, prompt: string, content: string, sp: SpecialIndex): number {
+  let q: string | undefined;
+  for (let k = prompt.length - 1; k >= 0; k--) {
+    if (startsWithSpecial(prompt, k, sp) !== undefined) {
+      q = prompt.slice(k);
+      break;
+    }
+  }
+  if (!q) return start;
+  const limit = content ? f.indexOf(content, start) : f.length;
+  const at = f.indexOf(q, start);
+  if (at < 0 || limit < 0 || at + q.length > limit) return start;
+  return at + q.length;
+}
+
+/** The answer text of a message every template shows (after any `</think>`), trimmed. */
+function visibleContent(m: Message): string {
+  let c = typeof m.content === 'string' ? m.content : '';
+  if (c.includes('</think>')) c = c.split('</think>').pop() as string;
+  return pyTrim(c);
+}
+
+/**
+ * The turn of messages first..last from P = render(messages[:first],
+ * add_generation_prompt) and F = render(messages[:last+1]). The turn starts
+ * where P ends; when F does not continue P exactly (a reasoning opener such
+ * as `<think>\n` that finished turns lose, or a thinking switch in the
+ * prompt), it starts where they diverge, backed off to the end of the
+ * header (last special token or newline) — provided no earlier message
+ * text is in what P loses. It ends where F ends, which must be a prefix of
+ * the full render.
+ */
+function prefixSpan(
+  conv: Conversation,
+  first: number,
+  last: number,
+  prompt: string | undefined,
+  upTo: string | undefined,
+  full: string,
+  sp: SpecialIndex,
+): AssistantSpan | undefined {
   if (prompt === undefined || upTo === undefined) return undefined;
-  if (!upTo.startsWith(prompt) || !full.startsWith(upTo) || upTo.length <= prompt.length) return undefined;
+  const f = stripTrailer(upTo, prompt, sp);
+  let start = prompt.length;
+  if (!f.startsWith(prompt)) {
+    start = headerEnd(f, commonPrefix(prompt, f), sp);
+    const lost = prompt.slice(start);
+    for (const m of conv.messages.slice(0, first)) {
+      const c = typeof m.content === 'string' ? pyTrim(m.content) : '';
+      if (c && lost.includes(c)) return undefined;
+    }
+    start = afterLastHeader(f, start, prompt, visibleContent(conv.messages[first] as Message), sp);
+  }
+  if (!full.startsWith(f) || f.length <= start) return undefined;
   const indices = [];
   for (let i = first; i <= last; i++) indices.push(i);
+  const turnText = full.slice(start, f.length);
+  for (const i of indices) if (!turnText.includes(visibleContent(conv.messages[i] as Message))) return undefined;
   return {
     messageIndex: first,
     messageIndices: indices,
-    start: prompt.length,
-    end: upTo.length,
+    start,
+    end: f.length,
     closed: true,
     method: 'prefix',
     toolCalls: indices.some((i) => hasToolCalls(conv.messages[i] as Message)),
   };
 }
 
+/** No content (null, absent or ''), no tool calls, no reasoning. */
+function isEmptyMessage(m: Message): boolean {
+  return (m.content === null || m.content === undefined || m.content === '') && !hasToolCalls(m) && reasoningOf(m) === undefined;
+}
+
 function hasToolCalls(m: Message): boolean {
   return Array.isArray(m.tool_calls) && m.tool_calls.length > 0;
+}
+
+/**
+ * The turn's own text T = F minus P (what the template renders for the turn
+ * when it ends the conversation), found once in the full render after the
+ * previous turn: for turns whose prefix differs in the full render only
+ * before them (a template that drops reasoning of turns that are no longer
+ * last, e.g. LFM2.5 and Qwen3 for the final turn).
+ */
+function fillByTurnText(
+  conv: Conversation,
+  text: string,
+  located: Array<{ msg: number; span?: AssistantSpan }>,
+  promptBefore: (i: number) => string | undefined,
+  upTo: (i: number) => string | undefined,
+  sp: SpecialIndex,
+): void {
+  located.forEach((l, k) => {
+    if (l.span) return;
+    const p = promptBefore(l.msg);
+    const fRaw = upTo(l.msg);
+    if (p === undefined || fRaw === undefined) return;
+    const f = stripTrailer(fRaw, p, sp);
+    if (!f.startsWith(p) || f.length <= p.length) return;
+    const turn = f.slice(p.length);
+    // The turn text must start at a header end and occur exactly once after the previous turn.
+    const from = located[k - 1]?.span?.end ?? 0;
+    const at = text.indexOf(turn, from);
+    if (at < 0 || text.indexOf(turn, at + 1) >= 0 || headerEnd(text, at, sp) !== at) return;
+    const next = located[k + 1]?.span;
+    if (next && at + turn.length > next.start) return;
+    const toolCalls = hasToolCalls(conv.messages[l.msg] as Message);
+    l.span = { messageIndex: l.msg, messageIndices: [l.msg], start: at, end: at + turn.length, closed: true, method: 'prefix', toolCalls };
+  });
+}
+
+/**
+ * The final turn of a conversation that ends with it, when earlier turns
+ * render differently in the prefix renders (templates that keep reasoning
+ * only on the last assistant turn): it starts after the last generation
+ * prompt of the full render and runs to its end.
+ */
+function fillFinalTurn(
+  conv: Conversation,
+  text: string,
+  located: Array<{ msg: number; span?: AssistantSpan }>,
+  generationPrompt: string | undefined,
+  sp: SpecialIndex,
+): void {
+  const k = located.length - 1;
+  const l = located[k];
+  if (!l || l.span || !generationPrompt || l.msg !== conv.messages.length - 1) return;
+  const at = text.lastIndexOf(generationPrompt);
+  const start = at + generationPrompt.length;
+  const prevEnd = located[k - 1]?.span?.end ?? 0;
+  if (at < 0 || at < prevEnd || start >= text.length) return;
+  const m = conv.messages[l.msg] as Message;
+  if (!text.slice(start).includes(visibleContent(m))) return;
+  // The render's last special token must close the turn; trailing whitespace is not generated.
+  let end = text.length;
+  while (end > start && isPySpace(text[end - 1] as string)) end--;
+  if (endsWithSpecial(text, end, sp) === undefined) return;
+  l.span = { messageIndex: l.msg, messageIndices: [l.msg], start, end: text.length, closed: true, method: 'prefix', toolCalls: hasToolCalls(m) };
 }
 
 /** The content sentinels, outside or (for templates that trim content) inside its outer whitespace. */
 function wrapContent(content: string, inner: boolean): string {
   if (!inner) return CONTENT_OPEN + content + CONTENT_CLOSE;
-  const lead = /^\s*/.exec(content)?.[0] ?? '';
-  const core = content.trim();
+  // Python's whitespace: templates trim with Python semantics (jinja-compat.ts).
+  const core = pyTrim(content);
+  const lead = content.slice(0, content.indexOf(core));
   return lead + CONTENT_OPEN + core + CONTENT_CLOSE + content.slice(lead.length + core.length);
 }
 
@@ -263,16 +483,32 @@ function fillBySentinels(
   text: string,
   located: Array<{ msg: number; span?: AssistantSpan }>,
   promptBefore: (i: number) => string | undefined,
+  sp: SpecialIndex,
 ): void {
   const todo = located.filter((l) => !l.span);
+  /** Where turn i starts in the full render: after its prompt, or where the prompt diverges, backed off to the header end. */
+  const startOf = (i: number, limit: number): number | undefined => {
+    const prompt = promptBefore(i);
+    if (prompt === undefined) return undefined;
+    if (text.startsWith(prompt)) return prompt.length <= limit ? prompt.length : undefined;
+    let start = headerEnd(text, commonPrefix(prompt, text), sp);
+    const lost = prompt.slice(start);
+    for (const m of conv.messages.slice(0, i)) {
+      const c = typeof m.content === 'string' ? pyTrim(m.content) : '';
+      if (c && lost.includes(c)) return undefined;
+    }
+    start = afterLastHeader(text, start, prompt, visibleContent(conv.messages[i] as Message), sp);
+    return start <= limit ? start : undefined;
+  };
   // An empty turn (no content, no tool calls, no reasoning) renders nothing
   // but its closing: it starts where its prompt ends.
   for (const l of todo) {
     const m = conv.messages[l.msg] as Message;
-    const empty = (m.content === null || m.content === undefined || m.content === '') && !hasToolCalls(m) && reasoningOf(m) === undefined;
-    const prompt = promptBefore(l.msg);
-    if (empty && prompt !== undefined && text.startsWith(prompt)) {
-      l.span = { messageIndex: l.msg, messageIndices: [l.msg], start: prompt.length, end: prompt.length, closed: false, method: 'sentinel', toolCalls: false };
+    const empty = (m.content === null || m.content === undefined || m.content === '') && reasoningOf(m) === undefined;
+    const start = startOf(l.msg, text.length);
+    if (empty && start !== undefined) {
+      const toolCalls = hasToolCalls(m);
+      l.span = { messageIndex: l.msg, messageIndices: [l.msg], start, end: start, closed: false, toCloser: toolCalls, method: 'sentinel', toolCalls };
     }
   }
   const wrapped = todo
@@ -280,9 +516,22 @@ function fillBySentinels(
     .map((l) => l.msg)
     .filter((i) => {
       const c = (conv.messages[i] as Message).content;
-      return typeof c === 'string' && c.trim() !== '';
+      return typeof c === 'string' && pyTrim(c) !== '';
     });
-  if (wrapped.length === 0) return; // null/empty content is never wrapped
+  // A turn whose content the template does not print at all (gpt-oss and
+  // Llama 3.1 keep only the tool call of a turn that also has text): it
+  // starts after its prompt and ends on the first closer after it.
+  const dropped = (): void => {
+    for (const l of todo) {
+      // Only a turn that calls a tool: the call is what the template prints for it.
+      if (l.span || !hasToolCalls(conv.messages[l.msg] as Message)) continue;
+      const start = startOf(l.msg, text.length);
+      if (start === undefined) continue;
+      const toolCalls = hasToolCalls(conv.messages[l.msg] as Message);
+      l.span = { messageIndex: l.msg, messageIndices: [l.msg], start, end: start, closed: false, toCloser: true, method: 'sentinel', toolCalls, contentDropped: true };
+    }
+  };
+  if (wrapped.length === 0) return dropped(); // null/empty content is never wrapped
   for (const inner of [false, true]) {
     const messages = conv.messages.map((m, i) => (wrapped.includes(i) ? { ...m, content: wrapContent(m.content as string, inner) } : m));
     let marked: string;
@@ -294,15 +543,19 @@ function fillBySentinels(
     const s = strip(marked, CONTENT_OPEN, CONTENT_CLOSE);
     // Reasoning templates split content at `</think>`, which can cut the
     // open sentinel off; the close sentinel still marks where content ends.
-    if (s.text !== text || s.closes.length !== wrapped.length) continue;
+    if (s.text !== text || s.closes.length !== wrapped.length) {
+      if (inner) dropped();
+      continue;
+    }
     const opens = s.opens.length === wrapped.length ? s.opens : undefined;
     wrapped.forEach((i, k) => {
-      const prompt = promptBefore(i);
+      if (s.closes[k] === undefined) return;
       const end = s.closes[k] as number;
-      const start = prompt !== undefined && text.startsWith(prompt) && prompt.length <= end ? prompt.length : opens?.[k];
+      const start = startOf(i, end) ?? opens?.[k];
       const slot = located.find((l) => l.msg === i);
       if (start === undefined || !slot) return;
-      slot.span = { messageIndex: i, messageIndices: [i], start, end, closed: false, method: 'sentinel', toolCalls: hasToolCalls(conv.messages[i] as Message) };
+      const toolCalls = hasToolCalls(conv.messages[i] as Message);
+      slot.span = { messageIndex: i, messageIndices: [i], start, end, closed: false, toCloser: toolCalls, method: 'sentinel', toolCalls };
     });
     return;
   }

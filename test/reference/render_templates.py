@@ -212,6 +212,16 @@ def turn_span(p, f, full, specials, messages, i):
         if any(isinstance(m.get("content"), str) and m["content"].strip() and m["content"].strip() in lost for m in messages[:i]):
             return None
         rule = "gen_prompt_diverges"
+        # The backoff can land before the previous message's closing (Hermes renders a tool
+        # result's closing differently when it is last): when p's last header (its shortest
+        # suffix starting with a special token) occurs after it and before the content, the
+        # turn starts after that header.
+        q = next((p[k:] for k in range(len(p) - 1, -1, -1) if any(p.startswith(s, k) for s in specials)), None)
+        content = visible_content(messages[i])
+        limit = f.find(content, start) if content else len(f)
+        at = f.find(q, start) if q else -1
+        if at >= 0 and limit >= 0 and at + len(q) <= limit:
+            start = at + len(q)
     if not full.startswith(f):
         return None
     end = end_of_turn(full, start, len(f), specials)
@@ -224,6 +234,9 @@ def weak_start(p, full, specials, messages, i):
     """Where the turn starts in full, when that is known without a full match (None: unknown)."""
     if p is None:
         return None
+    if full.startswith(p):
+        # The inference prompt is intact: the turn starts where it ends (as in turn_span's "prefix" rule).
+        return len(p)
     start = header_end(full, common_prefix(p, full), specials)
     lost = p[start:]
     if any(isinstance(m.get("content"), str) and m["content"].strip() and m["content"].strip() in lost for m in messages[:i]):
@@ -278,7 +291,8 @@ def incremental(r, messages, tools, full, specials):
         weak.append({
             "start": weak_start(p_a, full, specials, messages, a),
             "messages": list(range(a, b + 1)),
-            "content": [visible_content(messages[i]) for i in range(a, b + 1)],
+            # Only content the template prints at all (Llama 3.1 and gpt-oss print just the tool call of a turn that also has text).
+            "content": [c for c in (visible_content(messages[i]) for i in range(a, b + 1)) if c in full],
         })
     # A weak turn's region ends where the next known turn starts (or the text ends).
     starts = sorted([s["start"] for s in spans] + [w["start"] for w in weak if w["start"] is not None])
