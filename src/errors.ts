@@ -20,7 +20,9 @@ export type ErrorCode =
   | 'MODEL_INVALID'
   | 'CHECKPOINT_INVALID'
   | 'EXPORT_ERROR'
-  | 'ENGINE_ERROR';
+  | 'ENGINE_ERROR'
+  /** An optional engine (--engine torch) whose runtime is missing or too old. */
+  | 'ENGINE_UNAVAILABLE';
 
 export class ChatsftError extends Error {
   readonly code: ErrorCode;

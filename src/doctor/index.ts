@@ -13,6 +13,7 @@ import { setupTokenizer, type SetupOptions, type TokenizerSetup } from '../token
 import { checkCollators, createSimulator } from './checks/collator.js';
 import { scanData } from './checks/data.js';
 import { checkNewTokens } from './checks/settings.js';
+import { checkTorchEngine } from './checks/engine.js';
 import { checkStopIds, runtimeStopIds } from './checks/stop_ids.js';
 import { checkTemplate, templateMissingFinding } from './checks/template.js';
 import { checkBos, checkPad, checkPaddingSide } from './checks/tokenizer.js';
@@ -28,6 +29,8 @@ export interface DoctorOptions {
   config: SftConfig;
   /** Collators whose effect on the EOT is reported (default: chatsft). */
   simulate?: CollatorName[];
+  /** Also check the training engine's runtime (`torch`: python, torch, device, bf16). */
+  engine?: { name: 'torch'; python?: string };
 }
 
 export interface DoctorSummary {
@@ -87,6 +90,8 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   const facts: DoctorFacts = { ...ctx, probeText: probe.probe.text, counts, sample: data.sample };
   findings.push(...data.findings);
   for (const check of CHECKS) findings.push(...(await check(facts)));
+  // Not a check over the facts: it probes the Python worker of --engine torch.
+  if (opts.engine?.name === 'torch') findings.push(...checkTorchEngine(opts.engine.python));
   findings.sort((a, b) => ORDER[a.severity] - ORDER[b.severity]);
 
   const count = (s: Severity): number => findings.filter((f) => f.severity === s).length;

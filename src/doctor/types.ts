@@ -34,6 +34,10 @@ export type FindingCode =
   | 'PROMPT_NOT_PREFIX'
   // The template drops reasoning of earlier assistant turns (info).
   | 'REASONING_DROPPED'
+  // --engine torch readiness (doctor --engine torch).
+  | 'ENGINE_UNAVAILABLE'
+  | 'ENGINE_CPU_ONLY'
+  | 'ENGINE_READY'
   // Info findings.
   | 'EOT_FOUND'
   | 'STOP_IDS'

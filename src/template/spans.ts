@@ -507,8 +507,8 @@ function fillBySentinels(
     const empty = (m.content === null || m.content === undefined || m.content === '') && reasoningOf(m) === undefined;
     const start = startOf(l.msg, text.length);
     if (empty && start !== undefined) {
-      const toolCalls = hasToolCalls(m);
-      l.span = { messageIndex: l.msg, messageIndices: [l.msg], start, end: start, closed: false, toCloser: toolCalls, method: 'sentinel', toolCalls };
+      // Even with no content the template may print channel markup before the closer (harmony).
+      l.span = { messageIndex: l.msg, messageIndices: [l.msg], start, end: start, closed: false, toCloser: true, method: 'sentinel', toolCalls: hasToolCalls(m) };
     }
   }
   const wrapped = todo

@@ -24,6 +24,7 @@ import { runTraining } from './loop.js';
 import { engineStopRate } from './stop_eval.js';
 import { loadOrCreateModel } from './setup.js';
 import type { TrainResult } from './types.js';
+import { trainTorchFromConfig, type TorchEngineOptions } from '../torch/from-config.js';
 
 export interface LoadedSplit {
   rows: Row[];
@@ -85,6 +86,9 @@ export async function trainFromConfig(
      * labels by pad id here, as transformers' LM collator would).
      */
     transformRows?: (rows: Row[], setup: TokenizerSetup) => Row[];
+    /** `torch`: the same run on PyTorch through the Python worker (src/torch/). */
+    engine?: 'embedded' | 'torch';
+    torch?: TorchEngineOptions;
   } = {},
 ): Promise<TrainResult> {
   if (!cfg.data.train) throw new ChatsftError('USAGE', 'missing data.train (or --data FILE)');
@@ -99,6 +103,11 @@ export async function trainFromConfig(
   if (!evalSplit && cfg.eval.samples > 0) ({ train: trainRows, heldOut } = splitHeldOut(train.rows, cfg.eval.samples));
   const prompts = heldOutPrompts(heldOut, cfg.eval.samples);
   const stopIds = stopIdsOf(setup, train.eotIds);
+  if (opts.engine === 'torch') {
+    // Same held-out prompts, stop ids and turn headers; the worker generates, eval/stop_rate.ts counts.
+    const stopEval = prompts.length > 0 ? { prompts, stopIds, maxNewTokens: cfg.eval.max_new_tokens, turnHeaders: await turnHeadersOf(setup) } : undefined;
+    return trainTorchFromConfig(cfg, setup, { ...train, rows: trainRows }, evalSplit, { ...opts, ...(stopEval ? { stopEval } : {}) });
+  }
   const wasmThreads = chooseWasmThreads(cfg);
   await initEngine(wasmThreads !== undefined ? { wasmThreads } : {});
   const { model, pretrained } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
