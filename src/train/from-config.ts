@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Row } from '../batch/types.js';
 import type { SftConfig } from '../config/schema.js';
-import { prepareRows } from '../prepare/prepare.js';
+import { prepareRows, requireExamples } from '../prepare/prepare.js';
 import { checkManifest, MANIFEST, readManifest } from '../prepare/manifest.js';
 import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
@@ -22,6 +22,7 @@ import { turnHeadersOf } from '../eval/runtime.js';
 import { stopRateDropWarning, type StopRateSummary } from '../eval/stop_rate.js';
 import { runTraining } from './loop.js';
 import { engineStopRate } from './stop_eval.js';
+import { claimRunDir } from './output.js';
 import { loadOrCreateModel } from './setup.js';
 import type { TrainResult } from './types.js';
 import { trainTorchFromConfig, type TorchEngineOptions } from '../torch/from-config.js';
@@ -42,6 +43,7 @@ export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: str
     return { rows: await readShards(path, split), eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
   }
   const { rows, stats } = await prepareRows(setup, path, { ...encodeOptionsFrom(cfg), packing: cfg.packing });
+  requireExamples(stats, path);
   return { rows, eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
 }
 
@@ -79,6 +81,8 @@ export async function trainFromConfig(
   cfg: SftConfig,
   opts: {
     resume?: boolean;
+    /** Replace an earlier chatsft run in output_dir (never anything else). */
+    overwrite?: boolean;
     quiet?: boolean;
     onLog?: (line: string) => void;
     /**
@@ -103,10 +107,22 @@ export async function trainFromConfig(
   if (!evalSplit && cfg.eval.samples > 0) ({ train: trainRows, heldOut } = splitHeldOut(train.rows, cfg.eval.samples));
   const prompts = heldOutPrompts(heldOut, cfg.eval.samples);
   const stopIds = stopIdsOf(setup, train.eotIds);
+  // output_dir is settled after the data loaded (its errors leave output_dir alone), before anything is written.
+  const inputs = [cfg.data.train, ...(cfg.data.eval ? [cfg.data.eval] : []), ...(cfg.model ? [cfg.model] : []), ...(typeof cfg.model_config === 'string' ? [cfg.model_config] : [])];
+  const claimOutput = (log: (line: string) => void) =>
+    claimRunDir(cfg.output_dir as string, { resume: Boolean(opts.resume), overwrite: Boolean(opts.overwrite), inputs, onNote: log });
   if (opts.engine === 'torch') {
-    // Same held-out prompts, stop ids and turn headers; the worker generates, eval/stop_rate.ts counts.
-    const stopEval = prompts.length > 0 ? { prompts, stopIds, maxNewTokens: cfg.eval.max_new_tokens, turnHeaders: await turnHeadersOf(setup) } : undefined;
-    return trainTorchFromConfig(cfg, setup, { ...train, rows: trainRows }, evalSplit, { ...opts, ...(stopEval ? { stopEval } : {}) });
+    const claim = claimOutput(opts.onLog ?? ((line) => void (opts.quiet || process.stderr.write(`${line}\n`))));
+    let done = false;
+    try {
+      // Same held-out prompts, stop ids and turn headers; the worker generates, eval/stop_rate.ts counts.
+      const stopEval = prompts.length > 0 ? { prompts, stopIds, maxNewTokens: cfg.eval.max_new_tokens, turnHeaders: await turnHeadersOf(setup) } : undefined;
+      const r = await trainTorchFromConfig(cfg, setup, { ...train, rows: trainRows }, evalSplit, { ...opts, ...(stopEval ? { stopEval } : {}) });
+      done = true;
+      return r;
+    } finally {
+      claim.release(done);
+    }
   }
   const wasmThreads = chooseWasmThreads(cfg);
   await initEngine(wasmThreads !== undefined ? { wasmThreads } : {});
@@ -123,6 +139,14 @@ export async function trainFromConfig(
     throw e;
   }
   const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
+  const log = (line: string): void => (opts.onLog ? opts.onLog(line) : progress.log(line));
+  let claim: { release: (success: boolean) => void };
+  try {
+    claim = claimOutput(log);
+  } catch (e) {
+    disposeModel(model);
+    throw e;
+  }
   let totalShown = false;
   // The latest stop rate stays on the progress line between evaluations.
   let lastStop: number | undefined = atStart?.stop_rate;
@@ -131,6 +155,7 @@ export async function trainFromConfig(
     return v === undefined ? '' : ` stop ${Math.round(v * 100)}%`;
   };
   let result: TrainResult;
+  let ok = false;
   try {
     result = await runTraining({
     model,
@@ -170,11 +195,21 @@ export async function trainFromConfig(
         info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''}${stopShown(e.stopRate)} lr ${e.lr.toExponential(2)}`,
       });
     },
-    onLog: (line) => (opts.onLog ? opts.onLog(line) : progress.log(line)),
+    onLog: log,
     finalizeFolder: (dir) => saveTokenizerFiles(setup, dir, { eotIds: train.eotIds }),
     });
+    ok = true;
+  } catch (e) {
+    // --overwrite: the new run is discarded and the earlier one put back; say so in the error.
+    if (opts.overwrite && e instanceof ChatsftError) {
+      const own = e.where !== undefined ? e.message.slice(e.where.length + 2) : e.message;
+      throw new ChatsftError(e.code, `${own}. This --overwrite run (with any checkpoint it wrote) was discarded and the earlier run put back`, e.where);
+    }
+    throw e;
   } finally {
     disposeModel(model);
+    // --overwrite: the earlier run is deleted only now that the new one is complete, else put back.
+    claim.release(ok);
   }
   progress.done(`trained ${result.steps} steps in ${result.seconds.toFixed(1)} s`);
   const end = result.stopRates[result.stopRates.length - 1]?.stop_rate ?? null;
