@@ -7,6 +7,7 @@
  *   const measure = engineStopRate(model, prompts, { stopIds, turnHeaders, maxNewTokens: 128 });
  *   const s = await measure();   // { examples, stop_rate, mean_new_tokens, runaway_new_turn }
  */
+import { isChatsftError } from '../errors.js';
 import type { LlamaModel } from '../engine/index.js';
 import { summarizeGenerations, type GenerationSummaryOptions, type StopRateSummary } from '../eval/stop_rate.js';
 import { engineStepModel, generate, type RowResult } from '../generate/index.js';
@@ -26,9 +27,16 @@ export function engineStopRate(model: LlamaModel, prompts: readonly number[][], 
   return async () => {
     if (sorted.length === 0) return null;
     const sequences: number[][] = [];
-    for (let i = 0; i < sorted.length; i += batch) {
-      const out = await generate(engineStepModel(model), sorted.slice(i, i + batch), { maxNewTokens: o.maxNewTokens, stopIds: o.stopIds });
-      sequences.push(...out.map(sequenceOf));
+    try {
+      for (let i = 0; i < sorted.length; i += batch) {
+        const out = await generate(engineStepModel(model), sorted.slice(i, i + batch), { maxNewTokens: o.maxNewTokens, stopIds: o.stopIds });
+        sequences.push(...out.map(sequenceOf));
+      }
+    } catch (e) {
+      // Non-finite weights (a diverged run) give no logits to pick from: no stop rate; the
+      // trainer's divergence check reports the run itself.
+      if (isChatsftError(e) && e.code === 'ENGINE_ERROR' && /finite/.test(e.message)) return null;
+      throw e;
     }
     return summarizeGenerations(sequences, o);
   };
