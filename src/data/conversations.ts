@@ -12,7 +12,11 @@ export type Role = 'system' | 'user' | 'assistant' | 'tool';
 
 export interface Message {
   role: Role;
-  content: string;
+  /**
+   * Text, or `null` (Python `None` to the template, never coerced to ''),
+   * or absent (an assistant message that only calls tools may omit it).
+   */
+  content?: string | null;
   /** Overrides the `train_on` policy for this message. */
   train?: boolean;
   /** Passed through to templates that render tool calls. */
@@ -87,11 +91,17 @@ export function parseLine(text: string, line: number): ParsedLine {
       const role = m['role'];
       if (typeof role !== 'string') return fail(line, `${at}.role`, 'missing or not a string');
       if (!ROLES.has(role as Role)) return fail(line, `${at}.role`, `unknown role '${role}' (expected system, user, assistant or tool)`);
-      const content = m['content'] ?? (Array.isArray(m['tool_calls']) ? '' : undefined);
-      if (typeof content !== 'string') return fail(line, `${at}.content`, 'missing or not a string');
+      const content = m['content'];
+      const toolCalls = m['tool_calls'];
+      if (toolCalls !== undefined && toolCalls !== null && !Array.isArray(toolCalls)) return fail(line, `${at}.tool_calls`, 'expected a list');
+      // null stays null: templates branch on it (`if message.content`), and Python prints it as None.
+      if (content === undefined && !Array.isArray(toolCalls)) return fail(line, `${at}.content`, 'missing');
+      if (content !== undefined && content !== null && typeof content !== 'string') return fail(line, `${at}.content`, 'expected a string or null');
+      const reasoning = m['reasoning_content'];
+      if (reasoning !== undefined && reasoning !== null && typeof reasoning !== 'string') return fail(line, `${at}.reasoning_content`, 'expected a string or null');
       const train = m['train'];
       if (train !== undefined && typeof train !== 'boolean') return fail(line, `${at}.train`, 'expected true or false');
-      messages.push({ ...m, role: role as Role, content } as Message);
+      messages.push({ ...m, role: role as Role } as Message);
     }
     return { ok: true, line, conversation: tools ? { messages, tools: tools as unknown[] } : { messages } };
   }

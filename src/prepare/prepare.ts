@@ -11,9 +11,12 @@ import type { Example, Row } from '../batch/types.js';
 import { packExamples } from '../batch/pack.js';
 import { formatIssue, readConversations, type Conversation } from '../data/conversations.js';
 import { createEncoder, type EncodeOptions, type EncodeResult, type Staged } from '../labels/encode.js';
+import { TEMPLATE_REASONS, type DropReason } from '../labels/types.js';
+import { templateWhere } from '../template/spans.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { writeShard, type ShardFormat } from './shards.js';
 import { replaceOutput, writeJsonAtomic } from '../util/atomic.js';
+import { MANIFEST } from './manifest.js';
 
 export interface SplitStats {
   lines: number;
@@ -25,7 +28,12 @@ export interface SplitStats {
   trained_turns: number;
   supervised_eot: number;
   truncated: number;
-  dropped: Record<string, number>;
+  /** Assistant turns whose first token also held header text (masked; supervision starts at the next token). */
+  straddled_turns: number;
+  /** Trained turns with reasoning the template did not render (not in the rows, so not learned). */
+  reasoning_dropped_turns: number;
+  /** Dropped input lines by reason. */
+  dropped: Partial<Record<DropReason, number>>;
   eot_token_ids: number[];
   /** The first problems, as file:line field: message. */
   issues: string[];
@@ -62,6 +70,8 @@ function emptyStats(): SplitStats {
     trained_turns: 0,
     supervised_eot: 0,
     truncated: 0,
+    straddled_turns: 0,
+    reasoning_dropped_turns: 0,
     dropped: {},
     eot_token_ids: [],
     issues: [],
@@ -83,16 +93,18 @@ function account(stats: SplitStats, file: string, r: EncodeResult, opts: Prepare
   stats.tokens += r.example.inputIds.length;
   if (r.truncated) stats.truncated++;
   for (const l of r.example.labels) if (l !== -100) stats.supervised_tokens++;
-  for (const t of r.turns) {
+  for (const t of r.example.turns) {
     stats.assistant_turns++;
+    if (t.straddled) stats.straddled_turns++;
     if (!t.trained) continue;
+    if (t.reasoningDropped) stats.reasoning_dropped_turns++;
     stats.trained_turns++;
     if (r.example.labels[t.eot] === r.example.inputIds[t.eot]) {
       stats.supervised_eot++;
       eots.add(t.eotId);
     }
   }
-  return r.example;
+  return { inputIds: r.example.inputIds, labels: r.example.labels, source: r.line };
 }
 
 /**
@@ -121,10 +133,12 @@ export async function processFile(
     emit(rows);
     window = [];
   };
+  let firstTemplateDrop: { reason: DropReason; detail: string } | undefined;
   const take = async (staged: Staged): Promise<void> => {
     const results = await encoder.finish(staged);
     const rows: Row[] = [];
     for (const r of results) {
+      if (!r.ok && !firstTemplateDrop && TEMPLATE_REASONS.has(r.reason)) firstTemplateDrop = { reason: r.reason, detail: r.detail };
       const ex = account(stats, file, r, opts, eots);
       if (!ex) continue;
       if (packing) window.push(ex);
@@ -146,7 +160,7 @@ export async function processFile(
     bytes += parsed.bytes;
     if (parsed.ok === 'blank') continue;
     if (parsed.ok === false) {
-      stats.dropped['invalid'] = (stats.dropped['invalid'] ?? 0) + 1;
+      stats.dropped.invalid_data = (stats.dropped.invalid_data ?? 0) + 1;
       note(stats, opts, formatIssue(file, parsed.issue));
       continue;
     }
@@ -167,7 +181,31 @@ export async function processFile(
   if (inFlight) await take(inFlight);
   flushWindow();
   stats.eot_token_ids = [...eots].sort((a, b) => a - b);
+  failIfTemplateCannotServe(setup, file, stats, firstTemplateDrop);
   return stats;
+}
+
+/**
+ * One bad line is dropped; a template that yields labels for no line at all
+ * is a template problem and ends the run, naming it.
+ */
+function failIfTemplateCannotServe(setup: TokenizerSetup, file: string, stats: SplitStats, first: { reason: DropReason; detail: string } | undefined): void {
+  if (stats.examples > 0 || !first) return;
+  const templateDrops = [...TEMPLATE_REASONS].reduce((n, r) => n + (stats.dropped[r] ?? 0), 0);
+  const all = Object.values(stats.dropped).reduce((n: number, c) => n + (c ?? 0), 0);
+  if (templateDrops === 0 || templateDrops < all / 2) return;
+  const code = first.reason === 'eot_not_found' ? 'TEMPLATE_NO_EOT' : first.reason === 'template_error' ? 'TEMPLATE_ERROR' : 'TEMPLATE_SPAN';
+  const what =
+    first.reason === 'eot_not_found'
+      ? 'the template does not close assistant turns with a special token, so a model trained on it cannot learn to stop'
+      : first.reason === 'template_error'
+        ? 'the template raises on the data'
+        : 'chatsft cannot locate the assistant turns in what the template renders';
+  throw new ChatsftError(
+    code,
+    `no line of ${file} yields labels: ${what} (${templateDrops} of ${all} lines dropped for it; first: ${first.detail})`,
+    templateWhere(setup.template),
+  );
 }
 
 /** Prepare a file into memory (what `train` does with a JSONL path). */
@@ -203,7 +241,7 @@ export interface Manifest extends Omit<SplitStats, 'lines'> {
   eval?: Omit<SplitStats, 'lines'> & { shards: string[]; data: string };
 }
 
-export const MANIFEST = 'manifest.json';
+export { MANIFEST };
 export const GENERATOR = 'chatsft';
 
 export interface PrepareToDirOptions extends PrepareOptions {
