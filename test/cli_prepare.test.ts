@@ -154,6 +154,6 @@ test('inspect shows trained tokens and the EOT, and writes a self-contained HTML
   // With pad = eos chatsft's labels are unchanged: the EOT is still trained.
   const eos = run(['inspect', '--model', model, '--data', dataFile(), '--index', '1', '--pad', 'eos', '--padding-side', 'left', '--json']);
   assert.equal(eos.code, 0, eos.stderr);
-  const views = JSON.parse(eos.stdout) as Array<{ turns: Array<{ eotSupervised: boolean }> }>;
+  const views = (JSON.parse(eos.stdout) as { examples: Array<{ turns: Array<{ eotSupervised: boolean }> }> }).examples;
   assert.deepEqual(views[0]?.turns.map((t) => t.eotSupervised), [true, true]);
 });

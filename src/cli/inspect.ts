@@ -2,7 +2,10 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
-import { readConversations, formatIssue } from '../data/conversations.js';
+import { readConversations } from '../data/conversations.js';
+import { certainlyOver } from '../data/limits.js';
+import { dataReporter } from '../data/report.js';
+import { intFlag, printDataReport } from './flags.js';
 import { createEncoder } from '../labels/encode.js';
 import { buildView, renderHtml, renderTerminal, type InspectView } from '../inspect/view.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -20,33 +23,43 @@ export function registerInspect(program: Command): void {
       action(async (opts: Record<string, unknown>) => {
         const cfg = configFrom(opts);
         if (!cfg.data.train) throw new ChatsftError('USAGE', 'missing --data FILE');
-        const index = Number(opts['index']);
-        const count = Number(opts['count']);
-        if (!Number.isInteger(index) || index < 0) throw new ChatsftError('USAGE', '--index must be a non-negative integer');
-        if (!Number.isInteger(count) || count < 1) throw new ChatsftError('USAGE', '--count must be a positive integer');
+        const index = intFlag(opts['index'], 'index', { min: 0 });
+        const count = intFlag(opts['count'], 'count', { min: 1 });
         const setup = setupFromConfig(cfg);
         const encoder = createEncoder(setup, encodeOptionsFrom(cfg));
         const views: InspectView[] = [];
+        // Lines read up to the last one shown are reported, as every command reports them.
+        const rep = dataReporter(cfg.data.train);
         let seen = 0;
         for await (const parsed of readConversations(cfg.data.train)) {
+          rep.seen(parsed.line);
           if (parsed.ok === 'blank') continue;
           if (parsed.ok === false) {
-            process.stderr.write(`warning: ${formatIssue(cfg.data.train, parsed.issue)}\n`);
+            rep.drop(parsed.line, parsed.reason ?? 'invalid', parsed.issue.field, parsed.issue.message);
             continue;
           }
           if (seen++ < index) continue;
-          const [r] = await encoder.encode([{ conversation: parsed.conversation, line: parsed.line }]);
-          if (!r) continue;
-          if (!r.ok) process.stderr.write(`${cfg.data.train}:${r.line} dropped (${r.reason}): ${r.detail}\n`);
-          else views.push(buildView(setup, r));
+          const over = cfg.max_length !== undefined && cfg.truncation === 'drop' ? certainlyOver(setup.tokenizer, parsed.conversation, cfg.max_length) : undefined;
+          if (over) {
+            rep.drop(parsed.line, 'too_long', 'messages', `${over.chars} characters of content, more than max_length ${cfg.max_length} tokens of any vocabulary hold; not tokenized`);
+          } else {
+            const [r] = await encoder.encode([{ conversation: parsed.conversation, line: parsed.line }]);
+            if (!r) continue;
+            if (!r.ok) rep.drop(r.line, r.reason, r.reason, r.detail);
+            else {
+              rep.use();
+              views.push(buildView(setup, r));
+            }
+          }
           if (views.length >= count || seen >= index + count) break;
         }
+        printDataReport(rep.report, { quiet: false });
         if (views.length === 0) throw new ChatsftError('USAGE', `no conversation to show at index ${index}`, cfg.data.train);
         if (opts['html']) {
           writeFileAtomic(opts['html'] as string, renderHtml(views, `chatsft inspect: ${cfg.data.train}`));
           process.stderr.write(`wrote ${resolve(opts['html'] as string)}\n`);
         }
-        if (opts['json']) printJson(views);
+        if (opts['json']) printJson({ examples: views, data_report: rep.report });
         else process.stdout.write(views.map((v) => renderTerminal(v, useColor(process.stdout))).join('\n\n') + '\n');
       }),
     );

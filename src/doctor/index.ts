@@ -12,6 +12,7 @@ import { loadModelFolder } from '../model/folder.js';
 import { setupTokenizer, type SetupOptions, type TokenizerSetup } from '../tokenize/setup.js';
 import { checkCollators, createSimulator } from './checks/collator.js';
 import { scanData } from './checks/data.js';
+import type { DataReport } from '../data/report.js';
 import { checkNewTokens } from './checks/settings.js';
 import { checkStopIds, runtimeStopIds } from './checks/stop_ids.js';
 import { checkTemplate, templateMissingFinding } from './checks/template.js';
@@ -46,6 +47,8 @@ export interface DoctorSummary {
 export interface DoctorReport {
   findings: Finding[];
   summary: DoctorSummary;
+  /** What prepare/train would do with each line of --data and --eval-data (the shared data report). */
+  data_reports?: { train?: DataReport; eval?: DataReport };
 }
 
 const ORDER: Record<Severity, number> = { error: 0, warning: 1, info: 2 };
@@ -75,11 +78,18 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
 
   const sim = createSimulator({ padId: setup.padId, paddingSide: setup.paddingSide, batchSize: cfg.batch_size, maxLength: cfg.max_length });
   const file = cfg.data.train;
-  if (file !== undefined && existsSync(file) && statSync(file).isDirectory()) {
-    throw new ChatsftError('USAGE', 'doctor reads conversations (JSONL), not a prepared folder', file);
+  for (const f of [file, cfg.data.eval]) {
+    if (f !== undefined && existsSync(f) && statSync(f).isDirectory()) {
+      throw new ChatsftError('USAGE', 'doctor reads conversations (JSONL), not a prepared folder', f);
+    }
   }
   const data = await scanData(ctx, sim, file);
   const counts = sim.results();
+  // --eval-data is audited the same way; its labels do not enter the collator simulation of training.
+  const evalData =
+    cfg.data.eval !== undefined
+      ? await scanData(ctx, createSimulator({ padId: setup.padId, paddingSide: setup.paddingSide, batchSize: cfg.batch_size, maxLength: cfg.max_length }), cfg.data.eval)
+      : undefined;
 
   findings.push(
     ...checkPad(ctx, counts),
@@ -88,6 +98,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
     ...checkStopIds(ctx),
     ...checkNewTokens(ctx),
     ...data.findings,
+    ...(evalData?.findings ?? []),
     ...(ctx.eot ? checkCollators(ctx, counts, data.sample) : []),
   );
   findings.sort((a, b) => ORDER[a.severity] - ORDER[b.severity]);
@@ -111,5 +122,8 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
       simulate,
       eot_supervised: eotSupervised,
     },
+    ...(data.report || evalData?.report
+      ? { data_reports: { ...(data.report ? { train: data.report } : {}), ...(evalData?.report ? { eval: evalData.report } : {}) } }
+      : {}),
   };
 }

@@ -9,7 +9,9 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Example, Row } from '../batch/types.js';
 import { packExamples } from '../batch/pack.js';
-import { formatIssue, readConversations, type Conversation } from '../data/conversations.js';
+import { readConversations, type Conversation } from '../data/conversations.js';
+import { certainlyOver, trimToBound } from '../data/limits.js';
+import { dataReporter, type DataReport, type DataReporter } from '../data/report.js';
 import { createEncoder, type EncodeOptions, type EncodeResult, type Staged } from '../labels/encode.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { writeShard, type ShardFormat } from './shards.js';
@@ -29,6 +31,8 @@ export interface SplitStats {
   eot_token_ids: number[];
   /** The first problems, as file:line field: message. */
   issues: string[];
+  /** Problems past the first ones, only counted. */
+  issues_omitted: number;
 }
 
 export interface PrepareProgress {
@@ -49,8 +53,6 @@ export interface PrepareOptions extends EncodeOptions {
   onIssue?: (message: string) => void;
 }
 
-const MAX_ISSUES_KEPT = 50;
-
 function emptyStats(): SplitStats {
   return {
     lines: 0,
@@ -65,23 +67,24 @@ function emptyStats(): SplitStats {
     dropped: {},
     eot_token_ids: [],
     issues: [],
+    issues_omitted: 0,
   };
 }
 
-function note(stats: SplitStats, opts: PrepareOptions, message: string): void {
-  if (stats.issues.length < MAX_ISSUES_KEPT) stats.issues.push(message);
-  opts.onIssue?.(message);
+/** The report of a split (SplitStats carry the same counts, for the manifest). */
+export function reportOf(file: string, stats: SplitStats): DataReport {
+  return { file, lines: stats.lines, used: stats.examples, dropped: stats.dropped, issues: stats.issues, issues_omitted: stats.issues_omitted };
 }
 
-function account(stats: SplitStats, file: string, r: EncodeResult, opts: PrepareOptions, eots: Set<number>): Example | undefined {
+function account(stats: SplitStats, rep: DataReporter, r: EncodeResult, trimmed: Set<number>, eots: Set<number>): Example | undefined {
   if (!r.ok) {
-    stats.dropped[r.reason] = (stats.dropped[r.reason] ?? 0) + 1;
-    note(stats, opts, `${file}:${r.line} dropped (${r.reason}): ${r.detail}`);
+    rep.drop(r.line, r.reason, r.reason, r.detail);
     return undefined;
   }
+  rep.use();
   stats.examples++;
   stats.tokens += r.example.inputIds.length;
-  if (r.truncated) stats.truncated++;
+  if (r.truncated || trimmed.has(r.line)) stats.truncated++;
   for (const l of r.example.labels) if (l !== -100) stats.supervised_tokens++;
   for (const t of r.turns) {
     stats.assistant_turns++;
@@ -107,6 +110,11 @@ export async function processFile(
 ): Promise<SplitStats> {
   const encoder = createEncoder(setup, opts);
   const stats = emptyStats();
+  const rep = dataReporter(file, opts.onIssue);
+  stats.dropped = rep.report.dropped;
+  stats.issues = rep.report.issues;
+  /** Lines cut to a prefix before encoding (truncate_turns on a line over the size bound). */
+  const trimmed = new Set<number>();
   const eots = new Set<number>();
   const chunkSize = opts.chunkSize ?? 256;
   const packing = opts.packing ?? false;
@@ -125,7 +133,7 @@ export async function processFile(
     const results = await encoder.finish(staged);
     const rows: Row[] = [];
     for (const r of results) {
-      const ex = account(stats, file, r, opts, eots);
+      const ex = account(stats, rep, r, trimmed, eots);
       if (!ex) continue;
       if (packing) window.push(ex);
       else rows.push({ inputIds: ex.inputIds, labels: ex.labels, source: ex.source });
@@ -146,11 +154,22 @@ export async function processFile(
     bytes += parsed.bytes;
     if (parsed.ok === 'blank') continue;
     if (parsed.ok === false) {
-      stats.dropped['invalid'] = (stats.dropped['invalid'] ?? 0) + 1;
-      note(stats, opts, formatIssue(file, parsed.issue));
+      rep.drop(parsed.line, parsed.reason ?? 'invalid', parsed.issue.field, parsed.issue.message);
       continue;
     }
-    chunk.push({ conversation: parsed.conversation, line: parsed.line });
+    let conversation = parsed.conversation;
+    // Size check before tokenizing: a line certainly over max_length is never tokenized whole.
+    const over = opts.maxLength !== undefined ? certainlyOver(setup.tokenizer, conversation, opts.maxLength) : undefined;
+    if (over) {
+      const kept = opts.truncation === 'truncate_turns' ? trimToBound(conversation, over.bound) : undefined;
+      if (!kept) {
+        rep.drop(parsed.line, 'too_long', 'messages', `${over.chars} characters of content, more than ${opts.maxLength} tokens of any vocabulary hold (at most ${over.bound}); not tokenized`);
+        continue;
+      }
+      conversation = kept;
+      trimmed.add(parsed.line);
+    }
+    chunk.push({ conversation, line: parsed.line });
     if (chunk.length >= chunkSize) {
       const staged = encoder.start(chunk);
       chunk = [];
@@ -167,6 +186,7 @@ export async function processFile(
   if (inFlight) await take(inFlight);
   flushWindow();
   stats.eot_token_ids = [...eots].sort((a, b) => a - b);
+  stats.issues_omitted = rep.report.issues_omitted;
   return stats;
 }
 
@@ -203,13 +223,30 @@ export interface Manifest extends Omit<SplitStats, 'lines'> {
 
 export const MANIFEST = 'manifest.json';
 
+export const DEFAULT_SHARD_BYTES = 64 * 1024 * 1024;
+
+/** Bytes of a row's columns as int32 (what the shard holds; the JS arrays take about as much again). */
+export function rowBytes(r: Row): number {
+  const n = r.inputIds.length + r.labels.length + (r.positionIds?.length ?? 0) + (r.seqLengths?.length ?? 0) + (r.sources?.length ?? 1);
+  return 4 * n;
+}
+
 export interface PrepareToDirOptions extends PrepareOptions {
   out: string;
   format?: ShardFormat;
   evalData?: string;
   /** Rows per shard file. */
   shardRows?: number;
+  /**
+   * A shard is also written once its rows hold this many bytes of int32
+   * column data (default 64 MiB), so memory stays bounded whatever the
+   * length of the conversations (300 MB of long ones once peaked at 2.7 GB
+   * with a bound in rows only).
+   */
+  shardBytes?: number;
   overwrite?: boolean;
+  /** The data report of each split, once it is read. */
+  onReport?: (split: 'train' | 'eval', report: DataReport) => void;
   modelDir: string;
   version: string;
 }
@@ -221,6 +258,7 @@ export async function prepareToDir(setup: TokenizerSetup, data: string, opts: Pr
   }
   const format = opts.format ?? 'parquet';
   const shardRows = opts.shardRows ?? 50000;
+  const shardBytes = opts.shardBytes ?? DEFAULT_SHARD_BYTES;
   mkdirSync(dirname(out), { recursive: true });
   const staging = join(dirname(out), `.${basename(out)}.partial-${process.pid}`);
   rmSync(staging, { recursive: true, force: true });
@@ -229,18 +267,22 @@ export async function prepareToDir(setup: TokenizerSetup, data: string, opts: Pr
     const writeSplit = async (split: string, file: string): Promise<{ stats: SplitStats; shards: string[] }> => {
       const shards: string[] = [];
       let buffer: Row[] = [];
+      let buffered = 0;
       const flush = (): void => {
         if (buffer.length === 0) return;
         shards.push(writeShard(staging, split, shards.length, buffer, opts.packing ?? false, format));
         buffer = [];
+        buffered = 0;
       };
       const stats = await processFile(setup, file, opts, (rows) => {
         for (const r of rows) {
           buffer.push(r);
-          if (buffer.length >= shardRows) flush();
+          buffered += rowBytes(r);
+          if (buffer.length >= shardRows || buffered >= shardBytes) flush();
         }
       });
       flush();
+      opts.onReport?.(split === 'eval' ? 'eval' : 'train', reportOf(file, stats));
       if (shards.length === 0) shards.push(writeShard(staging, split, 0, [], opts.packing ?? false, format));
       return { stats, shards };
     };

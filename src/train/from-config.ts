@@ -8,7 +8,8 @@ import { join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Row } from '../batch/types.js';
 import type { SftConfig } from '../config/schema.js';
-import { prepareRows, MANIFEST, type Manifest } from '../prepare/prepare.js';
+import { prepareRows, reportOf, MANIFEST, type Manifest } from '../prepare/prepare.js';
+import { dataSummary, formatDataReport, type DataReport } from '../data/report.js';
 import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
@@ -24,7 +25,12 @@ export interface LoadedSplit {
   rows: Row[];
   eotIds: number[];
   supervisedEot: number;
+  /** What happened to the lines of a JSONL split (absent for a prepared folder). */
+  report?: DataReport;
 }
+
+/** A run's result and the data reports of its JSONL splits. */
+export type TrainRun = TrainResult & { data_reports: { train?: DataReport; eval?: DataReport } };
 
 /** Rows of a split: a prepared folder (checked against this tokenizer) or a JSONL file prepared in memory. */
 export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: string, split: 'train' | 'eval'): Promise<LoadedSplit> {
@@ -40,7 +46,12 @@ export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: str
     return { rows: await readShards(path, split), eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
   }
   const { rows, stats } = await prepareRows(setup, path, { ...encodeOptionsFrom(cfg), packing: cfg.packing });
-  return { rows, eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
+  const report = reportOf(path, stats);
+  if (rows.length === 0) {
+    // Say why, by reason, rather than "no training rows" later.
+    throw new ChatsftError('DATA_INVALID', `no usable ${split} example: ${dataSummary(report)}${report.issues[0] ? `; first: ${report.issues[0]}` : ''}`);
+  }
+  return { rows, eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot, report };
 }
 
 /** Parameters of the model a config describes, without building it. */
@@ -85,13 +96,16 @@ export async function trainFromConfig(
      */
     transformRows?: (rows: Row[], setup: TokenizerSetup) => Row[];
   } = {},
-): Promise<TrainResult> {
+): Promise<TrainRun> {
   if (!cfg.data.train) throw new ChatsftError('USAGE', 'missing data.train (or --data FILE)');
   if (!cfg.output_dir) throw new ChatsftError('USAGE', 'missing output_dir (or --output-dir DIR)');
   const setup = setupFromConfig(cfg);
   const loaded = await loadSplit(setup, cfg, cfg.data.train, 'train');
   const train = opts.transformRows ? { ...loaded, rows: opts.transformRows(loaded.rows, setup) } : loaded;
   const evalSplit = cfg.data.eval ? await loadSplit(setup, cfg, cfg.data.eval, 'eval') : undefined;
+  // Dropped lines of both splits, reported before any time is spent training.
+  const log = (line: string): void => (opts.onLog ? opts.onLog(line) : opts.quiet ? undefined : void process.stderr.write(`${line}\n`));
+  for (const r of [loaded.report, evalSplit?.report]) if (r) for (const l of formatDataReport(r)) log(`warning: ${l}`);
   chooseWasmThreads(cfg);
   await initEngine();
   const { model } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
@@ -143,6 +157,6 @@ export async function trainFromConfig(
     disposeModel(model);
   }
   progress.done(`trained ${result.steps} steps in ${result.seconds.toFixed(1)} s`);
-  return result;
+  return { ...result, data_reports: { ...(loaded.report ? { train: loaded.report } : {}), ...(evalSplit?.report ? { eval: evalSplit.report } : {}) } };
 }
 
