@@ -9,7 +9,8 @@
  */
 import { existsSync } from 'node:fs';
 import { gguf } from '@huggingface/gguf';
-import { ChatsftError } from '../errors.js';
+import { ChatsftError, isChatsftError } from '../errors.js';
+import { checkGgufHeader } from './gguf-header.js';
 import { readConversations, type Conversation } from '../data/conversations.js';
 import { dataReporter, dataSummary, totalDropped, type DataReport } from '../data/report.js';
 import { compileTemplate, renderChat, type ChatTemplate, type TemplateVars } from '../template/render.js';
@@ -56,6 +57,13 @@ interface GgufChat {
 
 async function readChat(file: string): Promise<GgufChat> {
   let metadata: Record<string, unknown>;
+  // The GGUF reader returns partial metadata from a truncated file: check the lengths first.
+  try {
+    checkGgufHeader(file);
+  } catch (e) {
+    if (isChatsftError(e)) throw e;
+    throw new ChatsftError('FILE_CORRUPT', `not a readable GGUF file: ${(e as Error).message}`, file);
+  }
   try {
     metadata = (await gguf(file, { allowLocalFile: true })).metadata as unknown as Record<string, unknown>;
   } catch (e) {
