@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { readConversations } from '../data/conversations.js';
-import { certainlyOver } from '../data/limits.js';
+import { certainlyOver, overLengthMessage, sizeLimit } from '../data/limits.js';
 import { dataReporter } from '../data/report.js';
 import { intFlag, printDataReport } from './flags.js';
 import { createEncoder } from '../labels/encode.js';
@@ -30,6 +30,7 @@ export function registerInspect(program: Command): void {
         const views: InspectView[] = [];
         // Lines read up to the last one shown are reported, as every command reports them.
         const rep = dataReporter(cfg.data.train);
+        const limit = sizeLimit(setup.folder, cfg.max_length);
         let seen = 0;
         for await (const parsed of readConversations(cfg.data.train)) {
           rep.seen(parsed.line);
@@ -39,9 +40,9 @@ export function registerInspect(program: Command): void {
             continue;
           }
           if (seen++ < index) continue;
-          const over = cfg.max_length !== undefined && cfg.truncation === 'drop' ? certainlyOver(setup.tokenizer, parsed.conversation, cfg.max_length) : undefined;
-          if (over) {
-            rep.drop(parsed.line, 'too_long', 'messages', `${over.chars} characters of content, more than max_length ${cfg.max_length} tokens of any vocabulary hold; not tokenized`);
+          const over = limit && (limit.source !== 'max_length' || cfg.truncation === 'drop') ? certainlyOver(setup.tokenizer, parsed.conversation, limit.tokens) : undefined;
+          if (over && limit) {
+            rep.drop(parsed.line, 'too_long', 'messages', overLengthMessage(over, limit));
           } else {
             const [r] = await encoder.encode([{ conversation: parsed.conversation, line: parsed.line }]);
             if (!r) continue;

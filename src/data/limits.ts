@@ -91,3 +91,29 @@ export function trimToBound(conv: Conversation, bound: number): Conversation | u
   }
   return end < 0 ? undefined : { ...conv, messages: conv.messages.slice(0, end + 1) };
 }
+
+/** The token budget a line is checked against before tokenizing, and what it comes from. */
+export interface SizeLimit {
+  tokens: number;
+  /** Words for messages: "max_length 2048" or "the model's max_position_embeddings 4096". */
+  name: string;
+  /** max_length (an over-length policy applies) or the model's positions (the line can never be used). */
+  source: 'max_length' | 'max_position_embeddings';
+}
+
+/**
+ * max_length when set; else the model's max_position_embeddings from its
+ * config.json, so that even without max_length a 30 MB line is not
+ * tokenized (no row longer than the positions can be trained on).
+ */
+export function sizeLimit(folder: { modelConfig?: Record<string, unknown> | undefined }, maxLength: number | undefined): SizeLimit | undefined {
+  if (maxLength !== undefined) return { tokens: maxLength, name: `max_length ${maxLength}`, source: 'max_length' };
+  const p = folder.modelConfig?.['max_position_embeddings'];
+  if (typeof p === 'number' && Number.isInteger(p) && p > 0) return { tokens: p, name: `the model's max_position_embeddings ${p}`, source: 'max_position_embeddings' };
+  return undefined;
+}
+
+/** The too_long message of a line over the size bound. */
+export function overLengthMessage(over: OverLength, limit: SizeLimit): string {
+  return `${over.chars} characters of content, more than ${limit.name} tokens can hold with this vocabulary (at most ${over.bound}); not tokenized`;
+}

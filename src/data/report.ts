@@ -74,7 +74,9 @@ export function dataSummary(r: DataReport, verb = 'dropped'): string {
  */
 export function formatDataReport(r: DataReport, shown = 10, verb = 'dropped'): string[] {
   if (totalDropped(r) === 0) return [];
-  const lines = r.issues.slice(0, shown);
+  // In file order (lines dropped while encoding are found a chunk later than parse errors).
+  const lineOf = (m: string): number => Number.parseInt(m.slice(r.file.length + 1), 10) || 0;
+  const lines = [...r.issues].sort((a, b) => lineOf(a) - lineOf(b)).slice(0, shown);
   const more = r.issues.length - lines.length + r.issues_omitted;
   if (more > 0) lines.push(`... and ${more} more`);
   lines.push(dataSummary(r, verb));

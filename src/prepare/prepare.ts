@@ -10,7 +10,7 @@ import { ChatsftError } from '../errors.js';
 import type { Example, Row } from '../batch/types.js';
 import { packExamples } from '../batch/pack.js';
 import { readConversations, type Conversation } from '../data/conversations.js';
-import { certainlyOver, trimToBound } from '../data/limits.js';
+import { certainlyOver, overLengthMessage, sizeLimit, trimToBound } from '../data/limits.js';
 import { dataReporter, type DataReport, type DataReporter } from '../data/report.js';
 import { createEncoder, type EncodeOptions, type EncodeResult, type Staged } from '../labels/encode.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
@@ -115,6 +115,7 @@ export async function processFile(
   stats.issues = rep.report.issues;
   /** Lines cut to a prefix before encoding (truncate_turns on a line over the size bound). */
   const trimmed = new Set<number>();
+  const limit = sizeLimit(setup.folder, opts.maxLength);
   const eots = new Set<number>();
   const chunkSize = opts.chunkSize ?? 256;
   const packing = opts.packing ?? false;
@@ -158,12 +159,12 @@ export async function processFile(
       continue;
     }
     let conversation = parsed.conversation;
-    // Size check before tokenizing: a line certainly over max_length is never tokenized whole.
-    const over = opts.maxLength !== undefined ? certainlyOver(setup.tokenizer, conversation, opts.maxLength) : undefined;
-    if (over) {
-      const kept = opts.truncation === 'truncate_turns' ? trimToBound(conversation, over.bound) : undefined;
+    // Size check before tokenizing: a line certainly over the limit is never tokenized whole.
+    const over = limit ? certainlyOver(setup.tokenizer, conversation, limit.tokens) : undefined;
+    if (over && limit) {
+      const kept = limit.source === 'max_length' && opts.truncation === 'truncate_turns' ? trimToBound(conversation, over.bound) : undefined;
       if (!kept) {
-        rep.drop(parsed.line, 'too_long', 'messages', `${over.chars} characters of content, more than ${opts.maxLength} tokens of any vocabulary hold (at most ${over.bound}); not tokenized`);
+        rep.drop(parsed.line, 'too_long', 'messages', overLengthMessage(over, limit));
         continue;
       }
       conversation = kept;

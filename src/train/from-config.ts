@@ -104,7 +104,8 @@ export async function trainFromConfig(
   const train = opts.transformRows ? { ...loaded, rows: opts.transformRows(loaded.rows, setup) } : loaded;
   const evalSplit = cfg.data.eval ? await loadSplit(setup, cfg, cfg.data.eval, 'eval') : undefined;
   // Dropped lines of both splits, reported before any time is spent training.
-  const log = (line: string): void => (opts.onLog ? opts.onLog(line) : opts.quiet ? undefined : void process.stderr.write(`${line}\n`));
+  // Warnings, not progress: shown under --quiet too.
+  const log = (line: string): void => (opts.onLog ? opts.onLog(line) : void process.stderr.write(`${line}\n`));
   for (const r of [loaded.report, evalSplit?.report]) if (r) for (const l of formatDataReport(r)) log(`warning: ${l}`);
   chooseWasmThreads(cfg);
   await initEngine();

@@ -6,7 +6,7 @@
  */
 import { isChatsftError } from '../../errors.js';
 import { readConversations, type Conversation } from '../../data/conversations.js';
-import { certainlyOver } from '../../data/limits.js';
+import { certainlyOver, overLengthMessage, sizeLimit } from '../../data/limits.js';
 import { dataReporter, type DataReport, type DataReporter } from '../../data/report.js';
 import { createEncoder, type EncodeResult, type EncodedExample, type Encoder } from '../../labels/encode.js';
 import { specialMatcher } from '../../tokenize/special.js';
@@ -85,6 +85,7 @@ export async function scanData(
   const stats = newStats();
   // What prepare and train would report for this file, reason by reason.
   const rep: DataReporter = dataReporter(file ?? '(sample)');
+  const limit = sizeLimit(setup.folder, cfg.max_length);
   const matcher = specialMatcher(setup.specialStrings);
   const base = { trainOn: cfg.train_on, allowSpecialTokensInContent: cfg.allow_special_tokens_in_content };
   const full = createEncoder(setup, base); // no length limit: what other trainers see
@@ -165,11 +166,13 @@ export async function scanData(
       continue;
     }
     stats.conversations++;
-    // Certainly over max_length by its size alone: counted, never tokenized (a 30 MB line took 5 GB).
-    const over = L !== undefined ? certainlyOver(setup.tokenizer, parsed.conversation, L) : undefined;
-    if (over) {
-      stats.overLength.push(parsed.line);
-      rep.drop(parsed.line, 'too_long', 'messages', `${over.chars} characters of content, more than max_length ${L} tokens of any vocabulary hold; not tokenized`);
+    // Certainly over the limit by its size alone: counted, never tokenized (a 30 MB line took 5 GB).
+    const over = limit ? certainlyOver(setup.tokenizer, parsed.conversation, limit.tokens) : undefined;
+    if (over && limit) {
+      const message = overLengthMessage(over, limit);
+      if (limit.source === 'max_length') stats.overLength.push(parsed.line);
+      else stats.invalid.push({ line: parsed.line, why: `too_long: ${message}` });
+      rep.drop(parsed.line, 'too_long', 'messages', message);
       continue;
     }
     chunk.push({ conversation: parsed.conversation, line: parsed.line });
@@ -268,8 +271,8 @@ function dataFindings(ctx: DoctorContext, s: Stats, file: string): Finding[] {
     code: 'DATA_SUMMARY',
     severity: 'info',
     message: ctx.eot
-      ? `${s.examples} of ${s.conversations} conversation(s) encode; ${s.trainedTurns} of ${s.assistantTurns} assistant turns are trained.`
-      : `${s.conversations} conversation(s) read but not encoded: the template has no usable EOT (see the template finding).`,
+      ? `${file}: ${s.examples} of ${s.conversations} conversation(s) encode; ${s.trainedTurns} of ${s.assistantTurns} assistant turns are trained.`
+      : `${file}: ${s.conversations} conversation(s) read but not encoded: the template has no usable EOT (see the template finding).`,
     evidence: {
       file,
       lines: s.lines,

@@ -1,0 +1,15 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { generateDemoData, renderChatml, toJsonl } from './dist/src/demo/data.js';
+import { writeDemoModelFolder } from './dist/src/demo/tokenizer.js';
+import { initEngine, createModel, saveModel, makeLlamaConfig, disposeModel } from './dist/src/engine/index.js';
+const root = '/tmp/rd';
+const { train, heldout } = generateDemoData({ seed: 5, train: 20, heldout: 6, task: 'A' });
+const model = join(root, 'model');
+const info = await writeDemoModelFolder(model, [...train, ...heldout].map(renderChatml), { vocabSize: 400 });
+await initEngine();
+const cfg = makeLlamaConfig({ vocabSize: info.vocabSize, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1, tieWordEmbeddings: true, maxPositionEmbeddings: 128 });
+const m = createModel(cfg, 0); saveModel(m, model); disposeModel(m);
+writeFileSync(join(root, 'train.jsonl'), toJsonl(train));
+writeFileSync(join(root, 'heldout.jsonl'), toJsonl(heldout));
+console.log(info.vocabSize);
