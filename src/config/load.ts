@@ -153,10 +153,11 @@ export function foreignKey(path: string, key: string): string | undefined {
   return FOREIGN_KEYS[path]?.[key];
 }
 
-function formatIssues(issues: z.core.$ZodIssue[]): string {
+function formatIssues(issues: z.core.$ZodIssue[], fromFlags: Map<string, string> = new Map()): string {
   const lines: string[] = [];
   for (const issue of issues) {
     const at = issue.path.map(String).join('.');
+    const flag = fromFlags.get(at);
     if (issue.code === 'unrecognized_keys') {
       for (const key of issue.keys) {
         const foreign = foreignKey(at, key);
@@ -169,7 +170,8 @@ function formatIssues(issues: z.core.$ZodIssue[]): string {
         lines.push(`${at ? `${at}.` : ''}${key}: unknown key${hint ? ` (did you mean '${hint}'?)` : ''}`);
       }
     } else {
-      lines.push(`${at || '(config)'}: ${issue.message}`);
+      // A value given as a flag is named as the user typed it.
+      lines.push(`${at || '(config)'}: ${issue.message}${flag ? ` (from ${flag})` : ''}`);
     }
   }
   return lines.join('\n');
@@ -225,9 +227,11 @@ export function readConfigFile(file: string): Record<string, unknown> {
 
 export function loadConfig(input: LoadConfigInput = {}): SftConfig {
   const raw: Record<string, unknown> = input.file ? readConfigFile(input.file) : {};
+  const fromFlags = new Map<string, string>();
   for (const spec of flagTable()) {
     const v = input.flags?.[spec.flag];
     if (v === undefined) continue;
+    fromFlags.set(spec.path.join('.'), typeof v === 'string' ? `--${spec.flag} '${v}'` : `--${spec.flag}`);
     if (spec.flag === 'lora') {
       if (coerce(spec, v) && raw['lora'] === undefined) raw['lora'] = {};
       continue;
@@ -235,6 +239,6 @@ export function loadConfig(input: LoadConfigInput = {}): SftConfig {
     setPath(raw, spec.path, coerce(spec, v));
   }
   const parsed = ConfigSchema.safeParse(raw);
-  if (!parsed.success) throw new ChatsftError('CONFIG_INVALID', `\n${formatIssues(parsed.error.issues)}`, input.file ?? 'flags');
+  if (!parsed.success) throw new ChatsftError('CONFIG_INVALID', `\n${formatIssues(parsed.error.issues, fromFlags)}`, input.file ?? 'flags');
   return parsed.data;
 }

@@ -26,7 +26,8 @@ export function kvBudgetBytes(): number {
   return Number.isFinite(env) && env > 0 ? env : freemem() / 2;
 }
 
-const gib = (b: number): string => `${(b / 2 ** 30).toFixed(b < 2 ** 30 ? 3 : 1)} GiB`;
+const gib = (b: number): string =>
+  b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(1)} GiB` : b >= 2 ** 20 ? `${(b / 2 ** 20).toFixed(1)} MiB` : `${Math.ceil(b / 1024)} KiB`;
 
 /** Refuse a budget of new tokens that leaves no room for any prompt. */
 export function checkNewTokensFit(maxNewTokens: number, maxPositions: number): void {
