@@ -7,6 +7,8 @@ import type { TokenizerSetup } from '../tokenize/setup.js';
 import { createProgress, type Progress } from '../util/progress.js';
 import { action, addConfigFlags, configFrom, printJson } from './common.js';
 import { intFlag, printDataReport } from './flags.js';
+import { loadModelFolder } from '../model/folder.js';
+import { checkNewTokensFit } from '../generate/limits.js';
 import { droppedByReason, totalDropped } from '../data/report.js';
 import { encodeOptionsFrom } from './prepare.js';
 import { loadGenerator } from './generate.js';
@@ -46,7 +48,7 @@ async function evalWithLlamaCpp(model: string, data: string, opts: Record<string
     },
   });
   progress?.done();
-  printDataReport(report.data_report, { quiet: Boolean(opts['quiet']), verb: 'skipped' });
+  printDataReport(report.data_report, { verb: 'skipped' }); // warnings, shown under --quiet too
   const shown = rows.slice(0, Math.max(0, samples));
   if (opts['json']) {
     printJson({
@@ -120,6 +122,9 @@ export function registerEval(program: Command): void {
         const engine = String(opts['engine']);
         if (engine === 'llama.cpp') return evalWithLlamaCpp(cfg.model, data, opts, maxNewTokens, limit, samples);
         if (engine !== 'chatsft') throw new ChatsftError('USAGE', `--engine must be chatsft or llama.cpp, not ${engine}`);
+        // From config.json, before the engine starts: no room for a prompt is a flag error.
+        const positions = loadModelFolder(cfg.model).modelConfig?.['max_position_embeddings'];
+        if (typeof positions === 'number') checkNewTokensFit(maxNewTokens, positions);
         const { setup, model } = await loadGenerator(cfg.model, cfg.template);
         const silent = Boolean(opts['quiet']) || Boolean(opts['lossOnly']);
         let progress: Progress | undefined; // created at the first batch, when the total is known
@@ -140,7 +145,7 @@ export function registerEval(program: Command): void {
           });
           progress?.done();
           const dataReport = report.data_report ?? report.loss_data_report;
-          if (dataReport) printDataReport(dataReport, { quiet: Boolean(opts['quiet']), verb: 'skipped' });
+          if (dataReport) printDataReport(dataReport, { verb: 'skipped' }); // warnings, shown under --quiet too
           if (opts['json']) {
             const shown = await Promise.all(
               rows.slice(0, Math.max(0, samples)).map(async (r) => ({

@@ -1,10 +1,12 @@
 // chatsft generate --model out/ --prompt "Count from 3 to 9." [--raw] [--data chats.jsonl] [--temperature 0.7 --top-p 0.9 --seed 1] [--json]
 import type { Command } from 'commander';
 import { ChatsftError } from '../errors.js';
-import { initEngine, loadModel, type LlamaModel } from '../engine/index.js';
+import { initEngine, loadModel, parseLlamaConfig, type LlamaModel } from '../engine/index.js';
+import { join } from 'node:path';
+import type { DataReport } from '../data/report.js';
 import { engineStepModel, generate, type RowResult } from '../generate/index.js';
 import { chatRuntime, encodeText, promptIds, setupForInference, type ChatRuntime } from '../eval/runtime.js';
-import { evalPrompts } from '../eval/evaluate.js';
+import { evalPrompts, type EvalPrompt } from '../eval/evaluate.js';
 import { dataSummary } from '../data/report.js';
 import { certainlyOver } from '../data/limits.js';
 import { loadModelFolder } from '../model/folder.js';
@@ -22,8 +24,8 @@ export interface LoadedGenerator {
   runtime: ChatRuntime;
 }
 
-export async function loadGenerator(modelDir: string, template: string): Promise<LoadedGenerator> {
-  const setup = setupForInference(loadModelFolder(modelDir), template);
+export async function loadGenerator(modelDir: string, template: string, ready?: TokenizerSetup): Promise<LoadedGenerator> {
+  const setup = ready ?? setupForInference(loadModelFolder(modelDir), template);
   await initEngine();
   const model = loadModel(modelDir);
   if (model.config.vocabSize < setup.vocabSize) {
@@ -147,13 +149,17 @@ export function registerGenerate(program: Command): void {
         }
         const s = samplingFrom(opts, 128);
         const batchSize = intFlag(opts['batchSize'], 'batch-size', { min: 1 });
-        const { setup, model, runtime } = await loadGenerator(cfg.model, cfg.template);
-        const maxPositions = model.config.maxPositionEmbeddings;
-        checkNewTokensFit(s.maxNewTokens, maxPositions);
+        // Every check first, from config.json and the tokenizer: a refused run starts no engine and loads no weights.
+        const setup = setupForInference(loadModelFolder(cfg.model), cfg.template);
+        const shape = setup.folder.modelConfig ? parseLlamaConfig(setup.folder.modelConfig, join(cfg.model, 'config.json')) : undefined;
+        const maxPositions = shape?.maxPositionEmbeddings;
+        if (maxPositions !== undefined) checkNewTokensFit(s.maxNewTokens, maxPositions);
         const quiet = Boolean(opts['quiet']);
         const json = Boolean(opts['json']);
-        const sampling = { maxNewTokens: s.maxNewTokens, stopIds: runtime.stopIds, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: s.seed };
 
+        let ids: number[] = [];
+        let prompts: EvalPrompt[] = [];
+        let report: DataReport | undefined;
         if (prompt !== undefined) {
           const messages = [...(opts['system'] !== undefined ? [{ role: 'system' as const, content: String(opts['system']) }] : []), { role: 'user' as const, content: prompt }];
           if (!opts['raw'] && !cfg.allow_special_tokens_in_content) {
@@ -165,17 +171,32 @@ export function registerGenerate(program: Command): void {
             }
           }
           // Characters first: a prompt far past the positions is refused without tokenizing it.
-          const over = certainlyOver(setup.tokenizer, { messages }, maxPositions - s.maxNewTokens);
-          if (over) {
+          const over = maxPositions !== undefined ? certainlyOver(setup.tokenizer, { messages }, maxPositions - s.maxNewTokens) : undefined;
+          if (over && maxPositions !== undefined) {
             throw new ChatsftError(
               'USAGE',
               `--prompt has ${over.chars} characters, more than the ${maxPositions - s.maxNewTokens} tokens left by max_position_embeddings ${maxPositions} − --max-new-tokens ${s.maxNewTokens} can hold; shorten --prompt or lower --max-new-tokens`,
             );
           }
-          const ids = opts['raw'] ? await encodeText(setup, prompt) : await promptIds(setup, messages);
+          ids = opts['raw'] ? await encodeText(setup, prompt) : await promptIds(setup, messages);
           if (ids.length === 0) throw new ChatsftError('USAGE', '--prompt is empty');
-          checkPromptFits(ids.length, s.maxNewTokens, maxPositions);
-          checkKvCacheFits(model.config, 1, ids.length + s.maxNewTokens);
+          if (maxPositions !== undefined) checkPromptFits(ids.length, s.maxNewTokens, maxPositions);
+          if (shape) checkKvCacheFits(shape, 1, ids.length + s.maxNewTokens);
+        } else {
+          // --data: prompts = conversations without their last assistant turn, read as prepare reads them.
+          ({ prompts, report } = await evalPrompts(setup, dataFile as string, {
+            allowSpecialTokensInContent: cfg.allow_special_tokens_in_content,
+            ...(maxPositions !== undefined ? { maxPromptTokens: maxPositions - s.maxNewTokens } : {}),
+          }));
+          printDataReport(report, { quiet, verb: 'skipped' });
+          if (prompts.length === 0) throw new ChatsftError('DATA_INVALID', `no prompt to generate from: ${dataSummary(report, 'skipped')}`);
+          const longest = Math.max(...prompts.map((p) => p.ids.length));
+          if (shape) checkKvCacheFits(shape, Math.min(batchSize, prompts.length), longest + s.maxNewTokens, '--max-new-tokens or --batch-size');
+        }
+
+        const { model, runtime } = await loadGenerator(cfg.model, cfg.template, setup);
+        const sampling = { maxNewTokens: s.maxNewTokens, stopIds: runtime.stopIds, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: s.seed };
+        if (prompt !== undefined) {
           // Streamed to stdout as chosen (stop ids are never passed to onToken).
           const dec = streamDecoder(setup);
           let pending: Promise<void> = Promise.resolve();
@@ -194,15 +215,6 @@ export function registerGenerate(program: Command): void {
           return;
         }
 
-        // --data: prompts = conversations without their last assistant turn.
-        const { prompts, report } = await evalPrompts(setup, dataFile as string, {
-          allowSpecialTokensInContent: cfg.allow_special_tokens_in_content,
-          maxPromptTokens: maxPositions - s.maxNewTokens,
-        });
-        printDataReport(report, { quiet, verb: 'skipped' });
-        if (prompts.length === 0) throw new ChatsftError('DATA_INVALID', `no prompt to generate from: ${dataSummary(report, 'skipped')}`);
-        const longest = Math.max(...prompts.map((p) => p.ids.length));
-        checkKvCacheFits(model.config, Math.min(batchSize, prompts.length), longest + s.maxNewTokens, '--max-new-tokens or --batch-size');
         const progress = createProgress({ label: 'generate', total: prompts.length, unit: 'prompts', silent: quiet });
         const out: GenJson[] = [];
         for (let i = 0; i < prompts.length; i += batchSize) {
