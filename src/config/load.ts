@@ -144,7 +144,7 @@ const FOREIGN_KEYS: Record<string, Record<string, string>> = {
     target_modules: 'lora.targets',
     max_new_tokens: 'eval.max_new_tokens',
   },
-  lora: { lora_r: 'r', rank: 'r', lora_alpha: 'alpha', lora_dropout: 'dropout', target_modules: 'targets', lora_target_modules: 'targets' },
+  lora: { lora_r: 'r', lora_alpha: 'alpha', lora_dropout: 'dropout', target_modules: 'targets', lora_target_modules: 'targets' },
   eval: { eval_steps: 'every_steps' },
 };
 
