@@ -26,9 +26,10 @@ export function registerChat(program: Command): void {
       checkNewTokensFit(s.maxNewTokens, maxPositions);
       checkKvCacheFits(model.config, 1, s.maxNewTokens + 1);
       const room = maxPositions - s.maxNewTokens; // prompt tokens a turn may use
-      /** A message that cannot fit is refused with a note; the session goes on. */
+      let kept: Message[] = history; // the history before the message being sent
+      /** A message that cannot fit is refused with a note; the session goes on with the history it had. */
       const refuse = (why: string): void => {
-        history.pop();
+        history = kept;
         process.stderr.write(`(message not sent: ${why}; the model has max_position_embeddings ${maxPositions} and --max-new-tokens is ${s.maxNewTokens}: send something shorter, /reset, or lower --max-new-tokens)\n`);
       };
 
@@ -43,6 +44,7 @@ export function registerChat(program: Command): void {
           history = [...system];
           process.stderr.write('(history cleared)\n');
         } else if (line !== '') {
+          kept = [...history];
           history.push({ role: 'user', content: line });
           // Characters first: a 200 KB line is refused without being tokenized or prefilled.
           const over = certainlyOver(setup.tokenizer, { messages: [...system, { role: 'user', content: line }] }, room);
