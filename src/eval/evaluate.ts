@@ -211,6 +211,33 @@ export async function evaluateModel(opts: EvaluateOptions): Promise<{ report: Ev
   if (!existsSync(opts.data)) throw new ChatsftError('FILE_MISSING', 'data file not found', opts.data);
   const runtime = await chatRuntime(setup);
   const stopIds = opts.stopIds ?? runtime.stopIds;
+  const maxPositions = opts.maxPositions ?? model?.config.maxPositionEmbeddings;
+
+  // Prompts and every size check first: a refused run must not spend the loss pass first.
+  let prompts: EvalPrompt[] = [];
+  let skipped = 0;
+  let dataReport: DataReport | null = null;
+  const generateBatch = opts.generateBatch ?? (model ? engineGenerateBatch(model) : undefined);
+  if (!opts.lossOnly) {
+    if (!generateBatch) throw new ChatsftError('USAGE', 'evaluateModel needs a model or a generateBatch function');
+    if (maxPositions !== undefined && opts.maxNewTokens >= maxPositions) {
+      throw new ChatsftError('USAGE', `--max-new-tokens ${opts.maxNewTokens} leaves no room for a prompt: the model has max_position_embeddings ${maxPositions}`);
+    }
+    ({ prompts, skipped, report: dataReport } = await evalPrompts(setup, opts.data, {
+      ...(opts.limit !== undefined ? { limit: opts.limit } : {}),
+      allowSpecialTokensInContent: opts.encode?.allowSpecialTokensInContent ?? false,
+      ...(maxPositions !== undefined ? { maxPromptTokens: maxPositions - opts.maxNewTokens } : {}),
+      ...(opts.onIssue ? { onIssue: opts.onIssue } : {}),
+    }));
+    if (prompts.length === 0) {
+      throw new ChatsftError('DATA_INVALID', `nothing to evaluate: ${dataSummary(dataReport, 'skipped')}${dataReport.issues[0] ? `; first: ${dataReport.issues[0]}` : ''}`);
+    }
+
+    if (model && !opts.generateBatch) {
+      const longest = Math.max(...prompts.map((p) => p.ids.length));
+      checkKvCacheFits(model.config, Math.min(opts.batchSize ?? 16, prompts.length), longest + opts.maxNewTokens, '--max-new-tokens or --batch-size');
+    }
+  }
 
   // Loss over the conversations as `prepare` would label them.
   const t0 = performance.now();
@@ -218,7 +245,6 @@ export async function evaluateModel(opts: EvaluateOptions): Promise<{ report: Ev
   let lossTokens = 0;
   let lossExamples = 0;
   let lossReport: DataReport | null = null;
-  const maxPositions = opts.maxPositions ?? model?.config.maxPositionEmbeddings;
   if (model) {
     // Rows past the model's positions are dropped as too_long rather than run silently.
     const cap = maxPositions !== undefined ? Math.min(maxPositions, opts.encode?.maxLength ?? Infinity) : opts.encode?.maxLength;
@@ -250,27 +276,7 @@ export async function evaluateModel(opts: EvaluateOptions): Promise<{ report: Ev
     loss_data_report: lossReport,
     seconds: { loss: lossSeconds, generation: 0 },
   };
-  if (opts.lossOnly) return { report: base, rows: [] };
-
-  const generateBatch = opts.generateBatch ?? (model ? engineGenerateBatch(model) : undefined);
-  if (!generateBatch) throw new ChatsftError('USAGE', 'evaluateModel needs a model or a generateBatch function');
-  if (maxPositions !== undefined && opts.maxNewTokens >= maxPositions) {
-    throw new ChatsftError('USAGE', `--max-new-tokens ${opts.maxNewTokens} leaves no room for a prompt: the model has max_position_embeddings ${maxPositions}`);
-  }
-  const { prompts, skipped, report: dataReport } = await evalPrompts(setup, opts.data, {
-    ...(opts.limit !== undefined ? { limit: opts.limit } : {}),
-    allowSpecialTokensInContent: opts.encode?.allowSpecialTokensInContent ?? false,
-    ...(maxPositions !== undefined ? { maxPromptTokens: maxPositions - opts.maxNewTokens } : {}),
-    ...(opts.onIssue ? { onIssue: opts.onIssue } : {}),
-  });
-  if (prompts.length === 0) {
-    throw new ChatsftError('DATA_INVALID', `nothing to evaluate: ${dataSummary(dataReport, 'skipped')}${dataReport.issues[0] ? `; first: ${dataReport.issues[0]}` : ''}`);
-  }
-
-  if (model && !opts.generateBatch) {
-    const longest = Math.max(...prompts.map((p) => p.ids.length));
-    checkKvCacheFits(model.config, Math.min(opts.batchSize ?? 16, prompts.length), longest + opts.maxNewTokens, '--max-new-tokens or --batch-size');
-  }
+  if (opts.lossOnly || !generateBatch) return { report: base, rows: [] };
 
   // Similar lengths share a batch, so left padding wastes little.
   const t1 = performance.now();

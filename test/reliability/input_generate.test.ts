@@ -115,7 +115,6 @@ test('chat: a 200 KB line and a line over the positions are refused with a note;
   assert.equal(notes.length, 2, r.stderr);
   assert.match(notes[0]!, /199999 characters cannot fit in 125 tokens; the model has max_position_embeddings 128 and --max-new-tokens is 3/);
   assert.match(notes[1]!, /it is \d+ tokens with the template, more than the 125 left for a prompt/);
-  // The third line was answered (hit the 3-token budget or stopped).
-  assert.match(r.stderr + r.stdout, /did not stop: hit max_new_tokens 3|\S/);
-  assert.ok(r.stdout.trim().length > 0 || /did not stop/.test(r.stderr), 'the last message got a reply');
+  // Only the third line was answered: the random model (seed 0) runs to its 3-token budget once.
+  assert.equal((r.stderr.match(/did not stop: hit max_new_tokens 3/g) ?? []).length, 1, r.stderr);
 });
