@@ -89,6 +89,10 @@ export async function* readLines(file: string, opts: ReadLinesOptions = {}): Asy
     parts = [];
     size = 0;
     if (first && buf.length >= 3 && buf[0] === BOM[0] && buf[1] === BOM[1] && buf[2] === BOM[2]) buf = buf.subarray(3);
+    // A UTF-16 file would otherwise be reported line by line as invalid UTF-8.
+    if (first && buf.length >= 2 && ((buf[0] === 0xff && buf[1] === 0xfe) || (buf[0] === 0xfe && buf[1] === 0xff))) {
+      throw new ChatsftError('DATA_INVALID', 'the file is UTF-16 (it starts with a UTF-16 byte-order mark); JSONL must be UTF-8: re-encode it (iconv -f UTF-16 -t UTF-8)', file);
+    }
     first = false;
     if (buf.length > 0 && buf[buf.length - 1] === 0x0d) buf = buf.subarray(0, buf.length - 1); // CRLF files
     try {

@@ -147,6 +147,10 @@ test('readLines: BOM only at the start, CRLF, a last line without newline, an ov
   const kinds: unknown[] = [];
   for await (const l of readLines(file)) kinds.push('text' in l ? l.text : l.problem);
   assert.deepEqual(kinds, ['invalid_utf8', 'invalid_utf8', 'invalid_utf8', '😀']);
+  // A UTF-16 file is one clear error, not every line reported as invalid UTF-8.
+  writeFileSync(file, Buffer.from('\ufeff{"messages": []}\n', 'utf16le'));
+  const r = cli(['prepare', '--model', s.model, '--data', file, '--out', join(s.root, 'p-u16')]);
+  assertUsageError(r, /error\[DATA_INVALID\] .*lines\.jsonl: the file is UTF-16/);
 });
 
 test('prepare: a folder or a missing file as --data is a clear error', () => {
