@@ -7,8 +7,8 @@ import { prepareToDir } from '../prepare/prepare.js';
 import type { ShardFormat } from '../prepare/shards.js';
 import { createProgress } from '../util/progress.js';
 import { action, addConfigFlags, configFrom, printJson, VERSION } from './common.js';
-import { intFlag, printDataReport } from './flags.js';
-import type { DataReport } from '../data/report.js';
+import { intFlag } from './flags.js';
+import { formatDataReport, type DataReport } from '../data/report.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 
 export { encodeOptionsFrom, setupFromConfig };
@@ -35,7 +35,7 @@ export function registerPrepare(program: Command): void {
     .requiredOption('--out <dir>', 'output folder')
     .option('--format <format>', 'parquet or jsonl', 'parquet')
     .option('--shard-rows <n>', 'rows per shard file', '50000')
-    .option('--overwrite', 'replace a non-empty output folder')
+    .option('--overwrite', 'replace an earlier prepared folder (only one chatsft wrote; anything else is refused)')
     .option('--json', 'print the manifest summary as JSON on stdout')
     .option('--quiet', 'no progress or per-line reports')
     .action(
@@ -66,10 +66,14 @@ export function registerPrepare(program: Command): void {
             progress.update(p.bytes / 1e6, { tokens: p.tokens - shown, info: `${p.examples} examples` });
             shown = p.tokens;
           },
-          onReport: (split, r) => (reports[split] = r),
+          // Shown as soon as a split is read, so a run that then fails (no usable example) still lists its lines.
+          onReport: (split, r) => {
+            reports[split] = r;
+            if (!opts['quiet']) for (const l of formatDataReport(r)) progress.log(`warning: ${l}`);
+          },
+          onNote: (m) => progress.log(`note: ${m}`),
         });
         progress.done(`prepared ${manifest.examples} examples, ${manifest.tokens} tokens in ${progress.elapsed().toFixed(1)} s`);
-        for (const r of Object.values(reports)) printDataReport(r, { quiet: Boolean(opts['quiet']) });
         const summary = {
           out: resolve(opts['out'] as string),
           examples: manifest.examples,

@@ -1,5 +1,7 @@
-// chatsft train --config sft.yaml [--resume]
-import type { Command } from 'commander';
+// chatsft train --config sft.yaml [--resume] [--engine torch [--nproc 2] [--python /usr/bin/python3]]
+import { Option, type Command } from 'commander';
+import { ChatsftError } from '../errors.js';
+import type { TorchEngineOptions } from '../torch/from-config.js';
 import { trainFromConfig } from '../train/from-config.js';
 import { lineChart } from '../util/termchart.js';
 import { action, addConfigFlags, configFrom, printJson } from './common.js';
@@ -26,14 +28,20 @@ export function registerTrain(program: Command): void {
     'allow_no_eot',
     'output_dir',
   ])
-    .option('--resume', 'continue from output_dir/checkpoint')
+    .option('--resume', 'continue the run in output_dir from its newest complete checkpoint')
+    .option('--overwrite', 'replace an earlier chatsft run in output_dir (once the new run succeeds; anything else is refused)')
+    .addOption(new Option('--engine <name>', 'embedded (TensorFlow.js, default) or torch (PyTorch worker: GPU, several processes)').choices(['embedded', 'torch']).default('embedded'))
+    .option('--nproc <n>', 'torch: processes (DistributedDataParallel; the global batch is batch_size × n)')
+    .option('--python <path>', 'torch: the Python interpreter with PyTorch (default /usr/bin/python3, or CHATSFT_PYTHON)')
+    .addOption(new Option('--device <kind>', 'torch: auto (CUDA when available), cuda or cpu').choices(['auto', 'cuda', 'cpu']))
+    .option('--gradient-checkpointing', 'torch: recompute each layer in the backward (less activation memory)')
     .option('--json', 'print the result as JSON')
     .option('--quiet', 'no progress')
     .action(
       action(async (opts: Record<string, unknown>) => {
         const cfg = configFrom(opts);
         if (cfg.max_steps === undefined && cfg.epochs === undefined) cfg.epochs = 1;
-        const result = await trainFromConfig(cfg, { resume: Boolean(opts['resume']), quiet: Boolean(opts['quiet']) });
+        const result = await trainFromConfig(cfg, { resume: Boolean(opts['resume']), overwrite: Boolean(opts['overwrite']), quiet: Boolean(opts['quiet']), ...engineOptions(opts) });
         if (opts['json']) {
           printJson(result);
           return;
@@ -43,8 +51,29 @@ export function registerTrain(program: Command): void {
           `${chart.join('\n')}\n` +
             `final loss ${result.finalLoss.toFixed(4)}${result.evalLoss !== null ? `  eval loss ${result.evalLoss.toFixed(4)}` : ''}  ` +
             `${result.tokensPerSecond.toFixed(0)} tokens/s  supervised EOT ${result.supervisedEot}\n` +
+            `${result.resumedFrom !== null ? `resumed from step ${result.resumedFrom} (${result.outputDir}/checkpoint)\n` : ''}` +
             `model folder: ${result.outputDir}\n`,
         );
       }),
     );
+}
+
+/** --engine and the torch flags; torch flags without --engine torch are a usage error. */
+export function engineOptions(opts: Record<string, unknown>): { engine: 'embedded' | 'torch'; torch?: TorchEngineOptions } {
+  const engine = opts['engine'] === 'torch' ? 'torch' : 'embedded';
+  const torchFlags = ['nproc', 'python', 'device', 'gradientCheckpointing'].filter((k) => opts[k] !== undefined);
+  if (engine !== 'torch') {
+    if (torchFlags.length > 0) throw new ChatsftError('USAGE', `--${torchFlags[0]!.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} needs --engine torch`);
+    return { engine };
+  }
+  const t: TorchEngineOptions = {};
+  if (opts['nproc'] !== undefined) {
+    const n = Number(opts['nproc']);
+    if (!Number.isInteger(n) || n < 1) throw new ChatsftError('USAGE', `--nproc must be an integer >= 1, got ${String(opts['nproc'])}`);
+    t.nproc = n;
+  }
+  if (typeof opts['python'] === 'string') t.python = opts['python'];
+  if (typeof opts['device'] === 'string') t.device = opts['device'] as 'auto' | 'cuda' | 'cpu';
+  if (opts['gradientCheckpointing']) t.gradientCheckpointing = true;
+  return { engine, torch: t };
 }

@@ -10,6 +10,7 @@
  */
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { ChatsftError } from '../errors.js';
+import { userErrorFromOs } from '../util/fs-errors.js';
 
 /** Why a line could not even be decoded. */
 export type LineProblem = 'invalid_utf8' | 'line_too_large';
@@ -58,17 +59,11 @@ export function firstInvalidUtf8(b: Uint8Array): number {
   return -1;
 }
 
-function openError(file: string, e: unknown): ChatsftError {
-  const err = e as NodeJS.ErrnoException;
-  if (err.code === 'ENOENT') return new ChatsftError('FILE_MISSING', 'data file not found', file);
-  if (err.code === 'EISDIR') return new ChatsftError('USAGE', 'expected a JSONL file, got a folder', file);
-  return new ChatsftError('USAGE', `cannot read the data file (${err.code ?? 'error'}: ${err.message})`, file);
-}
 
 /** Stream the lines of `file`, 1-based, decoded or marked bad; `bytes` counts the line and its newline. */
 export async function* readLines(file: string, opts: ReadLinesOptions = {}): AsyncGenerator<RawLine> {
   if (!existsSync(file)) throw new ChatsftError('FILE_MISSING', 'data file not found', file);
-  if (statSync(file).isDirectory()) throw new ChatsftError('USAGE', 'expected a JSONL file, got a folder', file);
+  if (statSync(file).isDirectory()) throw new ChatsftError('IO_ERROR', 'is a folder, not a JSONL file (EISDIR)', file);
   const cap = opts.maxLineBytes ?? MAX_LINE_BYTES;
   const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   let parts: Buffer[] = [];
@@ -124,7 +119,8 @@ export async function* readLines(file: string, opts: ReadLinesOptions = {}): Asy
     }
   } catch (e) {
     if (e instanceof ChatsftError) throw e;
-    throw openError(file, e);
+    // A read error (EACCES, EIO…) carries no path of its own here.
+    throw userErrorFromOs(e, file);
   } finally {
     stream.destroy();
   }

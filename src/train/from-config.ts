@@ -8,8 +8,8 @@ import { join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Row } from '../batch/types.js';
 import type { SftConfig } from '../config/schema.js';
-import { prepareRows, reportOf, MANIFEST, type Manifest } from '../prepare/prepare.js';
-import { dataSummary, formatDataReport, type DataReport } from '../data/report.js';
+import { prepareRows, reportOf, requireExamples, MANIFEST, type Manifest } from '../prepare/prepare.js';
+import { formatDataReport, type DataReport } from '../data/report.js';
 import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
@@ -18,8 +18,10 @@ import { disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, type 
 import { availableParallelism } from 'node:os';
 import { createProgress } from '../util/progress.js';
 import { runTraining } from './loop.js';
+import { claimRunDir } from './output.js';
 import { loadOrCreateModel } from './setup.js';
 import type { TrainResult } from './types.js';
+import { trainTorchFromConfig, type TorchEngineOptions } from '../torch/from-config.js';
 
 export interface LoadedSplit {
   rows: Row[];
@@ -37,7 +39,15 @@ export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: str
   if (existsSync(path) && statSync(path).isDirectory()) {
     const manifestPath = join(path, MANIFEST);
     if (!existsSync(manifestPath)) throw new ChatsftError('FILE_MISSING', 'not a prepared folder (no manifest.json)', path);
-    const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
+    let m: Manifest;
+    try {
+      m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
+    } catch (e) {
+      throw new ChatsftError('FILE_CORRUPT', `manifest.json is not valid JSON (${(e as Error).message}); prepare the folder again`, manifestPath);
+    }
+    if (typeof m !== 'object' || m === null || !Array.isArray(m.shards)) {
+      throw new ChatsftError('FILE_CORRUPT', 'manifest.json is not a chatsft manifest (no shards list); prepare the folder again', manifestPath);
+    }
     if (m.tokenizer_sha256 !== setup.folder.tokenizerSha256 || m.vocab_size !== setup.vocabSize) {
       throw new ChatsftError('CONFIG_INVALID', 'prepared with another tokenizer or other added tokens than this model and config', manifestPath);
     }
@@ -46,12 +56,8 @@ export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: str
     return { rows: await readShards(path, split), eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
   }
   const { rows, stats } = await prepareRows(setup, path, { ...encodeOptionsFrom(cfg), packing: cfg.packing });
-  const report = reportOf(path, stats);
-  if (rows.length === 0) {
-    // Say why, by reason, rather than "no training rows" later.
-    throw new ChatsftError('DATA_INVALID', `no usable ${split} example: ${dataSummary(report)}${report.issues[0] ? `; first: ${report.issues[0]}` : ''}`);
-  }
-  return { rows, eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot, report };
+  requireExamples(stats, path);
+  return { rows, eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot, report: reportOf(path, stats) };
 }
 
 /** Parameters of the model a config describes, without building it. */
@@ -88,6 +94,8 @@ export async function trainFromConfig(
   cfg: SftConfig,
   opts: {
     resume?: boolean;
+    /** Replace an earlier chatsft run in output_dir (never anything else). */
+    overwrite?: boolean;
     quiet?: boolean;
     onLog?: (line: string) => void;
     /**
@@ -95,6 +103,9 @@ export async function trainFromConfig(
      * labels by pad id here, as transformers' LM collator would).
      */
     transformRows?: (rows: Row[], setup: TokenizerSetup) => Row[];
+    /** `torch`: the same run on PyTorch through the Python worker (src/torch/). */
+    engine?: 'embedded' | 'torch';
+    torch?: TorchEngineOptions;
   } = {},
 ): Promise<TrainRun> {
   if (!cfg.data.train) throw new ChatsftError('USAGE', 'missing data.train (or --data FILE)');
@@ -103,17 +114,43 @@ export async function trainFromConfig(
   const loaded = await loadSplit(setup, cfg, cfg.data.train, 'train');
   const train = opts.transformRows ? { ...loaded, rows: opts.transformRows(loaded.rows, setup) } : loaded;
   const evalSplit = cfg.data.eval ? await loadSplit(setup, cfg, cfg.data.eval, 'eval') : undefined;
-  // Dropped lines of both splits, reported before any time is spent training.
-  // Warnings, not progress: shown under --quiet too.
-  const log = (line: string): void => (opts.onLog ? opts.onLog(line) : void process.stderr.write(`${line}\n`));
-  for (const r of [loaded.report, evalSplit?.report]) if (r) for (const l of formatDataReport(r)) log(`warning: ${l}`);
+  // Dropped lines of both splits, reported before any time is spent training
+  // (warnings, not progress: shown under --quiet too).
+  for (const r of [loaded.report, evalSplit?.report]) {
+    if (r) for (const l of formatDataReport(r)) (opts.onLog ?? ((x: string) => void process.stderr.write(`${x}\n`)))(`warning: ${l}`);
+  }
+  const dataReports = { ...(loaded.report ? { train: loaded.report } : {}), ...(evalSplit?.report ? { eval: evalSplit.report } : {}) };
+  // output_dir is settled after the data loaded (its errors leave output_dir alone), before anything is written.
+  const inputs = [cfg.data.train, ...(cfg.data.eval ? [cfg.data.eval] : []), ...(cfg.model ? [cfg.model] : []), ...(typeof cfg.model_config === 'string' ? [cfg.model_config] : [])];
+  const claimOutput = (log: (line: string) => void) =>
+    claimRunDir(cfg.output_dir as string, { resume: Boolean(opts.resume), overwrite: Boolean(opts.overwrite), inputs, onNote: log });
+  if (opts.engine === 'torch') {
+    const claim = claimOutput(opts.onLog ?? ((line) => void (opts.quiet || process.stderr.write(`${line}\n`))));
+    let done = false;
+    try {
+      const r = await trainTorchFromConfig(cfg, setup, train, evalSplit, opts);
+      done = true;
+      return { ...r, data_reports: dataReports };
+    } finally {
+      claim.release(done);
+    }
+  }
   chooseWasmThreads(cfg);
   await initEngine();
   const { model } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
   if (model.config.vocabSize < setup.vocabSize) resizeTokenEmbeddings(model, setup.vocabSize);
   const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
+  const log = (line: string): void => (opts.onLog ? opts.onLog(line) : progress.log(line));
+  let claim: { release: (success: boolean) => void };
+  try {
+    claim = claimOutput(log);
+  } catch (e) {
+    disposeModel(model);
+    throw e;
+  }
   let totalShown = false;
   let result: TrainResult;
+  let ok = false;
   try {
     result = await runTraining({
     model,
@@ -151,13 +188,23 @@ export async function trainFromConfig(
         info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''} lr ${e.lr.toExponential(2)}`,
       });
     },
-    onLog: (line) => (opts.onLog ? opts.onLog(line) : progress.log(line)),
+    onLog: log,
     finalizeFolder: (dir) => saveTokenizerFiles(setup, dir, { eotIds: train.eotIds }),
     });
+    ok = true;
+  } catch (e) {
+    // --overwrite: the new run is discarded and the earlier one put back; say so in the error.
+    if (opts.overwrite && e instanceof ChatsftError) {
+      const own = e.where !== undefined ? e.message.slice(e.where.length + 2) : e.message;
+      throw new ChatsftError(e.code, `${own}. This --overwrite run (with any checkpoint it wrote) was discarded and the earlier run put back`, e.where);
+    }
+    throw e;
   } finally {
     disposeModel(model);
+    // --overwrite: the earlier run is deleted only now that the new one is complete, else put back.
+    claim.release(ok);
   }
   progress.done(`trained ${result.steps} steps in ${result.seconds.toFixed(1)} s`);
-  return { ...result, data_reports: { ...(loaded.report ? { train: loaded.report } : {}), ...(evalSplit?.report ? { eval: evalSplit.report } : {}) } };
+  return { ...result, data_reports: dataReports };
 }
 

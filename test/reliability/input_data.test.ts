@@ -93,7 +93,7 @@ test('train --data JSONL reports dropped lines of both splits before training, a
 
 test('train: max_length below every example says why, by reason (not "no training rows")', () => {
   const r = cli(['train', '--model', s.model, '--data', s.mixed, '--output-dir', join(s.root, 'run-short'), '--max-steps', '1', '--max-length', '4', '--quiet']);
-  assertUsageError(r, /error\[DATA_INVALID\] no usable train example: .*mixed\.jsonl: 11 of 12 line\(s\) dropped \(too_long 6,/);
+  assertUsageError(r, /error\[DATA_INVALID\] .*mixed\.jsonl: no usable example in 12 line\(s\): .*too_long 6.*; first: /);
 });
 
 test('inspect: the same report on stderr and in --json', () => {
@@ -154,7 +154,7 @@ test('readLines: BOM only at the start, CRLF, a last line without newline, an ov
 });
 
 test('prepare: a folder or a missing file as --data is a clear error', () => {
-  assertUsageError(cli(['prepare', '--model', s.model, '--data', s.root, '--out', join(s.root, 'p-dir')]), /expected a JSONL file, got a folder/);
+  assertUsageError(cli(['prepare', '--model', s.model, '--data', s.root, '--out', join(s.root, 'p-dir')]), /error\[IO_ERROR\] .*is a folder, not a JSONL file \(EISDIR\)/);
   assertUsageError(cli(['prepare', '--model', s.model, '--data', join(s.root, 'nope.jsonl'), '--out', join(s.root, 'p-none')]), /error\[FILE_MISSING\].*nope\.jsonl/);
 });
 
