@@ -56,6 +56,15 @@ export function cleanupTemps(): string[] {
   return done;
 }
 
+/** Run before the temps are removed on an interrupt: stop child processes that write into them. */
+const hooks = new Set<() => void>();
+
+/** `hook` runs (synchronously) on SIGINT/SIGTERM before cleanup; returns its unregister function. */
+export function registerInterruptHook(hook: () => void): () => void {
+  hooks.add(hook);
+  return () => void hooks.delete(hook);
+}
+
 let installed = false;
 
 /**
@@ -77,6 +86,13 @@ export function installSignalCleanup(): void {
       // A second Ctrl-C while cleaning up is ignored, so it cannot cut the cleanup short.
       if (handling) return;
       handling = true;
+      for (const h of hooks) {
+        try {
+          h();
+        } catch {
+          // a hook that fails must not keep the temps from being removed
+        }
+      }
       const done = cleanupTemps();
       process.stderr.write(`\ninterrupted (${signal})${done.length ? `: ${done.join('; ')}` : ''}\n`);
       process.exitCode = code;
