@@ -21,6 +21,8 @@ export { loadConfig, flagTable, type FlagSpec, type LoadConfigInput } from './co
 export { loadModelFolder, generationEosIds, type ModelFolder, type PaddingSide } from './model/folder.js';
 export { saveTokenizerFiles, stopIdsOf } from './model/save.js';
 export { parseLine, readConversations, type Conversation, type Message, type Role, type DataIssue } from './data/conversations.js';
+export { readLines, type RawLine } from './data/read.js';
+export { formatDataReport, type DataReport } from './data/report.js';
 
 // Templates, tokenizer setup, labels (SPEC §4)
 export { compileTemplate, renderChat, CHATML_TEMPLATE, type ChatTemplate } from './template/render.js';

@@ -49,7 +49,7 @@ test('prepare writes Parquet shards and a manifest; bad lines are reported with 
   assert.equal(summary['examples'], 3);
   assert.match(r.stderr, new RegExp(`chats\\.jsonl:2 \\(line\\): invalid JSON`));
   assert.match(r.stderr, /chats\.jsonl:4 messages\[0\]\.role: unknown role 'bot'/);
-  assert.match(r.stderr, /chats\.jsonl:6 dropped \(special_tokens_in_content\)/);
+  assert.match(r.stderr, /chats\.jsonl:6 special_tokens_in_content: messages\[0\]\.content contains the special token/);
   assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
 
   const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as Record<string, unknown>;
@@ -154,6 +154,6 @@ test('inspect shows trained tokens and the EOT, and writes a self-contained HTML
   // With pad = eos chatsft's labels are unchanged: the EOT is still trained.
   const eos = run(['inspect', '--model', model, '--data', dataFile(), '--index', '1', '--pad', 'eos', '--padding-side', 'left', '--json']);
   assert.equal(eos.code, 0, eos.stderr);
-  const views = JSON.parse(eos.stdout) as Array<{ turns: Array<{ eotSupervised: boolean }> }>;
+  const views = (JSON.parse(eos.stdout) as { examples: Array<{ turns: Array<{ eotSupervised: boolean }> }> }).examples;
   assert.deepEqual(views[0]?.turns.map((t) => t.eotSupervised), [true, true]);
 });

@@ -6,6 +6,7 @@ import { DEMO_DEFAULTS, runDemo, type DemoOptions } from '../demo/run.js';
 import { formatDemoTable } from '../demo/report.js';
 import { formatDuration } from '../util/progress.js';
 import { action, printJson } from './common.js';
+import { intFlag, numFlag } from './flags.js';
 
 /** Reduced size for CI: same mechanism, fewer steps and prompts. */
 export const DEMO_QUICK: Partial<DemoOptions> = {
@@ -16,11 +17,7 @@ export const DEMO_QUICK: Partial<DemoOptions> = {
   continued: false,
 };
 
-function int(raw: unknown, flag: string, min: number): number {
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new ChatsftError('USAGE', `--${flag} must be an integer >= ${min}, got ${String(raw)}`);
-  return n;
-}
+const int = (raw: unknown, flag: string, min: number): number => intFlag(raw, flag, { min });
 
 export function registerDemo(program: Command): void {
   program
@@ -52,8 +49,7 @@ export function registerDemo(program: Command): void {
         if (opts['heldout'] !== undefined) o.heldout = int(opts['heldout'], 'heldout', 1);
         if (opts['maxNewTokens'] !== undefined) o.maxNewTokens = int(opts['maxNewTokens'], 'max-new-tokens', 1);
         if (opts['lr'] !== undefined) {
-          o.lr = Number(opts['lr']);
-          if (!(o.lr > 0)) throw new ChatsftError('USAGE', `--lr must be > 0, got ${String(opts['lr'])}`);
+          o.lr = numFlag(opts['lr'], 'lr', { above: 0 });
         }
         if (opts['seed'] !== undefined) o.seed = int(opts['seed'], 'seed', 0);
         if (opts['full']) o.continued = true;

@@ -4,6 +4,7 @@ import { ChatsftError } from '../errors.js';
 import { COLLATORS, formatReport, runDoctor, type CollatorName } from '../doctor/index.js';
 import { action, addConfigFlags, configFrom, printJson, useColor } from './common.js';
 import { PIPELINE_KEYS } from './prepare.js';
+import { printDataReport } from './flags.js';
 
 function parseSimulate(value: unknown): CollatorName[] {
   const names = String(value ?? 'chatsft')
@@ -32,6 +33,7 @@ export function registerDoctor(program: Command): void {
         if (opts['python'] !== undefined && opts['engine'] !== 'torch') throw new ChatsftError('USAGE', '--python needs --engine torch');
         const engine = opts['engine'] === 'torch' ? { name: 'torch' as const, ...(typeof opts['python'] === 'string' ? { python: opts['python'] } : {}) } : undefined;
         const report = await runDoctor({ config: configFrom(opts), simulate, ...(engine ? { engine } : {}) });
+        for (const r of Object.values(report.data_reports ?? {})) printDataReport(r, { verb: 'would be dropped' });
         if (opts['json']) printJson(report);
         else process.stdout.write(formatReport(report, useColor(process.stdout)));
         // SPEC §2: 1 when the command ran and found errors.

@@ -5,6 +5,10 @@ import { decodeIds, evaluateModel, type EvalReport, type EvalRow } from '../eval
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { createProgress, type Progress } from '../util/progress.js';
 import { action, addConfigFlags, configFrom, printJson } from './common.js';
+import { intFlag, printDataReport } from './flags.js';
+import { loadModelFolder } from '../model/folder.js';
+import { checkNewTokensFit } from '../generate/limits.js';
+import { droppedByReason, totalDropped } from '../data/report.js';
 import { encodeOptionsFrom } from './prepare.js';
 import { evaluateGguf, type GgufEvalReport, type GgufEvalRow } from '../eval/gguf.js';
 
@@ -16,6 +20,7 @@ function formatGgufTable(file: string, r: GgufEvalReport, samples: GgufEvalRow[]
     `  new tokens       mean ${fixed(r.mean_new_tokens, 1)}  p95 ${r.p95_new_tokens}  max ${r.max_new_tokens}  (reference answers: mean ${fixed(r.reference_mean_tokens, 1)})`,
     `  runaways         ${r.runaways.total}  (started a new turn header: ${r.runaways.new_turn_header}, inside text: ${r.runaways.inside_text})`,
     `  stop ids         ${r.stop_ids.join(', ') || '(none)'}    loss: not computed with llama.cpp`,
+    `  skipped lines    ${r.skipped} of ${r.data_report.lines}${r.skipped ? `  (${droppedByReason(r.data_report.dropped)}; listed on stderr)` : ''}`,
   ];
   for (const s of samples) {
     const text = s.text.replace(/\n/g, '\\n');
@@ -41,6 +46,7 @@ async function evalWithLlamaCpp(model: string, data: string, opts: Record<string
     },
   });
   progress?.done();
+  printDataReport(report.data_report, { verb: 'skipped' }); // warnings, shown under --quiet too
   const shown = rows.slice(0, Math.max(0, samples));
   if (opts['json']) {
     printJson({
@@ -53,11 +59,7 @@ async function evalWithLlamaCpp(model: string, data: string, opts: Record<string
   }
 }
 
-function positiveInt(raw: unknown, flag: string): number {
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new ChatsftError('USAGE', `--${flag} must be a positive integer, got ${String(raw)}`);
-  return n;
-}
+const positiveInt = (raw: unknown, flag: string): number => intFlag(raw, flag, { min: 1 });
 
 const pct = (x: number | null): string => (x === null ? '-' : `${(100 * x).toFixed(1)}%`);
 const fixed = (x: number | null, d: number): string => (x === null ? '-' : x.toFixed(d));
@@ -69,6 +71,12 @@ export async function formatEvalTable(setup: TokenizerSetup, file: string, r: Ev
     `eval ${file}`,
     `  loss             ${fixed(r.loss, 4)}  (mean CE over ${r.loss_tokens} supervised tokens of ${r.loss_examples} conversations)`,
   ];
+  // Lines left out are part of the result: a stop rate over 2 of 19 lines is not a stop rate over 19.
+  const data = r.data_report ?? r.loss_data_report;
+  if (data) {
+    const n = totalDropped(data);
+    lines.push(`  skipped lines    ${n} of ${data.lines}${n ? `  (${droppedByReason(data.dropped)}; listed on stderr, all in --json data_report)` : ''}`);
+  }
   if (r.examples !== null) {
     const stopped = r.stopped_by ? Object.values(r.stopped_by).reduce((a, b) => a + b, 0) : 0;
     const run = r.runaways ?? { total: 0, new_turn_header: 0, inside_text: 0 };
@@ -108,10 +116,13 @@ export function registerEval(program: Command): void {
         const maxNewTokens = positiveInt(opts['maxNewTokens'], 'max-new-tokens');
         const batchSize = positiveInt(opts['batchSize'], 'batch-size');
         const limit = opts['limit'] !== undefined ? positiveInt(opts['limit'], 'limit') : undefined;
-        const samples = Number(opts['samples'] ?? 3);
+        const samples = intFlag(opts['samples'] ?? 3, 'samples', { min: 0 });
         const engine = String(opts['engine']);
         if (engine === 'llama.cpp') return evalWithLlamaCpp(cfg.model, data, opts, maxNewTokens, limit, samples);
         if (engine !== 'chatsft') throw new ChatsftError('USAGE', `--engine must be chatsft or llama.cpp, not ${engine}`);
+        // From config.json, before the engine starts: no room for a prompt is a flag error.
+        const positions = loadModelFolder(cfg.model).modelConfig?.['max_position_embeddings'];
+        if (typeof positions === 'number') checkNewTokensFit(maxNewTokens, positions);
         // The engine (TensorFlow.js) loads only for this path, not for --engine llama.cpp.
         const { loadGenerator } = await import('./generate.js');
         const { disposeModel } = await import('../engine/index.js');
@@ -134,6 +145,8 @@ export function registerEval(program: Command): void {
             },
           });
           progress?.done();
+          const dataReport = report.data_report ?? report.loss_data_report;
+          if (dataReport) printDataReport(dataReport, { verb: 'skipped' }); // warnings, shown under --quiet too
           if (opts['json']) {
             const shown = await Promise.all(
               rows.slice(0, Math.max(0, samples)).map(async (r) => ({

@@ -1,14 +1,21 @@
 // chatsft generate --model out/ --prompt "Count from 3 to 9." [--raw] [--data chats.jsonl] [--temperature 0.7 --top-p 0.9 --seed 1] [--json]
 import type { Command } from 'commander';
 import { ChatsftError } from '../errors.js';
-import { initEngine, loadModel, type LlamaModel } from '../engine/index.js';
+import { initEngine, loadModel, parseLlamaConfig, type LlamaModel } from '../engine/index.js';
+import { join } from 'node:path';
+import type { DataReport } from '../data/report.js';
 import { engineStepModel, generate, type RowResult } from '../generate/index.js';
 import { chatRuntime, encodeText, promptIds, setupForInference, type ChatRuntime } from '../eval/runtime.js';
-import { evalPrompts } from '../eval/evaluate.js';
+import { evalPrompts, type EvalPrompt } from '../eval/evaluate.js';
+import { dataSummary } from '../data/report.js';
+import { certainlyOver } from '../data/limits.js';
 import { loadModelFolder } from '../model/folder.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { createProgress } from '../util/progress.js';
 import { action, addConfigFlags, configFrom, printJson } from './common.js';
+import { intFlag, numFlag, optInt, printDataReport } from './flags.js';
+import { checkKvCacheFits, checkNewTokensFit, checkPromptFits } from '../generate/limits.js';
+import { specialMatcher } from '../tokenize/special.js';
 
 /** A model folder ready to generate: tokenizer setup, weights, stop ids. */
 export interface LoadedGenerator {
@@ -17,8 +24,8 @@ export interface LoadedGenerator {
   runtime: ChatRuntime;
 }
 
-export async function loadGenerator(modelDir: string, template: string): Promise<LoadedGenerator> {
-  const setup = setupForInference(loadModelFolder(modelDir), template);
+export async function loadGenerator(modelDir: string, template: string, ready?: TokenizerSetup): Promise<LoadedGenerator> {
+  const setup = ready ?? setupForInference(loadModelFolder(modelDir), template);
   await initEngine();
   const model = loadModel(modelDir);
   if (model.config.vocabSize < setup.vocabSize) {
@@ -39,21 +46,15 @@ export interface SamplingFlags {
   seed: number;
 }
 
-function num(opts: Record<string, unknown>, key: string, flag: string, fallback: number, check: (x: number) => boolean, what: string): number {
-  const raw = opts[key];
-  if (raw === undefined) return fallback;
-  const x = Number(raw);
-  if (!Number.isFinite(x) || !check(x)) throw new ChatsftError('USAGE', `--${flag} must be ${what}, got ${String(raw)}`);
-  return x;
-}
-
 export function samplingFrom(opts: Record<string, unknown>, defaultMaxNewTokens: number): SamplingFlags {
+  const num = (key: string, flag: string, fallback: number, r: Parameters<typeof numFlag>[2]): number =>
+    opts[key] === undefined ? fallback : numFlag(opts[key], flag, r);
   return {
-    maxNewTokens: num(opts, 'maxNewTokens', 'max-new-tokens', defaultMaxNewTokens, (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1'),
-    temperature: num(opts, 'temperature', 'temperature', 0, (x) => x >= 0, '>= 0'),
-    topK: num(opts, 'topK', 'top-k', 0, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
-    topP: num(opts, 'topP', 'top-p', 1, (x) => x > 0 && x <= 1, 'in (0, 1]'),
-    seed: num(opts, 'seed', 'seed', 0, Number.isInteger, 'an integer'),
+    maxNewTokens: optInt(opts, 'maxNewTokens', 'max-new-tokens', defaultMaxNewTokens, { min: 1 }),
+    temperature: num('temperature', 'temperature', 0, { min: 0 }),
+    topK: optInt(opts, 'topK', 'top-k', 0, { min: 0 }),
+    topP: num('topP', 'top-p', 1, { above: 0, max: 1 }),
+    seed: optInt(opts, 'seed', 'seed', 0),
   };
 }
 
@@ -125,7 +126,7 @@ async function toJson(setup: TokenizerSetup, prompt: string, r: RowResult, line?
 
 export function registerGenerate(program: Command): void {
   const cmd = program.command('generate').description('generate from a model folder; stops at the template EOT, generation_config eos and tokenizer eos');
-  addConfigFlags(cmd, ['model', 'template', 'data'])
+  addConfigFlags(cmd, ['model', 'template', 'data', 'allow_special_tokens_in_content'])
     .option('--prompt <text>', 'a user message (rendered with the chat template and generation prompt)')
     .option('--system <text>', 'a system message before the prompt')
     .option('--raw', 'use --prompt as plain text, without the chat template');
@@ -140,18 +141,62 @@ export function registerGenerate(program: Command): void {
         const prompt = opts['prompt'] as string | undefined;
         const dataFile = cfg.data.train;
         if ((prompt === undefined) === (dataFile === undefined)) throw new ChatsftError('USAGE', 'give exactly one of --prompt TEXT or --data FILE');
+        if (opts['raw'] && opts['system'] !== undefined) {
+          throw new ChatsftError('USAGE', '--system needs the chat template; with --raw the prompt is plain text (put the system text in --prompt)');
+        }
+        if (dataFile !== undefined && (opts['raw'] || opts['system'] !== undefined)) {
+          throw new ChatsftError('USAGE', '--raw and --system apply to --prompt; with --data the prompts come from the conversations');
+        }
         const s = samplingFrom(opts, 128);
-        const batchSize = Number(opts['batchSize']);
-        if (!Number.isInteger(batchSize) || batchSize < 1) throw new ChatsftError('USAGE', '--batch-size must be a positive integer');
-        const { setup, model, runtime } = await loadGenerator(cfg.model, cfg.template);
+        const batchSize = intFlag(opts['batchSize'], 'batch-size', { min: 1 });
+        // Every check first, from config.json and the tokenizer: a refused run starts no engine and loads no weights.
+        const setup = setupForInference(loadModelFolder(cfg.model), cfg.template);
+        const shape = setup.folder.modelConfig ? parseLlamaConfig(setup.folder.modelConfig, join(cfg.model, 'config.json')) : undefined;
+        const maxPositions = shape?.maxPositionEmbeddings;
+        if (maxPositions !== undefined) checkNewTokensFit(s.maxNewTokens, maxPositions);
         const quiet = Boolean(opts['quiet']);
         const json = Boolean(opts['json']);
-        const sampling = { maxNewTokens: s.maxNewTokens, stopIds: runtime.stopIds, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: s.seed };
 
+        let ids: number[] = [];
+        let prompts: EvalPrompt[] = [];
+        let report: DataReport | undefined;
         if (prompt !== undefined) {
-          const messages = [...(opts['system'] ? [{ role: 'system' as const, content: String(opts['system']) }] : []), { role: 'user' as const, content: prompt }];
-          const ids = opts['raw'] ? await encodeText(setup, prompt) : await promptIds(setup, messages);
+          const messages = [...(opts['system'] !== undefined ? [{ role: 'system' as const, content: String(opts['system']) }] : []), { role: 'user' as const, content: prompt }];
+          if (!opts['raw'] && !cfg.allow_special_tokens_in_content) {
+            // As prepare does (SPEC §3): typed special-token text would become a real control token.
+            const matcher = specialMatcher(setup.specialStrings);
+            for (const [flag, text] of [['--system', opts['system']], ['--prompt', prompt]] as const) {
+              const found = typeof text === 'string' ? matcher.find(text) : undefined;
+              if (found !== undefined) throw new ChatsftError('USAGE', `${flag} contains the special token ${found} (pass --allow-special-tokens-in-content to keep it, or --raw for plain text)`);
+            }
+          }
+          // Characters first: a prompt far past the positions is refused without tokenizing it.
+          const over = maxPositions !== undefined ? certainlyOver(setup.tokenizer, { messages }, maxPositions - s.maxNewTokens) : undefined;
+          if (over && maxPositions !== undefined) {
+            throw new ChatsftError(
+              'USAGE',
+              `--prompt has ${over.chars} characters, more than the ${maxPositions - s.maxNewTokens} tokens left by max_position_embeddings ${maxPositions} − --max-new-tokens ${s.maxNewTokens} can hold; shorten --prompt or lower --max-new-tokens`,
+            );
+          }
+          ids = opts['raw'] ? await encodeText(setup, prompt) : await promptIds(setup, messages);
           if (ids.length === 0) throw new ChatsftError('USAGE', '--prompt is empty');
+          if (maxPositions !== undefined) checkPromptFits(ids.length, s.maxNewTokens, maxPositions);
+          if (shape) checkKvCacheFits(shape, 1, ids.length + s.maxNewTokens);
+        } else {
+          // --data: prompts = conversations without their last assistant turn, read as prepare reads them.
+          ({ prompts, report } = await evalPrompts(setup, dataFile as string, {
+            allowSpecialTokensInContent: cfg.allow_special_tokens_in_content,
+            ...(maxPositions !== undefined ? { maxPromptTokens: maxPositions - s.maxNewTokens } : {}),
+          }));
+          printDataReport(report, { quiet, verb: 'skipped' });
+          if (prompts.length === 0) throw new ChatsftError('DATA_INVALID', `no prompt to generate from: ${dataSummary(report, 'skipped')}`);
+          const longest = Math.max(...prompts.map((p) => p.ids.length));
+          if (shape) checkKvCacheFits(shape, Math.min(batchSize, prompts.length), longest + s.maxNewTokens, '--max-new-tokens or --batch-size');
+        }
+
+        const { model, runtime } = await loadGenerator(cfg.model, cfg.template, setup);
+        const sampling = { maxNewTokens: s.maxNewTokens, stopIds: runtime.stopIds, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: s.seed };
+        if (prompt !== undefined) {
           // Streamed to stdout as chosen (stop ids are never passed to onToken).
           const dec = streamDecoder(setup);
           let pending: Promise<void> = Promise.resolve();
@@ -170,10 +215,6 @@ export function registerGenerate(program: Command): void {
           return;
         }
 
-        // --data: prompts = conversations without their last assistant turn.
-        const { prompts, skipped } = await evalPrompts(setup, dataFile as string);
-        if (prompts.length === 0) throw new ChatsftError('DATA_INVALID', 'no conversation ends with an assistant turn', dataFile);
-        if (skipped && !quiet) process.stderr.write(`note: ${skipped} line(s) skipped (not ending with an assistant turn, or invalid)\n`);
         const progress = createProgress({ label: 'generate', total: prompts.length, unit: 'prompts', silent: quiet });
         const out: GenJson[] = [];
         for (let i = 0; i < prompts.length; i += batchSize) {
@@ -189,7 +230,7 @@ export function registerGenerate(program: Command): void {
         }
         progress.done();
         if (json) {
-          printJson({ stop_ids: runtime.stopIds, results: out });
+          printJson({ stop_ids: runtime.stopIds, results: out, data_report: report });
           return;
         }
         for (const g of out) {

@@ -7,6 +7,8 @@ import { prepareToDir } from '../prepare/prepare.js';
 import type { ShardFormat } from '../prepare/shards.js';
 import { createProgress } from '../util/progress.js';
 import { action, addConfigFlags, configFrom, printJson, VERSION } from './common.js';
+import { intFlag } from './flags.js';
+import { formatDataReport, type DataReport } from '../data/report.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 
 export { encodeOptionsFrom, setupFromConfig };
@@ -40,6 +42,7 @@ export function registerPrepare(program: Command): void {
       action(async (opts: Record<string, unknown>) => {
         const cfg = configFrom(opts);
         if (!cfg.data.train) throw new ChatsftError('USAGE', 'missing --data FILE');
+        const shardRows = intFlag(opts['shardRows'] ?? 50000, 'shard-rows', { min: 1 });
         const format = opts['format'] as ShardFormat;
         if (format !== 'parquet' && format !== 'jsonl') throw new ChatsftError('USAGE', `--format must be parquet or jsonl, not ${String(format)}`);
         const setup = setupFromConfig(cfg);
@@ -48,12 +51,13 @@ export function registerPrepare(program: Command): void {
         const totalMb = statSync(cfg.data.train).size / 1e6;
         const progress = createProgress({ label: 'prepare', unit: 'MB', total: totalMb, silent: Boolean(opts['quiet']) });
         let shown = 0;
+        const reports: Partial<Record<'train' | 'eval', DataReport>> = {};
         const manifest = await prepareToDir(setup, cfg.data.train, {
           ...encodeOptionsFrom(cfg),
           packing: cfg.packing,
           out: opts['out'] as string,
           format,
-          shardRows: Number(opts['shardRows'] ?? 50000),
+          shardRows,
           overwrite: Boolean(opts['overwrite']),
           modelDir: resolve(cfg.model as string),
           version: VERSION,
@@ -62,8 +66,10 @@ export function registerPrepare(program: Command): void {
             progress.update(p.bytes / 1e6, { tokens: p.tokens - shown, info: `${p.examples} examples` });
             shown = p.tokens;
           },
-          onIssue: (m) => {
-            if (!opts['quiet']) progress.log(`warning: ${m}`);
+          // Shown as soon as a split is read, so a run that then fails (no usable example) still lists its lines.
+          onReport: (split, r) => {
+            reports[split] = r;
+            if (!opts['quiet']) for (const l of formatDataReport(r)) progress.log(`warning: ${l}`);
           },
           onNote: (m) => progress.log(`note: ${m}`),
         });
@@ -82,6 +88,8 @@ export function registerPrepare(program: Command): void {
           pad_token_id: manifest.pad_token_id,
           eot_token_ids: manifest.eot_token_ids,
           shards: manifest.shards,
+          data_report: reports.train,
+          ...(reports.eval ? { eval_data_report: reports.eval } : {}),
         };
         if (opts['json']) printJson(summary);
         else {

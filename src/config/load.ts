@@ -106,17 +106,73 @@ function keysAt(path: PropertyKey[]): string[] {
   return Object.keys(shape);
 }
 
-function formatIssues(issues: z.core.$ZodIssue[]): string {
+/**
+ * The names people bring from transformers' TrainingArguments, TRL's
+ * SFTConfig, PEFT and Axolotl, by the config path they sit at: edit
+ * distance cannot find `lr` from `learning_rate`.
+ */
+const FOREIGN_KEYS: Record<string, Record<string, string>> = {
+  '': {
+    learning_rate: 'lr',
+    num_train_epochs: 'epochs',
+    num_epochs: 'epochs',
+    gradient_accumulation_steps: 'grad_accum',
+    lr_scheduler_type: 'schedule',
+    lr_scheduler: 'schedule',
+    per_device_train_batch_size: 'batch_size',
+    train_batch_size: 'batch_size',
+    micro_batch_size: 'batch_size',
+    max_seq_length: 'max_length',
+    max_seq_len: 'max_length',
+    sequence_len: 'max_length',
+    model_max_length: 'max_length',
+    warmup_ratio: 'warmup_steps|a number of steps, ratio × total steps',
+    model_name_or_path: 'model',
+    base_model: 'model',
+    chat_template: 'template',
+    save_steps: 'checkpoint_every',
+    eval_steps: 'eval.every_steps',
+    train_file: 'data.train',
+    dataset_path: 'data.train',
+    validation_file: 'data.eval',
+    eval_file: 'data.eval',
+    assistant_only_loss: 'train_on|train_on: assistant is the default',
+    completion_only_loss: 'train_on|train_on: assistant is the default',
+    lora_r: 'lora.r',
+    lora_alpha: 'lora.alpha',
+    lora_dropout: 'lora.dropout',
+    lora_target_modules: 'lora.targets',
+    target_modules: 'lora.targets',
+    max_new_tokens: 'eval.max_new_tokens',
+  },
+  lora: { lora_r: 'r', lora_alpha: 'alpha', lora_dropout: 'dropout', target_modules: 'targets', lora_target_modules: 'targets' },
+  eval: { eval_steps: 'every_steps' },
+};
+
+/** The chatsft key for a name from another trainer's config, if it is one. */
+export function foreignKey(path: string, key: string): string | undefined {
+  return FOREIGN_KEYS[path]?.[key];
+}
+
+function formatIssues(issues: z.core.$ZodIssue[], fromFlags: Map<string, string> = new Map()): string {
   const lines: string[] = [];
   for (const issue of issues) {
     const at = issue.path.map(String).join('.');
+    const flag = fromFlags.get(at);
     if (issue.code === 'unrecognized_keys') {
       for (const key of issue.keys) {
+        const foreign = foreignKey(at, key);
+        if (foreign) {
+          const [name, note] = foreign.split('|');
+          lines.push(`${at ? `${at}.` : ''}${key}: unknown key (did you mean '${name}'? chatsft's name for ${key} of transformers/TRL/PEFT configs${note ? `; ${note}` : ''})`);
+          continue;
+        }
         const hint = nearest(key, keysAt(issue.path));
         lines.push(`${at ? `${at}.` : ''}${key}: unknown key${hint ? ` (did you mean '${hint}'?)` : ''}`);
       }
     } else {
-      lines.push(`${at || '(config)'}: ${issue.message}`);
+      // A value given as a flag is named as the user typed it.
+      lines.push(`${at || '(config)'}: ${issue.message}${flag ? ` (from ${flag})` : ''}`);
     }
   }
   return lines.join('\n');
@@ -174,9 +230,11 @@ export function readConfigFile(file: string): Record<string, unknown> {
 
 export function loadConfig(input: LoadConfigInput = {}): SftConfig {
   const raw: Record<string, unknown> = input.file ? readConfigFile(input.file) : {};
+  const fromFlags = new Map<string, string>();
   for (const spec of flagTable()) {
     const v = input.flags?.[spec.flag];
     if (v === undefined) continue;
+    fromFlags.set(spec.path.join('.'), typeof v === 'string' ? `--${spec.flag} '${v}'` : `--${spec.flag}`);
     if (spec.flag === 'lora') {
       if (coerce(spec, v) && raw['lora'] === undefined) raw['lora'] = {};
       continue;
@@ -184,6 +242,6 @@ export function loadConfig(input: LoadConfigInput = {}): SftConfig {
     setPath(raw, spec.path, coerce(spec, v));
   }
   const parsed = ConfigSchema.safeParse(raw);
-  if (!parsed.success) throw new ChatsftError('CONFIG_INVALID', `\n${formatIssues(parsed.error.issues)}`, input.file ?? 'flags');
+  if (!parsed.success) throw new ChatsftError('CONFIG_INVALID', `\n${formatIssues(parsed.error.issues, fromFlags)}`, input.file ?? 'flags');
   return parsed.data;
 }

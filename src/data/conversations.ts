@@ -3,10 +3,7 @@
  * OpenAI `messages` format or ShareGPT `conversations`, detected per line.
  * Files are streamed line by line, never loaded whole.
  */
-import { createReadStream, existsSync, statSync } from 'node:fs';
-import { userErrorFromOs } from '../util/fs-errors.js';
-import { createInterface } from 'node:readline';
-import { ChatsftError } from '../errors.js';
+import { readLines, type ReadLinesOptions } from './read.js';
 
 export type Role = 'system' | 'user' | 'assistant' | 'tool';
 
@@ -131,20 +128,22 @@ export function parseLine(text: string, line: number): ParsedLine {
   return fail(line, '(line)', "expected a 'messages' or 'conversations' field");
 }
 
-/** Stream the lines of a JSONL file, parsed. Line numbers are 1-based. */
-export async function* readConversations(file: string): AsyncGenerator<ParsedLine & { bytes: number }> {
-  if (!existsSync(file)) throw new ChatsftError('FILE_MISSING', 'data file not found', file);
-  if (statSync(file).isDirectory()) throw new ChatsftError('IO_ERROR', 'is a folder, not a JSONL file (EISDIR)', file);
-  const rl = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
-  let line = 0;
-  try {
-    for await (const text of rl) {
-      line++;
-      yield { ...parseLine(text, line), bytes: Buffer.byteLength(text) + 1 };
+/** Why a line was left out before encoding: `invalid` (JSON or schema), `invalid_utf8`, `line_too_large`. */
+export type ReadLine = ParsedLine & { bytes: number; reason?: string };
+
+/**
+ * Stream the lines of a JSONL file, parsed. Line numbers are 1-based. The
+ * bytes are read, split and decoded by `readLines` (BOM, invalid UTF-8,
+ * oversized lines); failures carry their `reason`.
+ */
+export async function* readConversations(file: string, opts: ReadLinesOptions = {}): AsyncGenerator<ReadLine> {
+  for await (const raw of readLines(file, opts)) {
+    if ('problem' in raw) {
+      yield { ok: false, line: raw.line, issue: { line: raw.line, field: '(line)', message: raw.message }, reason: raw.problem, bytes: raw.bytes };
+      continue;
     }
-  } catch (e) {
-    // A read error (EACCES, EIO…) carries no path of its own here.
-    throw userErrorFromOs(e, file);
+    const parsed = parseLine(raw.text, raw.line);
+    yield parsed.ok === false ? { ...parsed, reason: 'invalid_data', bytes: raw.bytes } : { ...parsed, bytes: raw.bytes };
   }
 }
 

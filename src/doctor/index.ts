@@ -12,6 +12,7 @@ import { loadModelFolder } from '../model/folder.js';
 import { setupTokenizer, type SetupOptions, type TokenizerSetup } from '../tokenize/setup.js';
 import { checkCollators, createSimulator } from './checks/collator.js';
 import { scanData } from './checks/data.js';
+import type { DataReport } from '../data/report.js';
 import { checkNewTokens } from './checks/settings.js';
 import { checkTorchEngine } from './checks/engine.js';
 import { checkStopIds, runtimeStopIds } from './checks/stop_ids.js';
@@ -52,6 +53,8 @@ export interface DoctorSummary {
 export interface DoctorReport {
   findings: Finding[];
   summary: DoctorSummary;
+  /** What prepare/train would do with each line of --data and --eval-data (the shared data report). */
+  data_reports?: { train?: DataReport; eval?: DataReport };
 }
 
 const ORDER: Record<Severity, number> = { error: 0, warning: 1, info: 2 };
@@ -81,14 +84,21 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
 
   const sim = createSimulator({ padId: setup.padId, paddingSide: setup.paddingSide, batchSize: cfg.batch_size, maxLength: cfg.max_length });
   const file = cfg.data.train;
-  if (file !== undefined && existsSync(file) && statSync(file).isDirectory()) {
-    throw new ChatsftError('USAGE', 'doctor reads conversations (JSONL), not a prepared folder', file);
+  for (const f of [file, cfg.data.eval]) {
+    if (f !== undefined && existsSync(f) && statSync(f).isDirectory()) {
+      throw new ChatsftError('USAGE', 'doctor reads conversations (JSONL), not a prepared folder', f);
+    }
   }
   const data = await scanData(ctx, sim, file);
   const counts = sim.results();
+  // --eval-data is audited the same way; its labels do not enter the collator simulation of training.
+  const evalData =
+    cfg.data.eval !== undefined
+      ? await scanData(ctx, createSimulator({ padId: setup.padId, paddingSide: setup.paddingSide, batchSize: cfg.batch_size, maxLength: cfg.max_length }), cfg.data.eval)
+      : undefined;
 
   const facts: DoctorFacts = { ...ctx, probeText: probe.probe.text, counts, sample: data.sample };
-  findings.push(...data.findings);
+  findings.push(...data.findings, ...(evalData?.findings ?? []));
   for (const check of CHECKS) findings.push(...(await check(facts)));
   // Not a check over the facts: it probes the Python worker of --engine torch.
   if (opts.engine?.name === 'torch') findings.push(...checkTorchEngine(opts.engine.python));
@@ -113,5 +123,8 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
       simulate,
       eot_supervised: eotSupervised,
     },
+    ...(data.report || evalData?.report
+      ? { data_reports: { ...(data.report ? { train: data.report } : {}), ...(evalData?.report ? { eval: evalData.report } : {}) } }
+      : {}),
   };
 }

@@ -9,8 +9,10 @@
  */
 import { existsSync } from 'node:fs';
 import { gguf } from '@huggingface/gguf';
-import { ChatsftError } from '../errors.js';
+import { ChatsftError, isChatsftError } from '../errors.js';
+import { checkGgufHeader } from './gguf-header.js';
 import { readConversations, type Conversation } from '../data/conversations.js';
+import { dataReporter, dataSummary, totalDropped, type DataReport } from '../data/report.js';
 import { compileTemplate, renderChat, type ChatTemplate, type TemplateVars } from '../template/render.js';
 import { openLlamaCpp, type LlamaCppRunner } from '../export/llamacpp.js';
 import { turnHeaderIds, turnHeaderText } from '../template/turn_header.js';
@@ -44,6 +46,8 @@ export interface GgufEvalReport extends StopRateMetrics {
   stop_ids: number[];
   turn_headers: number[][];
   skipped: number;
+  /** What happened to each line of the data (the report every command gives). */
+  data_report: DataReport;
   seconds: number;
 }
 
@@ -54,6 +58,13 @@ interface GgufChat {
 
 async function readChat(file: string): Promise<GgufChat> {
   let metadata: Record<string, unknown>;
+  // The GGUF reader returns partial metadata from a truncated file: check the lengths first.
+  try {
+    checkGgufHeader(file);
+  } catch (e) {
+    if (isChatsftError(e)) throw e;
+    throw new ChatsftError('FILE_CORRUPT', `not a readable GGUF file: ${(e as Error).message}`, file);
+  }
   try {
     metadata = (await gguf(file, { allowLocalFile: true })).metadata as unknown as Record<string, unknown>;
   } catch (e) {
@@ -87,25 +98,32 @@ export async function evaluateGguf(o: GgufEvalOptions): Promise<{ report: GgufEv
 
   // Prompts: everything before the last assistant message + the generation prompt.
   const prompts: Array<{ line: number; text: string; reference: string }> = [];
-  let skipped = 0;
+  const rep = dataReporter(o.data);
   for await (const parsed of readConversations(o.data)) {
+    rep.seen(parsed.line);
     if (parsed.ok === 'blank') continue;
-    const msgs = parsed.ok === true ? parsed.conversation.messages : [];
+    if (parsed.ok === false) {
+      rep.drop(parsed.line, parsed.reason ?? 'invalid_data', parsed.issue.field, parsed.issue.message);
+      continue;
+    }
+    const msgs = parsed.conversation.messages;
     const last = msgs[msgs.length - 1];
-    if (parsed.ok !== true || last?.role !== 'assistant' || msgs.length < 2) {
-      skipped++;
+    if (last?.role !== 'assistant' || msgs.length < 2) {
+      rep.drop(parsed.line, 'no_final_assistant', 'messages', 'does not end with an assistant turn after a prompt; nothing to compare a generation with');
       continue;
     }
     const conv: Conversation = { ...parsed.conversation, messages: msgs.slice(0, -1) };
     try {
-      prompts.push({ line: parsed.line, text: renderChat(chat.template, conv, { vars: chat.vars, addGenerationPrompt: true }), reference: last.content ?? '' });
-    } catch {
-      skipped++;
+      prompts.push({ line: parsed.line, text: renderChat(chat.template, conv, { vars: chat.vars, addGenerationPrompt: true }), reference: typeof last.content === 'string' ? last.content : '' });
+      rep.use();
+    } catch (e) {
+      rep.drop(parsed.line, 'template_error', 'messages', (e as Error).message);
       continue;
     }
     if (o.limit !== undefined && prompts.length >= o.limit) break;
   }
-  if (prompts.length === 0) throw new ChatsftError('DATA_INVALID', 'no conversation ends with an assistant turn: nothing to evaluate', o.data);
+  const skipped = totalDropped(rep.report);
+  if (prompts.length === 0) throw new ChatsftError('DATA_INVALID', `nothing to evaluate: ${dataSummary(rep.report, 'skipped')}`);
 
   // One context sized for the longest prompt; the tokenizer is needed to know it.
   const probe = await openLlamaCpp(o.gguf, 64, o.threads !== undefined ? { threads: o.threads } : {});
@@ -146,6 +164,7 @@ export async function evaluateGguf(o: GgufEvalOptions): Promise<{ report: GgufEv
         stop_ids: [...new Set(stopIds)].sort((a, b) => a - b),
         turn_headers: headers,
         skipped,
+        data_report: rep.report,
         seconds: (performance.now() - started) / 1000,
       },
       rows,

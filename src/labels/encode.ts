@@ -6,7 +6,7 @@
  */
 import { ChatsftError, isChatsftError } from '../errors.js';
 import type { Conversation } from '../data/conversations.js';
-import { messageStrings, renderWithSpans, type RenderedChat } from '../template/spans.js';
+import { messageFields, renderWithSpans, type RenderedChat } from '../template/spans.js';
 import { encodeTexts, type Tokens } from '../tokenize/encode.js';
 import { specialMatcher, type SpecialMatcher } from '../tokenize/special.js';
 import type { TokenizerSetup, TrainOn } from '../tokenize/setup.js';
@@ -109,10 +109,10 @@ function prepareOne(
 ): Pending {
   if (!allowSpecial) {
     for (let i = 0; i < conv.messages.length; i++) {
-      for (const text of messageStrings(conv.messages[i] as Conversation['messages'][number])) {
+      for (const { field, text } of messageFields(conv.messages[i] as Conversation['messages'][number])) {
         const found = matcher.find(text);
         if (found !== undefined) {
-          return { ok: false, line, reason: 'special_tokens_in_content', detail: `messages[${i}] contains the special token ${found}` };
+          return { ok: false, line, reason: 'special_tokens_in_content', detail: `messages[${i}].${field} contains the special token ${found}` };
         }
       }
     }

@@ -13,6 +13,8 @@ export const IGNORE_INDEX = -100;
 /** Why an example was dropped (counted by reason in the manifest's `dropped`). */
 export type DropReason =
   | 'invalid_data'
+  | 'invalid_utf8'
+  | 'line_too_large'
   | 'special_tokens_in_content'
   | 'template_error'
   | 'span_not_found'

@@ -9,7 +9,9 @@ import { join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Example, Row } from '../batch/types.js';
 import { packExamples } from '../batch/pack.js';
-import { formatIssue, readConversations, type Conversation } from '../data/conversations.js';
+import { readConversations, type Conversation } from '../data/conversations.js';
+import { certainlyOver, overLengthMessage, sizeLimit, trimToBound } from '../data/limits.js';
+import { dataReporter, type DataReport, type DataReporter } from '../data/report.js';
 import { createEncoder, type EncodeOptions, type EncodeResult, type Staged } from '../labels/encode.js';
 import { TEMPLATE_REASONS, type DropReason } from '../labels/types.js';
 import { templateWhere } from '../template/spans.js';
@@ -37,6 +39,8 @@ export interface SplitStats {
   eot_token_ids: number[];
   /** The first problems, as file:line field: message. */
   issues: string[];
+  /** Problems past the first ones, only counted. */
+  issues_omitted: number;
 }
 
 export interface PrepareProgress {
@@ -57,8 +61,6 @@ export interface PrepareOptions extends EncodeOptions {
   onIssue?: (message: string) => void;
 }
 
-const MAX_ISSUES_KEPT = 50;
-
 function emptyStats(): SplitStats {
   return {
     lines: 0,
@@ -75,23 +77,24 @@ function emptyStats(): SplitStats {
     dropped: {},
     eot_token_ids: [],
     issues: [],
+    issues_omitted: 0,
   };
 }
 
-function note(stats: SplitStats, opts: PrepareOptions, message: string): void {
-  if (stats.issues.length < MAX_ISSUES_KEPT) stats.issues.push(message);
-  opts.onIssue?.(message);
+/** The report of a split (SplitStats carry the same counts, for the manifest). */
+export function reportOf(file: string, stats: SplitStats): DataReport {
+  return { file, lines: stats.lines, used: stats.examples, dropped: stats.dropped, issues: stats.issues, issues_omitted: stats.issues_omitted };
 }
 
-function account(stats: SplitStats, file: string, r: EncodeResult, opts: PrepareOptions, eots: Set<number>): Example | undefined {
+function account(stats: SplitStats, rep: DataReporter, r: EncodeResult, trimmed: Set<number>, eots: Set<number>): Example | undefined {
   if (!r.ok) {
-    stats.dropped[r.reason] = (stats.dropped[r.reason] ?? 0) + 1;
-    note(stats, opts, `${file}:${r.line} dropped (${r.reason}): ${r.detail}`);
+    rep.drop(r.line, r.reason, r.reason, r.detail);
     return undefined;
   }
+  rep.use();
   stats.examples++;
   stats.tokens += r.example.inputIds.length;
-  if (r.truncated) stats.truncated++;
+  if (r.truncated || trimmed.has(r.line)) stats.truncated++;
   for (const l of r.example.labels) if (l !== -100) stats.supervised_tokens++;
   for (const t of r.example.turns) {
     stats.assistant_turns++;
@@ -119,6 +122,12 @@ export async function processFile(
 ): Promise<SplitStats> {
   const encoder = createEncoder(setup, opts);
   const stats = emptyStats();
+  const rep = dataReporter(file, opts.onIssue);
+  stats.dropped = rep.report.dropped;
+  stats.issues = rep.report.issues;
+  /** Lines cut to a prefix before encoding (truncate_turns on a line over the size bound). */
+  const trimmed = new Set<number>();
+  const limit = sizeLimit(setup.folder, opts.maxLength);
   const eots = new Set<number>();
   const chunkSize = opts.chunkSize ?? 256;
   const packing = opts.packing ?? false;
@@ -139,7 +148,7 @@ export async function processFile(
     const rows: Row[] = [];
     for (const r of results) {
       if (!r.ok && !firstTemplateDrop && TEMPLATE_REASONS.has(r.reason)) firstTemplateDrop = { reason: r.reason, detail: r.detail };
-      const ex = account(stats, file, r, opts, eots);
+      const ex = account(stats, rep, r, trimmed, eots);
       if (!ex) continue;
       if (packing) window.push(ex);
       else rows.push({ inputIds: ex.inputIds, labels: ex.labels, source: ex.source });
@@ -160,11 +169,22 @@ export async function processFile(
     bytes += parsed.bytes;
     if (parsed.ok === 'blank') continue;
     if (parsed.ok === false) {
-      stats.dropped.invalid_data = (stats.dropped.invalid_data ?? 0) + 1;
-      note(stats, opts, formatIssue(file, parsed.issue));
+      rep.drop(parsed.line, parsed.reason ?? 'invalid_data', parsed.issue.field, parsed.issue.message);
       continue;
     }
-    chunk.push({ conversation: parsed.conversation, line: parsed.line });
+    let conversation = parsed.conversation;
+    // Size check before tokenizing: a line certainly over the limit is never tokenized whole.
+    const over = limit ? certainlyOver(setup.tokenizer, conversation, limit.tokens) : undefined;
+    if (over && limit) {
+      const kept = limit.source === 'max_length' && opts.truncation === 'truncate_turns' ? trimToBound(conversation, over.bound) : undefined;
+      if (!kept) {
+        rep.drop(parsed.line, 'too_long', 'messages', overLengthMessage(over, limit));
+        continue;
+      }
+      conversation = kept;
+      trimmed.add(parsed.line);
+    }
+    chunk.push({ conversation, line: parsed.line });
     if (chunk.length >= chunkSize) {
       const staged = encoder.start(chunk);
       chunk = [];
@@ -181,6 +201,7 @@ export async function processFile(
   if (inFlight) await take(inFlight);
   flushWindow();
   stats.eot_token_ids = [...eots].sort((a, b) => a - b);
+  stats.issues_omitted = rep.report.issues_omitted;
   failIfTemplateCannotServe(setup, file, stats, firstTemplateDrop);
   return stats;
 }
@@ -244,13 +265,30 @@ export interface Manifest extends Omit<SplitStats, 'lines'> {
 export { MANIFEST };
 export const GENERATOR = 'chatsft';
 
+export const DEFAULT_SHARD_BYTES = 64 * 1024 * 1024;
+
+/** Bytes of a row's columns as int32 (what the shard holds; the JS arrays take about as much again). */
+export function rowBytes(r: Row): number {
+  const n = r.inputIds.length + r.labels.length + (r.positionIds?.length ?? 0) + (r.seqLengths?.length ?? 0) + (r.sources?.length ?? 1);
+  return 4 * n;
+}
+
 export interface PrepareToDirOptions extends PrepareOptions {
   out: string;
   format?: ShardFormat;
   evalData?: string;
   /** Rows per shard file. */
   shardRows?: number;
+  /**
+   * A shard is also written once its rows hold this many bytes of int32
+   * column data (default 64 MiB), so memory stays bounded whatever the
+   * length of the conversations (300 MB of long ones once peaked at 2.7 GB
+   * with a bound in rows only).
+   */
+  shardBytes?: number;
   overwrite?: boolean;
+  /** The data report of each split, once it is read. */
+  onReport?: (split: 'train' | 'eval', report: DataReport) => void;
   modelDir: string;
   version: string;
   /** Lines for the user that are not data issues (stale temps reclaimed). */
@@ -295,6 +333,7 @@ export async function prepareToDir(setup: TokenizerSetup, data: string, opts: Pr
   const out = resolve(opts.out);
   const format = opts.format ?? 'parquet';
   const shardRows = opts.shardRows ?? 50000;
+  const shardBytes = opts.shardBytes ?? DEFAULT_SHARD_BYTES;
   const protect = [data, opts.modelDir, ...(opts.evalData ? [opts.evalData] : [])];
   return replaceOutput(
     out,
@@ -302,17 +341,21 @@ export async function prepareToDir(setup: TokenizerSetup, data: string, opts: Pr
       const writeSplit = async (split: string, file: string): Promise<{ stats: SplitStats; shards: string[] }> => {
         const shards: string[] = [];
         let buffer: Row[] = [];
+        let buffered = 0;
         const flush = (): void => {
           if (buffer.length === 0) return;
           shards.push(writeShard(staging, split, shards.length, buffer, opts.packing ?? false, format));
           buffer = [];
+          buffered = 0;
         };
         const stats = await processFile(setup, file, opts, (rows) => {
           for (const r of rows) {
             buffer.push(r);
-            if (buffer.length >= shardRows) flush();
+            buffered += rowBytes(r);
+            if (buffer.length >= shardRows || buffered >= shardBytes) flush();
           }
         });
+        opts.onReport?.(split === 'eval' ? 'eval' : 'train', reportOf(file, stats));
         requireExamples(stats, file);
         flush();
         return { stats, shards };

@@ -125,9 +125,14 @@ function pairs(opens: number[], closes: number[], order: string): Array<[number,
 
 /** Text fields of a message that the template may print. */
 export function messageStrings(m: Message): string[] {
-  const out: string[] = [];
-  if (typeof m.content === 'string') out.push(m.content);
-  if (typeof m['reasoning_content'] === 'string') out.push(m['reasoning_content'] as string);
+  return messageFields(m).map((f) => f.text);
+}
+
+/** The same texts with the field each came from (`content`, `reasoning_content`), for messages that name it. */
+export function messageFields(m: Message): Array<{ field: string; text: string }> {
+  const out: Array<{ field: string; text: string }> = [];
+  if (typeof m.content === 'string') out.push({ field: 'content', text: m.content });
+  if (typeof m['reasoning_content'] === 'string') out.push({ field: 'reasoning_content', text: m['reasoning_content'] as string });
   return out;
 }
 

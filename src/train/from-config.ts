@@ -8,8 +8,9 @@ import { join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Row } from '../batch/types.js';
 import type { SftConfig } from '../config/schema.js';
-import { prepareRows, requireExamples } from '../prepare/prepare.js';
+import { prepareRows, reportOf, requireExamples } from '../prepare/prepare.js';
 import { checkManifest, MANIFEST, readManifest } from '../prepare/manifest.js';
+import { formatDataReport, type DataReport } from '../data/report.js';
 import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
@@ -31,7 +32,12 @@ export interface LoadedSplit {
   rows: Row[];
   eotIds: number[];
   supervisedEot: number;
+  /** What happened to the lines of a JSONL split (absent for a prepared folder). */
+  report?: DataReport;
 }
+
+/** A run's result and the data reports of its JSONL splits. */
+export type TrainRun = TrainResult & { data_reports: { train?: DataReport; eval?: DataReport } };
 
 /** Rows of a split: a prepared folder (checked against this tokenizer) or a JSONL file prepared in memory. */
 export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: string, split: 'train' | 'eval'): Promise<LoadedSplit> {
@@ -44,7 +50,7 @@ export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: str
   }
   const { rows, stats } = await prepareRows(setup, path, { ...encodeOptionsFrom(cfg), packing: cfg.packing });
   requireExamples(stats, path);
-  return { rows, eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
+  return { rows, eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot, report: reportOf(path, stats) };
 }
 
 /** Parameters of the model a config describes, without building it. */
@@ -94,13 +100,19 @@ export async function trainFromConfig(
     engine?: 'embedded' | 'torch';
     torch?: TorchEngineOptions;
   } = {},
-): Promise<TrainResult> {
+): Promise<TrainRun> {
   if (!cfg.data.train) throw new ChatsftError('USAGE', 'missing data.train (or --data FILE)');
   if (!cfg.output_dir) throw new ChatsftError('USAGE', 'missing output_dir (or --output-dir DIR)');
   const setup = setupFromConfig(cfg);
   const loaded = await loadSplit(setup, cfg, cfg.data.train, 'train');
   const train = opts.transformRows ? { ...loaded, rows: opts.transformRows(loaded.rows, setup) } : loaded;
   const evalSplit = cfg.data.eval ? await loadSplit(setup, cfg, cfg.data.eval, 'eval') : undefined;
+  // Dropped lines of both splits, reported before any time is spent training
+  // (warnings, not progress: shown under --quiet too).
+  for (const r of [loaded.report, evalSplit?.report]) {
+    if (r) for (const l of formatDataReport(r)) (opts.onLog ?? ((x: string) => void process.stderr.write(`${x}\n`)))(`warning: ${l}`);
+  }
+  const dataReports = { ...(loaded.report ? { train: loaded.report } : {}), ...(evalSplit?.report ? { eval: evalSplit.report } : {}) };
   // Stop-rate prompts: data.eval's, else a slice of the training rows held out of training.
   let trainRows = train.rows;
   let heldOut = evalSplit?.rows ?? [];
@@ -119,7 +131,7 @@ export async function trainFromConfig(
       const stopEval = prompts.length > 0 ? { prompts, stopIds, maxNewTokens: cfg.eval.max_new_tokens, turnHeaders: await turnHeadersOf(setup) } : undefined;
       const r = await trainTorchFromConfig(cfg, setup, { ...train, rows: trainRows }, evalSplit, { ...opts, ...(stopEval ? { stopEval } : {}) });
       done = true;
-      return r;
+      return { ...r, data_reports: dataReports };
     } finally {
       claim.release(done);
     }
@@ -215,6 +227,6 @@ export async function trainFromConfig(
   const end = result.stopRates[result.stopRates.length - 1]?.stop_rate ?? null;
   const warning = stopRateDropWarning(atStart?.stop_rate, end);
   if (warning) opts.onLog?.(warning);
-  return { ...result, stopRateAtStart: atStart?.stop_rate ?? null, stopRateWarning: warning };
+  return { ...result, data_reports: dataReports, stopRateAtStart: atStart?.stop_rate ?? null, stopRateWarning: warning };
 }
 

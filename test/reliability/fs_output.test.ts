@@ -146,7 +146,7 @@ test('zero examples (empty, blank lines only, all invalid) is exit 2 with counts
   const files: Array<[string, string, RegExp]> = [
     ['empty.jsonl', '', /no usable example in 0 line\(s\): no lines with a conversation/],
     ['blank.jsonl', '\n  \n\n', /no usable example in 3 line\(s\): no lines with a conversation/],
-    ['invalid.jsonl', '{"a": 1}\nnot json\n{"messages": [{"role": "bot", "content": "x"}]}\n', /no usable example in 3 line\(s\): invalid 3; first: .*invalid.jsonl:1/],
+    ['invalid.jsonl', '{"a": 1}\nnot json\n{"messages": [{"role": "bot", "content": "x"}]}\n', /no usable example in 3 line\(s\): invalid_data 3; first: .*invalid.jsonl:1/],
   ];
   for (const [name, text, msg] of files) {
     const f = path.join(root, name);
@@ -161,7 +161,7 @@ test('zero examples (empty, blank lines only, all invalid) is exit 2 with counts
   }
   // The same rule for train on a JSONL file.
   const t = cli(['train', '--model', model, '--data', path.join(root, 'invalid.jsonl'), '--output-dir', path.join(root, 'never-run'), '--max-steps', '1', '--quiet']);
-  assertUserError(t, 'DATA_INVALID', /invalid.jsonl: no usable example in 3 line\(s\): invalid 3/);
+  assertUserError(t, 'DATA_INVALID', /invalid.jsonl: no usable example in 3 line\(s\): invalid_data 3/);
   assert.ok(!fs.existsSync(path.join(root, 'never-run')));
   assert.deepEqual(leftovers(root), []);
 });

@@ -8,6 +8,8 @@ import { isChatsftError } from '../../errors.js';
 import { readConversations, type Conversation } from '../../data/conversations.js';
 import { TEMPLATE_REASONS } from '../../labels/types.js';
 import { messageStrings } from '../../template/spans.js';
+import { certainlyOver, overLengthMessage, sizeLimit } from '../../data/limits.js';
+import { dataReporter, type DataReport, type DataReporter } from '../../data/report.js';
 import { createEncoder, type EncodeResult, type EncodedExample, type Encoder } from '../../labels/encode.js';
 import { specialMatcher } from '../../tokenize/special.js';
 import { SAMPLE } from '../sample.js';
@@ -76,9 +78,16 @@ async function encodeChunk(
   return out;
 }
 
-export async function scanData(ctx: DoctorContext, sim: Simulator, file: string | undefined): Promise<{ findings: Finding[]; sample: string }> {
+export async function scanData(
+  ctx: DoctorContext,
+  sim: Simulator,
+  file: string | undefined,
+): Promise<{ findings: Finding[]; sample: string; report?: DataReport }> {
   const { setup, cfg } = ctx;
   const stats = newStats();
+  // What prepare and train would report for this file, reason by reason.
+  const rep: DataReporter = dataReporter(file ?? '(sample)');
+  const limit = sizeLimit(setup.folder, cfg.max_length);
   const matcher = specialMatcher(setup.specialStrings);
   const base = { trainOn: cfg.train_on, allowSpecialTokensInContent: cfg.allow_special_tokens_in_content };
   const full = createEncoder(setup, base); // no length limit: what other trainers see
@@ -98,17 +107,23 @@ export async function scanData(ctx: DoctorContext, sim: Simulator, file: string 
     for (const item of items) scanSpecial(item);
     if (!ctx.eot) return; // no usable template: nothing can be labelled
     const over: Array<{ item: Item; r: EncodedExample }> = [];
-    const results = await encodeChunk(full, items, (line, message) => stats.template.push({ line, message }));
+    const results = await encodeChunk(full, items, (line, message) => {
+      stats.template.push({ line, message });
+      rep.drop(line, 'template_error', 'messages', message);
+    });
     results.forEach((r, i) => {
       const item = items[i] as Item;
       if (r === undefined) return;
       if (!r.ok) {
+        rep.drop(r.line, r.reason, r.reason, r.detail);
         if (r.reason === 'no_supervised_tokens') stats.untrainable.push(r.line);
         else if (TEMPLATE_REASONS.has(r.reason)) stats.template.push({ line: r.line, message: `${r.reason}: ${r.detail}` });
         else if (r.reason !== 'special_tokens_in_content') stats.invalid.push({ line: r.line, why: `${r.reason}: ${r.detail}` });
         return;
       }
       const n = r.example.inputIds.length;
+      if (L === undefined || n <= L || cfg.truncation === 'truncate_turns') rep.use();
+      else rep.drop(r.line, 'too_long', 'too_long', `${n} tokens > max_length ${L}`);
       stats.examples++;
       stats.assistantTurns += r.example.turns.length;
       stats.trainedTurns += trainedCount(r);
@@ -146,12 +161,23 @@ export async function scanData(ctx: DoctorContext, sim: Simulator, file: string 
   let chunk: Item[] = [];
   for await (const parsed of readConversations(file)) {
     stats.lines = parsed.line;
+    rep.seen(parsed.line);
     if (parsed.ok === 'blank') continue;
     if (parsed.ok === false) {
       stats.invalid.push({ line: parsed.line, why: `${parsed.issue.field}: ${parsed.issue.message}` });
+      rep.drop(parsed.line, parsed.reason ?? 'invalid_data', parsed.issue.field, parsed.issue.message);
       continue;
     }
     stats.conversations++;
+    // Certainly over the limit by its size alone: counted, never tokenized (a 30 MB line took 5 GB).
+    const over = limit ? certainlyOver(setup.tokenizer, parsed.conversation, limit.tokens) : undefined;
+    if (over && limit) {
+      const message = overLengthMessage(over, limit);
+      if (limit.source === 'max_length') stats.overLength.push(parsed.line);
+      else stats.invalid.push({ line: parsed.line, why: `too_long: ${message}` });
+      rep.drop(parsed.line, 'too_long', 'messages', message);
+      continue;
+    }
     chunk.push({ conversation: parsed.conversation, line: parsed.line });
     if (chunk.length >= CHUNK) {
       await processChunk(chunk);
@@ -159,7 +185,7 @@ export async function scanData(ctx: DoctorContext, sim: Simulator, file: string 
     }
   }
   await processChunk(chunk);
-  return { findings: dataFindings(ctx, stats, file), sample: file };
+  return { findings: dataFindings(ctx, stats, file), sample: file, report: rep.report };
 }
 
 function dataFindings(ctx: DoctorContext, s: Stats, file: string): Finding[] {
@@ -248,8 +274,8 @@ function dataFindings(ctx: DoctorContext, s: Stats, file: string): Finding[] {
     code: 'DATA_SUMMARY',
     severity: 'info',
     message: ctx.eot
-      ? `${s.examples} of ${s.conversations} conversation(s) encode; ${s.trainedTurns} of ${s.assistantTurns} assistant turns are trained.`
-      : `${s.conversations} conversation(s) read but not encoded: the template has no usable EOT (see the template finding).`,
+      ? `${file}: ${s.examples} of ${s.conversations} conversation(s) encode; ${s.trainedTurns} of ${s.assistantTurns} assistant turns are trained.`
+      : `${file}: ${s.conversations} conversation(s) read but not encoded: the template has no usable EOT (see the template finding).`,
     evidence: {
       file,
       lines: s.lines,
