@@ -22,6 +22,15 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   export: async () => (await import('./export.js')).registerExport,
 };
 
+// A closed pipe (`chatsft generate --data f | head`) is the reader's choice,
+// not an error: stop quietly instead of crashing with an EPIPE stack trace.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
+}
+
 const program = new Command()
   .name('chatsft')
   .description('Supervised fine-tuning of chat models that learn to stop.')

@@ -7,6 +7,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertClean, assertUsageError, cli, makeSandbox, type Sandbox } from './input_cli.js';
@@ -117,4 +118,11 @@ test('chat: a 200 KB line and a line over the positions are refused with a note;
   assert.match(notes[1]!, /it is \d+ tokens with the template, more than the 125 left for a prompt/);
   // Only the third line was answered: the random model (seed 0) runs to its 3-token budget once.
   assert.equal((r.stderr.match(/did not stop: hit max_new_tokens 3/g) ?? []).length, 1, r.stderr);
+});
+
+test('generate --data into a pipe its reader closes early stops quietly (no EPIPE stack trace)', () => {
+  const bin = join(process.cwd(), 'dist', 'src', 'cli', 'main.js');
+  const r = spawnSync('bash', ['-c', `set -o pipefail; node ${JSON.stringify(bin)} generate --model ${JSON.stringify(s.model)} --data ${JSON.stringify(s.mixed)} --max-new-tokens 4 --quiet 2>/tmp/.chatsft-epipe-$$ | head -c 1 >/dev/null; echo "exit \${PIPESTATUS[0]}"; cat /tmp/.chatsft-epipe-$$; rm -f /tmp/.chatsft-epipe-$$`], { encoding: 'utf8' });
+  assert.match(r.stdout, /^exit 0\n/, r.stdout);
+  assert.doesNotMatch(r.stdout, /EPIPE|at .*\.js:\d+/);
 });
