@@ -18,6 +18,7 @@ import { tf } from './backend.js';
 import { embeddingTable, project, ropeTables } from './forward.js';
 import type { KvCache } from './infer.js';
 import type { LlamaModel } from './types.js';
+import { withLayer } from './weights.js';
 
 const NO_GRAD = { training: false } as const;
 
@@ -125,6 +126,7 @@ export function decodeStep(model: LlamaModel, cache: KvCache, head: tf.Tensor2D,
 
   let [x] = readTensors(() => [tf.gather(embeddingTable(model), tf.tensor1d(ids, 'int32'))]) as [Float32Array];
   for (let l = 0; l < c.numHiddenLayers; l++) {
+    x = withLayer(model, l, () => {
     const p = `model.layers.${l}`;
     const a = `${p}.self_attn`;
     const hn = rmsNormRows(x, d, values(model, `${p}.input_layernorm.weight`), eps);
@@ -156,7 +158,8 @@ export function decodeStep(model: LlamaModel, cache: KvCache, head: tf.Tensor2D,
     const [g, u] = projectRows(model, [`${p}.mlp.gate_proj`, `${p}.mlp.up_proj`], hn2, B) as [Float32Array, Float32Array];
     const act = g.map((gi, i) => (gi / (1 + Math.exp(-gi))) * u[i]!); // SwiGLU: silu(gate) ⊙ up
     const [down] = projectRows(model, [`${p}.mlp.down_proj`], act, B) as [Float32Array];
-    x = add(hres, down);
+    return add(hres, down);
+    });
   }
   const h = rmsNormRows(x, d, values(model, 'model.norm.weight'), eps);
   return readTensors(() => [tf.matMul(tf.tensor2d(h, [B, d]), head)])[0]!;

@@ -6,7 +6,8 @@ import { tf } from './backend.js';
 import type { Batch } from '../batch/types.js';
 import { IGNORE_INDEX } from '../batch/types.js';
 import type { LlamaConfig } from './config.js';
-import { attention, constMatMul, custom, gatherRows, headLoss, headLossWithGrad, linear } from './ops.js';
+import { attention, constMatMul, custom, gatherRows, headLoss, headLossWithGrad, linear, linearFrozen } from './ops.js';
+import { param, paramT, withLayer } from './weights.js';
 import type { ForwardOptions, LlamaModel } from './types.js';
 import { loraDelta } from './lora.js';
 
@@ -112,13 +113,24 @@ function rope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor {
   return tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin));
 }
 
+/**
+ * x [N, in] @ the weights of `names` side by side. Base weights are frozen
+ * under LoRA and when they come from host memory: their product has no
+ * weight gradient then (linearFrozen).
+ */
+function baseProduct(model: LlamaModel, names: string[], x: tf.Tensor2D): tf.Tensor2D {
+  const ws = names.map((n) => param(model, `${n}.weight`) as tf.Tensor2D);
+  const w = ws.length === 1 ? ws[0]! : (tf.concat(ws, 1) as tf.Tensor2D);
+  const frozen = model.lora !== null || names.some((n) => paramT(model, `${n}.weight`) !== null);
+  if (!frozen) return linear(x, w);
+  const wTs = names.map((n) => paramT(model, `${n}.weight`));
+  const wT = wTs.every((t) => t !== null) ? (wTs.length === 1 ? wTs[0]! : (tf.concat(wTs as tf.Tensor2D[], 0) as tf.Tensor2D)) : null;
+  return linearFrozen(x, w, wT);
+}
+
 /** A projection `name` (module path) on x [N, in] → [N, out], with bias and LoRA. */
 export function project(model: LlamaModel, name: string, x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D {
-  let y = linear(x, model.params.get(`${name}.weight`)! as tf.Tensor as tf.Tensor2D);
-  const bias = model.params.get(`${name}.bias`);
-  if (bias) y = tf.add(y, bias);
-  const d = loraDelta(model, name, x, opts);
-  return d ? tf.add(y, d) : y;
+  return projectMany(model, [name], x, opts)[0]!;
 }
 
 /**
@@ -127,10 +139,8 @@ export function project(model: LlamaModel, name: string, x: tf.Tensor2D, opts: F
  * split; biases and LoRA deltas are added per projection.
  */
 export function projectMany(model: LlamaModel, names: string[], x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D[] {
-  if (names.length === 1) return [project(model, names[0]!, x, opts)];
-  const ws = names.map((n) => model.params.get(`${n}.weight`)! as tf.Tensor as tf.Tensor2D);
-  const y = linear(x, tf.concat(ws, 1));
-  const parts = tf.split(y, ws.map((w) => w.shape[1]), 1) as tf.Tensor2D[];
+  const y = baseProduct(model, names, x);
+  const parts = names.length === 1 ? [y] : (tf.split(y, names.map((n) => param(model, `${n}.weight`).shape[1]!), 1) as tf.Tensor2D[]);
   return parts.map((part, i) => {
     let out = part;
     const bias = model.params.get(`${names[i]!}.bias`);
@@ -221,12 +231,26 @@ export function hiddenStates(model: LlamaModel, batch: Batch, opts: ForwardOptio
   };
   const bias = tf.tensor3d(attentionBias(batch), [B, T, T]);
   let x = inp.x;
-  for (let l = 0; l < c.numHiddenLayers; l++) {
-    const hn = rmsNorm(x, model.params.get(`model.layers.${l}.input_layernorm.weight`)!, c.rmsNormEps) as tf.Tensor2D;
-    const { q, k, v } = qkv(model, l, hn, { ...inp, x }, opts);
-    x = finishLayer(model, l, x, attention(q, k, v, bias), opts);
-  }
+  for (let l = 0; l < c.numHiddenLayers; l++) x = withLayer(model, l, () => decoderLayer(model, l, x, inp, bias, opts));
   return rmsNorm(x, model.params.get('model.norm.weight')!, c.rmsNormEps) as tf.Tensor2D;
+}
+
+/** Rotary tables and the attention bias of a batch, as tensors (caller disposes). */
+export function batchInputs(model: LlamaModel, batch: Batch): { cos: tf.Tensor4D; sin: tf.Tensor4D; bias: tf.Tensor3D } {
+  const { batchSize: B, seqLen: T } = batch;
+  const { cos, sin } = ropeTables(model.config, batch.positionIds);
+  return {
+    cos: tf.tensor4d(cos, [B, T, 1, model.config.headDim]),
+    sin: tf.tensor4d(sin, [B, T, 1, model.config.headDim]),
+    bias: tf.tensor3d(attentionBias(batch), [B, T, T]),
+  };
+}
+
+/** One decoder layer: x [B·T, d] → x [B·T, d] (its weights must be loaded: withLayer). */
+export function decoderLayer(model: LlamaModel, l: number, x: tf.Tensor2D, inp: Omit<LayerInput, 'x'>, bias: tf.Tensor3D, opts: ForwardOptions): tf.Tensor2D {
+  const hn = rmsNorm(x, model.params.get(`model.layers.${l}.input_layernorm.weight`)!, model.config.rmsNormEps) as tf.Tensor2D;
+  const { q, k, v } = qkv(model, l, hn, { ...inp, x }, opts);
+  return finishLayer(model, l, x, attention(q, k, v, bias), opts);
 }
 
 /**

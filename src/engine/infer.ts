@@ -8,6 +8,7 @@ import { attention } from './ops.js';
 import { decodeStep, readTensors } from './decode.js';
 import { embeddingTable, finishLayer, headMatrix, qkv, rmsNorm, ropeTables, type LayerInput } from './forward.js';
 import type { LlamaModel } from './types.js';
+import { withLayer } from './weights.js';
 
 export interface KvCache {
   batchSize: number;
@@ -120,9 +121,12 @@ function prefill(model: LlamaModel, cache: KvCache, head: tf.Tensor2D, ids: Int3
     };
     let x = inp.x;
     for (let l = 0; l < c.numHiddenLayers; l++) {
-      const hn = rmsNorm(x, model.params.get(`model.layers.${l}.input_layernorm.weight`)!, c.rmsNormEps) as tf.Tensor2D;
-      const { q, k, v } = qkv(model, l, hn, { ...inp, x }, { training: false });
-      x = finishLayer(model, l, x, attention(q, all(cache.k[l]!, k), all(cache.v[l]!, v), biasT), { training: false });
+      const xl = x;
+      x = withLayer(model, l, () => {
+        const hn = rmsNorm(xl, model.params.get(`model.layers.${l}.input_layernorm.weight`)!, c.rmsNormEps) as tf.Tensor2D;
+        const { q, k, v } = qkv(model, l, hn, { ...inp, x: xl }, { training: false });
+        return finishLayer(model, l, xl, attention(q, all(cache.k[l]!, k), all(cache.v[l]!, v), biasT), { training: false });
+      });
     }
     // Last new position of each row: rows b·t + t − 1 of x [B·t, d].
     const last = tf.gather(x, tf.tensor1d(Int32Array.from({ length: B }, (_, b) => b * t + t - 1), 'int32'));

@@ -37,6 +37,24 @@ export const linear = custom<T2>(([x, w], save) => {
 }) as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
 
 /**
+ * y = x @ w for a frozen w (LoRA's base weights, host-offloaded layers): the
+ * backward computes only dx = dy @ wᵀ, not the [in, out] dw that nothing
+ * would use (it costs as much as dx). `wT` [out, in] is used when given,
+ * else wᵀ is made in the backward.
+ */
+export function linearFrozen(x: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D | null): tf.Tensor2D {
+  const op = custom<T2>(([xx], save) => {
+    // Non-input tensors the backward needs go through save() (see constMatMul).
+    save([wT ?? w]);
+    return {
+      value: tf.matMul(xx as T2, w),
+      gradFunc: (dy, saved) => [tf.matMul(dy, wT ? (saved[0] as T2) : (tf.transpose(saved[0]!) as T2))],
+    };
+  });
+  return op(x);
+}
+
+/**
  * Row gather out [M, d] = table [R, d] rows `idx` [M]; the gradient
  * scatter-adds dy into a zero [R, d] (ScatterNd sums duplicate indices).
  */

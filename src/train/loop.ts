@@ -18,7 +18,7 @@ import {
   evalLoss,
   initEngine,
   lrAt,
-  mergedTensors,
+  mergedTensor,
   saveAdapter,
   saveModel,
   trainStep,
@@ -153,7 +153,7 @@ function evaluate(run: Run): number | null {
 async function saveFinal(run: Run, evalLossValue: number | null): Promise<void> {
   const { opts } = run;
   const dir = opts.outputDir;
-  saveModel(opts.model, dir, mergedTensors(opts.model));
+  saveModel(opts.model, dir, (name) => mergedTensor(opts.model, name), { dtype: opts.saveDtype ?? 'F32' });
   if (opts.model.lora) saveAdapter(opts.model, path.join(dir, 'adapter'), opts.baseModelPath ?? null);
   if (evalLossValue !== null) {
     const lines = readMetrics(dir);
