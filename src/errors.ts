@@ -19,7 +19,9 @@ export type ErrorCode =
   | 'MODEL_INVALID'
   | 'CHECKPOINT_INVALID'
   | 'EXPORT_ERROR'
-  | 'ENGINE_ERROR';
+  | 'ENGINE_ERROR'
+  /** The run would not fit in memory (wasm heap or RAM): said before allocating, with the settings that would. */
+  | 'RESOURCE_LIMIT';
 
 export class ChatsftError extends Error {
   readonly code: ErrorCode;

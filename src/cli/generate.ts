@@ -1,7 +1,9 @@
 // chatsft generate --model out/ --prompt "Count from 3 to 9." [--raw] [--data chats.jsonl] [--temperature 0.7 --top-p 0.9 --seed 1] [--json]
 import type { Command } from 'commander';
 import { ChatsftError } from '../errors.js';
-import { initEngine, loadModel, type LlamaModel } from '../engine/index.js';
+import { initEngine, loadModel, readLlamaConfig, type LlamaModel } from '../engine/index.js';
+import { assertPlanFits, describePlan, planMemory, type PlanInput } from '../engine/plan.js';
+import path from 'node:path';
 import { engineStepModel, generate, type RowResult } from '../generate/index.js';
 import { chatRuntime, encodeText, promptIds, setupForInference, type ChatRuntime } from '../eval/runtime.js';
 import { evalPrompts } from '../eval/evaluate.js';
@@ -17,10 +19,33 @@ export interface LoadedGenerator {
   runtime: ChatRuntime;
 }
 
-export async function loadGenerator(modelDir: string, template: string): Promise<LoadedGenerator> {
+/**
+ * Positions the inference plan reserves for: a prompt plus its new tokens
+ * (prefill activations grow with the prompt; the KV cache is host memory).
+ */
+const PLAN_TOKENS = 512; // = PREFILL_CHUNK: longer prompts are prefilled in chunks
+
+export async function loadGenerator(modelDir: string, template: string, opts: { allowExtraTensors?: boolean; quiet?: boolean } = {}): Promise<LoadedGenerator> {
   const setup = setupForInference(loadModelFolder(modelDir), template);
+  // Plan first: layers that do not fit the wasm heap stay in host memory (uploaded per layer).
+  const config = readLlamaConfig(path.join(modelDir, 'config.json'));
+  const inp: PlanInput = { config, mode: 'infer', batchSize: 1, seqLen: Math.min(config.maxPositionEmbeddings, PLAN_TOKENS) };
+  const plan = planMemory(inp);
+  if (!opts.quiet && (plan.parameters > 50e6 || !plan.fits)) process.stderr.write(describePlan(plan, 'infer') + '\n');
+  assertPlanFits(plan, inp, modelDir);
   await initEngine();
-  const model = loadModel(modelDir);
+  const loading = createProgress({ label: 'load', unit: 'MB', silent: Boolean(opts.quiet) || plan.parameters < 50e6 });
+  const model = loadModel(modelDir, {
+    hostLayers: plan.hostLayers,
+    hostEmbedding: plan.hostEmbedding,
+    hostF32: true,
+    ...(opts.allowExtraTensors ? { allowExtraTensors: true } : {}),
+    onProgress: (bytes, total) => {
+      loading.setTotal(Math.round(total / 1e6));
+      loading.update(Math.round(bytes / 1e6));
+    },
+  });
+  loading.done('weights loaded');
   if (model.config.vocabSize < setup.vocabSize) {
     throw new ChatsftError(
       'MODEL_INVALID',

@@ -24,6 +24,8 @@ export function registerTrain(program: Command): void {
     'eval',
     'checkpoint_every',
     'allow_no_eot',
+    'allow_extra_tensors',
+    'gradient_checkpointing',
     'output_dir',
   ])
     .option('--resume', 'continue from output_dir/checkpoint')

@@ -7,7 +7,7 @@ import type { Batch } from '../batch/types.js';
 import { IGNORE_INDEX } from '../batch/types.js';
 import type { LlamaConfig } from './config.js';
 import { attention, constMatMul, custom, gatherRows, headLoss, headLossWithGrad, linear, linearFrozen } from './ops.js';
-import { param, paramT, withLayer } from './weights.js';
+import { hostRows, param, paramT, withLayer } from './weights.js';
 import type { ForwardOptions, LlamaModel } from './types.js';
 import { loraDelta } from './lora.js';
 
@@ -139,8 +139,13 @@ export function project(model: LlamaModel, name: string, x: tf.Tensor2D, opts: F
  * split; biases and LoRA deltas are added per projection.
  */
 export function projectMany(model: LlamaModel, names: string[], x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D[] {
-  const y = baseProduct(model, names, x);
-  const parts = names.length === 1 ? [y] : (tf.split(y, names.map((n) => param(model, `${n}.weight`).shape[1]!), 1) as tf.Tensor2D[]);
+  // Without a backward pass, one product per weight: XNNPACK packs each weight once and
+  // caches it, where a concatenation is a new tensor to copy and re-pack on every call.
+  const parts = !opts.training
+    ? names.map((n) => baseProduct(model, [n], x))
+    : names.length === 1
+      ? [baseProduct(model, names, x)]
+      : (tf.split(baseProduct(model, names, x), names.map((n) => param(model, `${n}.weight`).shape[1]!), 1) as tf.Tensor2D[]);
   return parts.map((part, i) => {
     let out = part;
     const bias = model.params.get(`${names[i]!}.bias`);
@@ -148,6 +153,19 @@ export function projectMany(model: LlamaModel, names: string[], x: tf.Tensor2D, 
     const d = loraDelta(model, names[i]!, x, opts);
     return d ? tf.add(out, d) : out;
   });
+}
+
+/**
+ * Embeddings of `ids` [N] → [N, d]: rows gathered on the host when the table
+ * stays in host memory (frozen, no trained rows), else from the heap table.
+ */
+export function embedIds(model: LlamaModel, ids: Int32Array): tf.Tensor2D {
+  const host = model.host?.get('model.embed_tokens.weight');
+  if (!host) return gatherRows(embeddingTable(model), tf.tensor1d(ids, 'int32'));
+  const d = model.config.hiddenSize;
+  const out = new Float32Array(ids.length * d);
+  ids.forEach((id, n) => out.set(hostRows(host, id, 1), n * d));
+  return tf.tensor2d(out, [ids.length, d]);
 }
 
 /** Embedding table [V, d] including trained LoRA rows. */
@@ -223,7 +241,7 @@ export function hiddenStates(model: LlamaModel, batch: Batch, opts: ForwardOptio
   const { batchSize: B, seqLen: T } = batch;
   const { cos, sin } = ropeTables(c, batch.positionIds);
   const inp: LayerInput = {
-    x: gatherRows(embeddingTable(model), tf.tensor1d(batch.inputIds, 'int32')),
+    x: embedIds(model, batch.inputIds),
     B,
     T,
     cos: tf.tensor4d(cos, [B, T, 1, c.headDim]),
@@ -231,7 +249,11 @@ export function hiddenStates(model: LlamaModel, batch: Batch, opts: ForwardOptio
   };
   const bias = tf.tensor3d(attentionBias(batch), [B, T, T]);
   let x = inp.x;
-  for (let l = 0; l < c.numHiddenLayers; l++) x = withLayer(model, l, () => decoderLayer(model, l, x, inp, bias, opts));
+  for (let l = 0; l < c.numHiddenLayers; l++) {
+    const xl = x;
+    // Inference frees each layer's intermediates (and their packed copies) as it goes.
+    x = withLayer(model, l, () => (opts.training ? decoderLayer(model, l, xl, inp, bias, opts) : tf.tidy(() => decoderLayer(model, l, xl, inp, bias, opts))));
+  }
   return rmsNorm(x, model.params.get('model.norm.weight')!, c.rmsNormEps) as tf.Tensor2D;
 }
 
@@ -288,13 +310,22 @@ export function countSupervised(batch: Batch): number {
  * 70 of 95 ms per decoded token on a 32 k vocabulary.
  */
 export function headMatrix(model: LlamaModel, emb?: tf.Tensor2D): tf.Tensor2D {
+  if (model.headT) return model.headT;
   const head = model.params.get('lm_head.weight');
   if (head && model.lora?.headDelta) return headWeights(model, emb).w;
   if (head) return head as tf.Tensor as tf.Tensor2D;
   return tf.transpose(emb ?? embeddingTable(model)) as tf.Tensor2D;
 }
 
-export function headWeights(model: LlamaModel, emb?: tf.Tensor2D): { w: tf.Tensor2D; wT: tf.Tensor2D } {
+/** Whether the head receives a gradient: full fine-tuning, or LoRA's trained token rows (never a frozen headT). */
+export function headTrainable(model: LlamaModel): boolean {
+  if (model.headT) return false;
+  return !model.lora || model.lora.embedDelta !== null || model.lora.headDelta !== null;
+}
+
+export function headWeights(model: LlamaModel, emb?: tf.Tensor2D): { w: tf.Tensor2D; wT: tf.Tensor2D | null } {
+  // Frozen [d, V] head: no transposed copy (headLossWithGrad makes dh without it).
+  if (model.headT) return { w: model.headT, wT: null };
   const head = model.params.get('lm_head.weight');
   const lora = model.lora;
   if (head && lora?.headDelta) {
@@ -317,7 +348,7 @@ export function lossForGrad(model: LlamaModel, batch: Batch, scale: number, opts
   if (rows.length === 0) return { loss: tf.mul(tf.sum(h), 0) as tf.Scalar, count: 0 };
   const hs = gatherRows(h, tf.tensor1d(rows, 'int32')); // [M, d]
   const { w, wT } = headWeights(model);
-  return { loss: tf.mul(headLossWithGrad(hs, w, wT, targets, lossChunk(model.config.vocabSize)), scale) as tf.Scalar, count: rows.length };
+  return { loss: tf.mul(headLossWithGrad(hs, w, wT, targets, lossChunk(model.config.vocabSize), headTrainable(model)), scale) as tf.Scalar, count: rows.length };
 }
 
 /** Summed cross-entropy and supervised count, no gradients (eval). */

@@ -15,7 +15,7 @@
  */
 import { tf } from './backend.js';
 import type { Batch } from '../batch/types.js';
-import { batchInputs, decoderLayer, embeddingTable, headWeights, lossChunk, rmsNorm, supervisedTargets } from './forward.js';
+import { batchInputs, decoderLayer, embedIds, headTrainable, headWeights, lossChunk, rmsNorm, supervisedTargets } from './forward.js';
 import { gatherRows, headLossWithGrad } from './ops.js';
 import { trainableVariables } from './lora.js';
 import { Rng } from './rng.js';
@@ -62,13 +62,12 @@ export function microBatchGradients(model: LlamaModel, batch: Batch, scale: numb
   const { rows, targets } = supervisedTargets(batch);
   const { cos, sin, bias } = batchInputs(model, batch);
   const inp = { B: batch.batchSize, T: batch.seqLen, cos, sin };
-  const ids = tf.tensor1d(batch.inputIds, 'int32');
   const xs: tf.Tensor2D[] = [];
   // Dropout masks are drawn from rng in the forward; the recompute replays them.
   const rngAt: number[][] = [];
   const opts = (r?: Rng) => ({ training: true, ...(r ? { rng: r } : {}) });
   try {
-    xs.push(tf.tidy(() => gatherRows(embeddingTable(model), ids)));
+    xs.push(tf.tidy(() => embedIds(model, batch.inputIds)));
     for (let l = 0; l < c.numHiddenLayers; l++) {
       rngAt.push(rng ? rng.state() : []);
       const x = xs[l]!;
@@ -84,7 +83,7 @@ export function microBatchGradients(model: LlamaModel, batch: Batch, scale: numb
         const h = rmsNorm(xL, model.params.get('model.norm.weight')!, c.rmsNormEps) as tf.Tensor2D;
         const hs = gatherRows(h, tf.tensor1d(rows, 'int32'));
         const { w, wT } = headWeights(model);
-        return tf.mul(headLossWithGrad(hs, w, wT, targets, lossChunk(c.vocabSize)), scale);
+        return tf.mul(headLossWithGrad(hs, w, wT, targets, lossChunk(c.vocabSize), headTrainable(model)), scale);
       }, [xL, ...head.map(([, v]) => v)]);
       lossValue = value.dataSync()[0]!;
       value.dispose();
@@ -109,13 +108,13 @@ export function microBatchGradients(model: LlamaModel, batch: Batch, scale: numb
     const emb = head.filter(([n]) => n === 'model.embed_tokens.weight' || n === 'model.embed_tokens.trainable_rows');
     if (emb.length > 0) {
       const g = dy;
-      const { value, grads } = vjp(() => gatherRows(embeddingTable(model), ids), emb.map(([, v]) => v), g);
+      const { value, grads } = vjp(() => embedIds(model, batch.inputIds), emb.map(([, v]) => v), g);
       value.dispose();
       emb.forEach(([n], i) => addInto(acc, n, grads[i]));
     }
     dy.dispose();
     return lossValue;
   } finally {
-    tf.dispose([...xs, cos, sin, bias, ids]);
+    tf.dispose([...xs, cos, sin, bias]);
   }
 }

@@ -129,6 +129,14 @@ export interface LoadOptions {
    * their stored dtype instead of the wasm heap (see weights.ts). Default 0.
    */
   hostLayers?: number;
+  /**
+   * Keep the embedding table in host memory (rows gathered there) and put
+   * only a frozen [d, V] output matrix in the heap (model.headT). For
+   * inference and LoRA without trained token rows.
+   */
+  hostEmbedding?: boolean;
+  /** Keep host layer matrices as f32 (decoding reads them directly, 2× the host memory of bf16). */
+  hostF32?: boolean;
   /** Called after each tensor with bytes read so far and the total. */
   onProgress?: (bytes: number, total: number) => void;
 }
@@ -174,7 +182,8 @@ export function checkWeights(config: LlamaConfig, index: WeightIndex, where: str
 }
 
 /** A stored tensor kept as is in host memory (F64 becomes F32). */
-function hostTensor(e: StEntry): HostTensor {
+function hostTensor(e: StEntry, f32 = false): HostTensor {
+  if (f32) return { dtype: 'F32', shape: e.shape, data: readF32(e) };
   const raw = readRaw(e);
   if (e.dtype === 'BF16' || e.dtype === 'F16') return { dtype: e.dtype, shape: e.shape, data: u16View(raw) };
   return { dtype: 'F32', shape: e.shape, data: readF32(e) };
@@ -197,7 +206,8 @@ export function loadModel(dir: string, opts: LoadOptions = {}): LlamaModel {
     for (const [name, shape] of expectedShapes(config)) {
       const e = index.entries.get(name)!;
       const m = /^model\.layers\.(\d+)\./.exec(name);
-      if (m && Number(m[1]) >= hostFrom && isLinearWeight(name)) host.set(name, hostTensor(e));
+      if (m && Number(m[1]) >= hostFrom && isLinearWeight(name)) host.set(name, hostTensor(e, opts.hostF32));
+      else if (opts.hostEmbedding && name === 'model.embed_tokens.weight') host.set(name, hostTensor(e));
       else params.set(name, makeVariableNamed(name, shape, readF32(e), id));
       done += e.bytes;
       opts.onProgress?.(done, index.totalBytes);
@@ -206,7 +216,15 @@ export function loadModel(dir: string, opts: LoadOptions = {}): LlamaModel {
     for (const v of params.values()) v.dispose();
     throw e;
   }
-  return { config, params, lora: null, ...(host.size > 0 ? { host } : {}) };
+  const model: LlamaModel = { config, params, lora: null, ...(host.size > 0 ? { host } : {}) };
+  if (opts.hostEmbedding) {
+    // Tied: the head is the table's transpose, made once on the host; untied: lm_head is already [d, V].
+    const table = host.get('model.embed_tokens.weight')!;
+    model.headT = config.tieWordEmbeddings
+      ? tf.tensor2d(transpose2d(hostF32(table), config.vocabSize, config.hiddenSize), [config.hiddenSize, config.vocabSize])
+      : (params.get('lm_head.weight')! as tf.Tensor as tf.Tensor2D);
+  }
+  return model;
 }
 
 /** The stored dtype of a folder's weights ('BF16' when any matrix is), for saving in kind. */
@@ -259,6 +277,7 @@ export function saveModel(
 export function disposeModel(model: LlamaModel): void {
   for (const v of model.params.values()) v.dispose();
   model.host?.clear();
+  model.headT?.dispose();
   if (model.lora) {
     for (const v of model.lora.a.values()) v.dispose();
     for (const v of model.lora.b.values()) v.dispose();

@@ -44,6 +44,13 @@ export interface LlamaModel {
   host?: Map<string, HostTensor>;
   /** Host matrices uploaded right now: w [in, out] and wT [out, in]. */
   resident?: Map<string, { w: tf.Tensor2D; wT: tf.Tensor2D }>;
+  /**
+   * The frozen output matrix [d, V], built once at load when the embedding
+   * table stays in host memory (large vocabularies): no [V, d] table and no
+   * per-use transpose in the heap, whose freed 0.5 GB holes XNNPACK's
+   * slightly larger packed copies cannot reuse.
+   */
+  headT?: tf.Tensor2D;
   /** Recompute each decoder layer in the backward pass (activations O(one layer)). */
   gradientCheckpointing?: boolean;
 }

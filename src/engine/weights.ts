@@ -30,6 +30,13 @@ export function hostF32(t: HostTensor): Float32Array {
   return t.data instanceof Float32Array ? t.data : halfToF32(t.data, t.dtype as 'F16' | 'BF16');
 }
 
+/** `count` rows of a host [rows, cols] tensor from row `start`, as f32. */
+export function hostRows(t: HostTensor, start: number, count: number): Float32Array {
+  const cols = t.shape[1]!;
+  const part = t.data.subarray(start * cols, (start + count) * cols);
+  return part instanceof Float32Array ? part : halfToF32(part, t.dtype as 'F16' | 'BF16');
+}
+
 function layerOf(name: string): number {
   const m = /^model\.layers\.(\d+)\./.exec(name);
   return m ? Number(m[1]) : -1;
@@ -86,4 +93,36 @@ export function withLayer<T>(model: LlamaModel, l: number, f: () => T): T {
       model.resident.delete(n);
     }
   }
+}
+
+/**
+ * y [B, out] = x [B, in] @ Wᵀ for a host matrix W [out, in] (bf16/f16/f32 as
+ * stored), in JS: decoding one token reads each weight once, so uploading and
+ * re-packing a layer into the heap per token would cost several times more.
+ */
+export function hostMatVec(t: HostTensor, x: Float32Array, B: number): Float32Array {
+  const [out, inp] = t.shape as [number, number];
+  const y = new Float32Array(B * out);
+  const row = new Float32Array(inp);
+  const words = t.data instanceof Uint16Array ? t.data : null;
+  for (let o = 0; o < out; o++) {
+    let w: Float32Array;
+    if (words) w = halfToF32(words.subarray(o * inp, (o + 1) * inp), t.dtype as 'F16' | 'BF16', row);
+    else w = (t.data as Float32Array).subarray(o * inp, (o + 1) * inp);
+    for (let b = 0; b < B; b++) {
+      // Four partial sums: shorter dependency chains for V8's scalar code.
+      let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      const xo = b * inp;
+      let i = 0;
+      for (; i + 3 < inp; i += 4) {
+        a0 += w[i]! * x[xo + i]!;
+        a1 += w[i + 1]! * x[xo + i + 1]!;
+        a2 += w[i + 2]! * x[xo + i + 2]!;
+        a3 += w[i + 3]! * x[xo + i + 3]!;
+      }
+      for (; i < inp; i++) a0 += w[i]! * x[xo + i]!;
+      y[b * out + o] = a0 + a1 + a2 + a3;
+    }
+  }
+  return y;
 }

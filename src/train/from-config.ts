@@ -13,11 +13,12 @@ import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { saveTokenizerFiles } from '../model/save.js';
-import { disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, type LoraSpec } from '../engine/index.js';
+import { disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, storedDtype, type LoraSpec } from '../engine/index.js';
+import { assertPlanFits, describePlan, planMemory, type PlanInput } from '../engine/plan.js';
 import { availableParallelism } from 'node:os';
 import { createProgress } from '../util/progress.js';
 import { runTraining } from './loop.js';
-import { loadOrCreateModel } from './setup.js';
+import { loadOrCreateModel, runConfig } from './setup.js';
 import type { TrainResult } from './types.js';
 
 export interface LoadedSplit {
@@ -93,8 +94,52 @@ export async function trainFromConfig(
   const train = opts.transformRows ? { ...loaded, rows: opts.transformRows(loaded.rows, setup) } : loaded;
   const evalSplit = cfg.data.eval ? await loadSplit(setup, cfg, cfg.data.eval, 'eval') : undefined;
   chooseWasmThreads(cfg);
+  const log = (line: string): void => {
+    if (opts.onLog) opts.onLog(line);
+    else if (!opts.quiet) process.stderr.write(line + '\n');
+  };
+  const lora = loraSpecFrom(cfg, setup, setup.vocabSize);
+  // The memory plan comes first: a model that cannot fit is refused before anything is allocated.
+  const rc = runConfig(cfg.model, cfg.model_config);
+  let hostLayers = 0;
+  let hostEmbedding = false;
+  let checkpointing = cfg.gradient_checkpointing;
+  if (rc) {
+    const longest = train.rows.reduce((m, r) => Math.max(m, r.inputIds.length), 0);
+    const inp: PlanInput = {
+      config: { ...rc.config, vocabSize: Math.max(rc.config.vocabSize, setup.vocabSize) },
+      mode: lora ? 'lora' : 'full',
+      batchSize: cfg.batch_size,
+      seqLen: Math.max(1, Math.min(longest, cfg.max_length ?? longest)),
+      ...(lora ? { lora: { r: lora.r, targets: lora.targets, trainRows: lora.trainTokenIds.length } } : {}),
+      ...(checkpointing !== undefined ? { checkpointing } : {}),
+      // Only pretrained weights can stay in host memory (a fresh init lives in the heap).
+      ...(rc.pretrained ? {} : { hostLayers: 0 }),
+    };
+    const plan = planMemory(inp);
+    log(describePlan(plan, inp.mode));
+    assertPlanFits(plan, inp, cfg.model ?? cfg.model_config);
+    hostLayers = plan.hostLayers;
+    hostEmbedding = plan.hostEmbedding && rc.pretrained;
+    checkpointing = plan.checkpointing;
+  }
   await initEngine();
-  const { model } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
+  const loading = createProgress({ label: 'load', unit: 'MB', silent: Boolean(opts.quiet) });
+  let loadTotalSet = false;
+  const { model, pretrained } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed, {
+    hostLayers,
+    hostEmbedding,
+    allowExtraTensors: cfg.allow_extra_tensors,
+    onProgress: (bytes, total) => {
+      if (!loadTotalSet) {
+        loading.setTotal(Math.round(total / 1e6));
+        loadTotalSet = true;
+      }
+      loading.update(Math.round(bytes / 1e6));
+    },
+  });
+  if (pretrained) loading.done('weights loaded');
+  model.gradientCheckpointing = checkpointing ?? false;
   if (model.config.vocabSize < setup.vocabSize) resizeTokenEmbeddings(model, setup.vocabSize);
   const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
   let totalShown = false;
@@ -120,7 +165,9 @@ export async function trainFromConfig(
       ...(cfg.max_steps !== undefined ? { maxSteps: cfg.max_steps } : {}),
       seed: cfg.seed,
     },
-    lora: loraSpecFrom(cfg, setup, setup.vocabSize),
+    lora,
+    // A LoRA run on a bf16/f16 base saves its merged weights in kind (PEFT's merge_and_unload keeps the dtype).
+    ...(lora && pretrained && cfg.model ? { saveDtype: storedDtype(cfg.model) } : {}),
     evalEverySteps: cfg.eval.every_steps,
     checkpointEvery: cfg.checkpoint_every,
     outputDir: resolve(cfg.output_dir),
