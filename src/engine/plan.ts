@@ -159,12 +159,26 @@ export function describePlan(p: MemoryPlan, mode: PlanMode): string {
  */
 export function assertPlanFits(plan: MemoryPlan, inp: PlanInput, where?: string): void {
   if (plan.fits) return;
-  const tries: [string, PlanInput][] = [];
-  if (inp.mode === 'full') tries.push(['lora (e.g. lora: {r: 16})', { ...inp, mode: 'lora', lora: { r: 16, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], trainRows: 0 } }]);
-  const flag = inp.mode === 'infer' ? '--max-new-tokens / a shorter prompt' : 'max_length (--max-length)';
-  if (inp.batchSize > 1) tries.push([inp.mode === 'infer' ? 'one prompt at a time' : 'batch_size: 1 (--batch-size 1, with grad_accum for the same effective batch)', { ...inp, batchSize: 1 }]);
-  for (let T = Math.floor(inp.seqLen / 2); T >= 64; T = Math.floor(T / 2)) tries.push([`${flag} ${T}`, { ...inp, seqLen: T }]);
-  const fixes = tries.filter(([, i]) => planMemory(i).fits).map(([what]) => what);
+  // One change at a time first, then the changes combined in order.
+  const changes: [string, (i: PlanInput) => PlanInput][] = [];
+  if (inp.mode === 'full') changes.push(['lora (e.g. lora: {r: 16})', (i) => ({ ...i, mode: 'lora', lora: { r: 16, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], trainRows: 0 } })]);
+  if (inp.batchSize > 1) changes.push([inp.mode === 'infer' ? 'one prompt at a time' : 'batch_size 1 (--batch-size 1; grad_accum keeps the effective batch)', (i) => ({ ...i, batchSize: 1 })]);
+  const flag = inp.mode === 'infer' ? 'a prompt + new tokens of at most' : 'max_length (--max-length)';
+  for (let T = Math.floor(inp.seqLen / 2); T >= 64; T = Math.floor(T / 2)) changes.push([`${flag} ${T}`, (i) => ({ ...i, seqLen: T })]);
+  const fixes: string[] = [];
+  for (const [what, f] of changes) if (planMemory(f(inp)).fits) fixes.push(what);
+  if (fixes.length === 0) {
+    let cur = inp;
+    const done: string[] = [];
+    for (const [what, f] of changes) {
+      cur = f(cur);
+      done.push(what);
+      if (planMemory(cur).fits) {
+        fixes.push(done.join(' + '));
+        break;
+      }
+    }
+  }
   const hint = fixes.length > 0 ? `; these would fit: ${fixes.slice(0, 3).join('; ')}` : '; no smaller setting fits on this machine';
   throw new ChatsftError('RESOURCE_LIMIT', `the model does not fit: ${(plan.parameters / 1e6).toFixed(1)} M parameters ${plan.problem}${hint}`, where);
 }
