@@ -67,7 +67,7 @@ async function main(): Promise<void> {
     const plan = planMemory(inp);
     console.log(describePlan(plan, inp.mode));
     const t0 = performance.now();
-    model = loadModel(dir, { hostLayers: plan.hostLayers, hostEmbedding: plan.hostEmbedding });
+    model = loadModel(dir, { hostLayers: plan.hostLayers, hostEmbedding: plan.hostEmbedding, frozenHead: plan.frozenHead });
     console.log(`loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     model.gradientCheckpointing = plan.checkpointing;
     if (loraOn) addLora(model, { r: 16, alpha: 32, dropout: 0, targets: [...LORA_TARGETS], trainTokenIds: [] }, 1);

@@ -93,6 +93,23 @@ test('LoRA (dropout, trained token rows): checkpointing and offload give the tap
   }
 });
 
+test('LoRA without token rows: frozen [d, V] head and host embedding table give the taped gradients', () => {
+  const spec = { r: 4, alpha: 8, dropout: 0, targets: ['q_proj', 'v_proj', 'down_proj'], trainTokenIds: [] };
+  const a = loadModel(dir);
+  addLora(a, spec, 7);
+  const ref = grads(a, 4);
+  disposeModel(a);
+  const b = loadModel(dir, { hostLayers: 2, hostEmbedding: true, frozenHead: true });
+  b.gradientCheckpointing = true;
+  addLora(b, spec, 7);
+  const before = tf.memory().numTensors;
+  const got = grads(b, 4);
+  assert.equal(tf.memory().numTensors, before);
+  disposeModel(b);
+  assert.ok(Math.abs(got.loss - ref.loss) <= 1e-5, `loss ${got.loss} vs ${ref.loss}`);
+  assertClose(got.g, ref.g, 1e-5);
+});
+
 test('full fine-tuning: checkpointing gives the taped loss and gradients', () => {
   const m0 = loadModel(dir);
   const ref = grads(m0, 9);

@@ -38,6 +38,7 @@ export async function loadGenerator(modelDir: string, template: string, opts: { 
   const model = loadModel(modelDir, {
     hostLayers: plan.hostLayers,
     hostEmbedding: plan.hostEmbedding,
+    frozenHead: plan.frozenHead,
     hostF32: true,
     ...(opts.allowExtraTensors ? { allowExtraTensors: true } : {}),
     onProgress: (bytes, total) => {

@@ -139,9 +139,11 @@ export function project(model: LlamaModel, name: string, x: tf.Tensor2D, opts: F
  * split; biases and LoRA deltas are added per projection.
  */
 export function projectMany(model: LlamaModel, names: string[], x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D[] {
-  // Without a backward pass, one product per weight: XNNPACK packs each weight once and
-  // caches it, where a concatenation is a new tensor to copy and re-pack on every call.
-  const parts = !opts.training
+  // Without a backward pass or a weight gradient, one product per weight: XNNPACK packs each
+  // weight once and caches it, where a concatenation is a new tensor to copy and re-pack on
+  // every call (measured: most of a LoRA step on the SmolLM2-135M shape).
+  const frozen = model.lora !== null || names.some((n) => paramT(model, `${n}.weight`) !== null);
+  const parts = !opts.training || frozen
     ? names.map((n) => baseProduct(model, [n], x))
     : names.length === 1
       ? [baseProduct(model, names, x)]

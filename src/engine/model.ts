@@ -135,6 +135,8 @@ export interface LoadOptions {
    * inference and LoRA without trained token rows.
    */
   hostEmbedding?: boolean;
+  /** Build the frozen [d, V] output matrix once (model.headT): inference, LoRA without trained token rows. */
+  frozenHead?: boolean;
   /** Keep host layer matrices as f32 (decoding reads them directly, 2× the host memory of bf16). */
   hostF32?: boolean;
   /** Called after each tensor with bytes read so far and the total. */
@@ -217,12 +219,14 @@ export function loadModel(dir: string, opts: LoadOptions = {}): LlamaModel {
     throw e;
   }
   const model: LlamaModel = { config, params, lora: null, ...(host.size > 0 ? { host } : {}) };
-  if (opts.hostEmbedding) {
+  if (opts.hostEmbedding || opts.frozenHead) {
     // Tied: the head is the table's transpose, made once on the host; untied: lm_head is already [d, V].
-    const table = host.get('model.embed_tokens.weight')!;
-    model.headT = config.tieWordEmbeddings
-      ? tf.tensor2d(transpose2d(hostF32(table), config.vocabSize, config.hiddenSize), [config.hiddenSize, config.vocabSize])
-      : (params.get('lm_head.weight')! as tf.Tensor as tf.Tensor2D);
+    const table = host.get('model.embed_tokens.weight');
+    model.headT = !config.tieWordEmbeddings
+      ? (params.get('lm_head.weight')! as tf.Tensor as tf.Tensor2D)
+      : table
+        ? tf.tensor2d(transpose2d(hostF32(table), config.vocabSize, config.hiddenSize), [config.hiddenSize, config.vocabSize])
+        : (tf.transpose(params.get('model.embed_tokens.weight')!) as tf.Tensor2D);
   }
   return model;
 }
@@ -277,7 +281,8 @@ export function saveModel(
 export function disposeModel(model: LlamaModel): void {
   for (const v of model.params.values()) v.dispose();
   model.host?.clear();
-  model.headT?.dispose();
+  if (model.headT && model.config.tieWordEmbeddings) model.headT.dispose();
+  model.headT = undefined;
   if (model.lora) {
     for (const v of model.lora.a.values()) v.dispose();
     for (const v of model.lora.b.values()) v.dispose();

@@ -48,7 +48,9 @@ export function linearFrozen(x: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D | n
     save([wT ?? w]);
     return {
       value: tf.matMul(xx as T2, w),
-      gradFunc: (dy, saved) => [tf.matMul(dy, wT ? (saved[0] as T2) : (tf.transpose(saved[0]!) as T2))],
+      // Without wT: dx = (w @ dyᵀ)ᵀ, so the product's packed operand is dyᵀ [out, N] (small)
+      // instead of a fresh [out, in] transpose of the weight re-packed on every call.
+      gradFunc: (dy, saved) => [wT ? tf.matMul(dy, saved[0] as T2) : (tf.transpose(tf.matMul(saved[0] as T2, tf.transpose(dy))) as T2)],
     };
   });
   return op(x);

@@ -43,6 +43,8 @@ export interface MemoryPlan {
   hostLayers: number;
   /** The embedding table stays in host memory and the heap holds a frozen [d, V] head. */
   hostEmbedding: boolean;
+  /** A frozen [d, V] head built once (inference; LoRA without trained token rows). */
+  frozenHead: boolean;
   /** wasm-heap bytes by part, and their sum. */
   heap: { weights: number; optimizer: number; activations: number; head: number; peak: number };
   /** Host bytes of offloaded weights. */
@@ -121,13 +123,17 @@ function evaluate(inp: PlanInput, checkpointing: boolean, hostLayers: number): M
   let problem: string | null = null;
   if (host + peak > ram) problem = `needs ${gib(host + peak)} of RAM (${gib(host)} host weights + ${gib(peak)} wasm heap); this machine has ${gib(ram)}`;
   else if (peak > HEAP_BUDGET) problem = `needs ${gib(peak)} of wasm heap (weights ${gib(weights)}, optimizer ${gib(optimizer)}, activations ${gib(activations)}, output head ${gib(head)}); tfjs-wasm's heap is capped at ${gib(WASM_HEAP_LIMIT)} (plan budget ${gib(HEAP_BUDGET)})`;
-  return { parameters: s.parameters, checkpointing, hostLayers, hostEmbedding, heap: { weights, optimizer, activations, head, peak }, host, fits: problem === null, problem };
+  const frozenHead = inp.mode === 'infer' || (inp.mode === 'lora' && (inp.lora?.trainRows ?? 0) === 0);
+  return { parameters: s.parameters, checkpointing, hostLayers, hostEmbedding, frozenHead, heap: { weights, optimizer, activations, head, peak }, host, fits: problem === null, problem };
 }
 
 /** The cheapest plan that fits: no checkpointing and no offload when possible. */
 export function planMemory(inp: PlanInput): MemoryPlan {
   const L = inp.config.numHiddenLayers;
-  const ckpts = inp.mode === 'infer' ? [false] : inp.checkpointing !== undefined ? [inp.checkpointing] : [false, true];
+  // From ~50 M parameters on, per-layer recomputation is the default: the taped path keeps every
+  // layer's concatenated weights and their XNNPACK packed copies alive for the backward pass.
+  const big = parameterCount(inp.config) >= 50e6;
+  const ckpts = inp.mode === 'infer' ? [false] : inp.checkpointing !== undefined ? [inp.checkpointing] : big ? [true] : [false, true];
   const hosts = inp.hostLayers !== undefined ? [inp.hostLayers] : inp.mode === 'full' ? [0] : Array.from({ length: L + 1 }, (_, k) => k);
   let last: MemoryPlan | null = null;
   for (const ck of ckpts) {

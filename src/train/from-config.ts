@@ -103,6 +103,7 @@ export async function trainFromConfig(
   const rc = runConfig(cfg.model, cfg.model_config);
   let hostLayers = 0;
   let hostEmbedding = false;
+  let frozenHead = false;
   let checkpointing = cfg.gradient_checkpointing;
   if (rc) {
     const longest = train.rows.reduce((m, r) => Math.max(m, r.inputIds.length), 0);
@@ -120,7 +121,10 @@ export async function trainFromConfig(
     log(describePlan(plan, inp.mode));
     assertPlanFits(plan, inp, cfg.model ?? cfg.model_config);
     hostLayers = plan.hostLayers;
-    hostEmbedding = plan.hostEmbedding && rc.pretrained;
+    // Both keep the vocabulary as loaded: not when embeddings are resized for added tokens.
+    const resized = setup.vocabSize > rc.config.vocabSize;
+    hostEmbedding = plan.hostEmbedding && rc.pretrained && !resized;
+    frozenHead = plan.frozenHead && rc.pretrained && !resized;
     checkpointing = plan.checkpointing;
   }
   await initEngine();
@@ -129,6 +133,7 @@ export async function trainFromConfig(
   const { model, pretrained } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed, {
     hostLayers,
     hostEmbedding,
+    frozenHead,
     allowExtraTensors: cfg.allow_extra_tensors,
     onProgress: (bytes, total) => {
       if (!loadTotalSet) {
