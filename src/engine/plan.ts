@@ -11,11 +11,10 @@
 import os from 'node:os';
 import { ChatsftError } from '../errors.js';
 import type { LlamaConfig } from './config.js';
-import { lossChunk } from './forward.js';
 
 /** tfjs-wasm's heap is 32-bit; keep a margin for fragmentation and the runtime. */
 export const WASM_HEAP_LIMIT = 4 * 1024 ** 3;
-const HEAP_BUDGET = 0.85 * WASM_HEAP_LIMIT;
+const HEAP_BUDGET = 0.9 * WASM_HEAP_LIMIT;
 
 export type PlanMode = 'infer' | 'lora' | 'full';
 
@@ -103,8 +102,10 @@ function evaluate(inp: PlanInput, checkpointing: boolean, hostLayers: number): M
   // tfjs-wasm caches per weight tensor (measured: a 0.5 B model's 1.9 GiB of weights need ~4 GiB).
   const weights = f * (s.table * ((c.tieWordEmbeddings ? 1 : 2) - (hostEmbedding ? 1 : 0)) + L * s.layerSmall + 2 * (L - hostLayers) * s.layerMatrix + (hostLayers > 0 ? 5 * s.layerMatrix : 0));
   const trained = inp.mode === 'full' ? s.parameters : inp.mode === 'lora' && inp.lora ? loraParams(c, inp.lora) : 0;
-  // Gradients, their accumulation and clipping copies, AdamW m and v.
-  const optimizer = inp.mode === 'infer' ? 0 : f * 4 * trained;
+  // Gradients, AdamW m and v; full fine-tuning adds the update's temporaries of its largest
+  // tensor (clipping and AdamW go tensor by tensor); LoRA's are small, counted as one more copy.
+  const largest = Math.max(s.table, s.d * s.I);
+  const optimizer = inp.mode === 'infer' ? 0 : inp.mode === 'full' ? f * (3 * trained + 4 * largest) : f * 4 * trained;
   // Floats alive per token per layer on the tape (norms, q/k/v, RoPE, MLP), and attention's [T, T] blocks per head.
   const perToken = 12 * s.d + 4 * s.q + 4 * s.kv + 5 * s.I;
   const attn = 3 * B * H * T * T;
@@ -114,7 +115,8 @@ function evaluate(inp: PlanInput, checkpointing: boolean, hostLayers: number): M
   else if (checkpointing) activations = f * L * N * s.d + 2 * layerActs;
   else activations = L * layerActs;
   // Output head: the [d, V] transpose of the table, and a chunk's logits / softmax / dlogits.
-  const chunkRows = Math.min(N, lossChunk(c.vocabSize));
+  // forward.ts lossChunk (repeated here so the plan needs no TensorFlow import).
+  const chunkRows = Math.min(N, Math.max(16, Math.min(512, Math.floor(2 ** 23 / c.vocabSize))));
   let head = 2 * f * s.table + f * 6 * chunkRows * c.vocabSize;
   if (inp.mode === 'full') head += f * 2 * s.table; // dW [d, V] and its transpose into the table's gradient
   const peak = weights + optimizer + activations + head + 64 * 1024 ** 2;
@@ -122,7 +124,7 @@ function evaluate(inp: PlanInput, checkpointing: boolean, hostLayers: number): M
   const ram = inp.hostMemory ?? os.totalmem();
   let problem: string | null = null;
   if (host + peak > ram) problem = `needs ${gib(host + peak)} of RAM (${gib(host)} host weights + ${gib(peak)} wasm heap); this machine has ${gib(ram)}`;
-  else if (peak > HEAP_BUDGET) problem = `needs ${gib(peak)} of wasm heap (weights ${gib(weights)}, optimizer ${gib(optimizer)}, activations ${gib(activations)}, output head ${gib(head)}); tfjs-wasm's heap is capped at ${gib(WASM_HEAP_LIMIT)} (plan budget ${gib(HEAP_BUDGET)})`;
+  else if (peak > HEAP_BUDGET) problem = `needs ${gib(peak)} of wasm heap (weights ${gib(weights)}, optimizer ${gib(optimizer)}, activations ${gib(activations)}, output head ${gib(head)}); tfjs-wasm's heap is capped at ${gib(WASM_HEAP_LIMIT)} (plan budget ${gib(HEAP_BUDGET)}, leaving room for fragmentation)`;
   const frozenHead = inp.mode === 'infer' || (inp.mode === 'lora' && (inp.lora?.trainRows ?? 0) === 0);
   return { parameters: s.parameters, checkpointing, hostLayers, hostEmbedding, frozenHead, heap: { weights, optimizer, activations, head, peak }, host, fits: problem === null, problem };
 }
