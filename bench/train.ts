@@ -1,7 +1,7 @@
 /**
  * Training throughput of the engine against PyTorch on the same model/batch.
  *
- *   node dist/bench/train.js [--steps 3] [--warmup 1] [--small | --demo] [--profile] [--no-ref]
+ *   node dist/bench/train.js [--steps 3] [--warmup 1] [--small | --demo] [--profile] [--no-ref] [--engine torch [--nproc N] [--device cpu|cuda]]
  *   node dist/bench/train.js --shape smollm2-135m|qwen2.5-0.5b|qwen2.5-1.5b [--full] [--seq 128] [--batch 1]
  *
  * --shape: a random-weight bf16 checkpoint with the release's shapes (generated under
@@ -10,7 +10,9 @@
  *
  * Prints tokens/s, achieved GFLOPS (6·N·tokens + attention) and peak RSS for
  * tfjs, then for bench/train_ref.py (torch, 2 threads, OMP_WAIT_POLICY=PASSIVE)
- * and the ratio.
+ * and the ratio. `--engine torch` also runs chatsft's own PyTorch worker
+ * (`train --engine torch`, src/torch/) on the same model, rows and seed and
+ * prints both engines side by side.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { aggregateKernels } from './profile.js';
@@ -23,6 +25,11 @@ import { describePlan, planMemory } from '../src/engine/plan.js';
 import { makeCheckpoint, SHAPES, type ShapeName } from './checkpoints.js';
 import { LORA_TARGETS } from '../src/engine/lora.js';
 import { wasmThreads } from '../src/engine/backend.js';
+import type { Row } from '../src/batch/types.js';
+import type { LlamaConfig } from '../src/engine/config.js';
+import { runTorchTraining } from '../src/torch/run.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 const args = process.argv.slice(2);
 const flag = (n: string) => args.includes(`--${n}`);
@@ -47,6 +54,8 @@ const c = shapeCfg
     ? { vocab: 512, d: 64, layers: 2, heads: 4, kv_heads: 4, inter: 256, batch: 16, seq: 96 }
     : { vocab: 32002, d: 256, layers: 4, heads: 4, kv_heads: 4, inter: 688, batch: 8, seq: 256 };
 const steps = num('steps', 3);
+let rowsForTorch: Row[] = [];
+let configForTorch: LlamaConfig | null = null;
 const warmup = num('warmup', 1);
 
 /** Training FLOPs per token: 6 × matmul params + causal attention (6·L·T·d: QKᵀ and PV, fwd+bwd, half the square). */
@@ -81,6 +90,8 @@ async function main(): Promise<void> {
     return { inputIds: ids, labels: ids };
   });
   const batch = collate(rows, { padId: 0, paddingSide: 'right' });
+  rowsForTorch = rows;
+  configForTorch = model.config;
   const opt = createAdamW(trainableVariables(model));
   const hp = { ...ADAMW_DEFAULTS, maxGradNorm: 1 };
   const times: number[] = [];
@@ -114,6 +125,7 @@ async function main(): Promise<void> {
     for (const a of rows.slice(0, 15)) console.log(`  ${a.ms.toFixed(0).padStart(6)} ms ${String(a.n).padStart(5)}×  ${a.key}`);
   }
 
+  if (flag('engine') && args[args.indexOf('--engine') + 1] === 'torch') await torchEngine(fpt, tokens, rowsForTorch, configForTorch!, ours, sPerStep);
   if (flag('no-ref')) return;
   const py = '/usr/bin/python3';
   if (spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status !== 0) {
@@ -126,6 +138,43 @@ async function main(): Promise<void> {
   const ref = JSON.parse(out) as { s_per_step: number; tokens_per_s: number; peak_rss_mb: number };
   console.log(`torch (2 threads): ${ref.s_per_step.toFixed(2)} s/step, ${ref.tokens_per_s.toFixed(0)} tokens/s, ${((fpt * tokens) / ref.s_per_step / 1e9).toFixed(1)} GFLOPS, peak RSS ${ref.peak_rss_mb.toFixed(0)} MiB`);
   console.log(`ratio tfjs / torch tokens/s: ${(ours.tokensPerS / ref.tokens_per_s).toFixed(2)}`);
+}
+
+/** The same model (config + seed 0), rows and step count through runTorchTraining. */
+async function torchEngine(fpt: number, tokens: number, rows: Row[], config: LlamaConfig, ours: { tokensPerS: number; gflops: number }, sPerStep: number): Promise<void> {
+  const out = mkdtempSync(path.join(tmpdir(), 'chatsft-bench-torch-'));
+  const times: number[] = [];
+  try {
+    const device = args.includes('--device') ? (args[args.indexOf('--device') + 1] as 'cpu' | 'cuda') : 'auto';
+    const r = await runTorchTraining({
+      config,
+      init: { kind: 'seed' },
+      vocabSize: config.vocabSize,
+      rows,
+      padId: 0,
+      paddingSide: 'right',
+      eotIds: [],
+      allowNoEot: true,
+      hp: { lr: 1e-4, weightDecay: 0, warmupSteps: 0, schedule: 'constant', maxGradNorm: 1, batchSize: c.batch, gradAccum: 1, maxSteps: warmup + steps, seed: 0 },
+      outputDir: out,
+      nproc: num('nproc', 1),
+      device,
+      onStep: (e) => {
+        const dt = e.inputTokens / e.tokensPerSecond;
+        if (e.step > warmup) times.push(dt);
+        console.error(`torch step ${e.step - 1} loss ${e.loss.toFixed(4)} ${dt.toFixed(2)} s`);
+      },
+      onReady: (info) => console.error(`torch worker: torch ${info.torch}, ${info.device_name}, ${info.threads} thread(s), ${info.world_size} process(es)`),
+    });
+    const tps = times.reduce((a, b) => a + b, 0) / times.length;
+    const row = (name: string, sps: number) => `${name.padEnd(28)} ${sps.toFixed(2).padStart(8)} ${(tokens / sps).toFixed(0).padStart(10)} ${((fpt * tokens) / sps / 1e9).toFixed(1).padStart(8)}`;
+    console.log(`\n${'engine'.padEnd(28)} ${'s/step'.padStart(8)} ${'tokens/s'.padStart(10)} ${'GFLOPS'.padStart(8)}`);
+    console.log(row('embedded (tfjs-wasm)', sPerStep));
+    console.log(row(`torch (${r.device}${r.worldSize > 1 ? ` × ${r.worldSize}` : ''})`, tps));
+    console.log(`ratio torch / embedded tokens/s: ${(tokens / tps / ours.tokensPerS).toFixed(2)}`);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
 }
 
 await main();

@@ -20,6 +20,8 @@ export type ErrorCode =
   | 'CHECKPOINT_INVALID'
   | 'EXPORT_ERROR'
   | 'ENGINE_ERROR'
+  /** An optional engine (--engine torch) whose runtime is missing or too old. */
+  | 'ENGINE_UNAVAILABLE'
   /** The run would not fit in memory (wasm heap or RAM): said before allocating, with the settings that would. */
   | 'RESOURCE_LIMIT';
 

@@ -1,5 +1,6 @@
-// chatsft demo [--out demo/] [--json] [--quick] [--no-continued]
-import type { Command } from 'commander';
+// chatsft demo [--out demo/] [--json] [--quick] [--no-continued] [--engine torch]
+import { Option, type Command } from 'commander';
+import { engineOptions } from './train.js';
 import { ChatsftError } from '../errors.js';
 import { DEMO_DEFAULTS, runDemo, type DemoOptions } from '../demo/run.js';
 import { formatDemoTable } from '../demo/report.js';
@@ -37,6 +38,10 @@ export function registerDemo(program: Command): void {
     .option('--max-new-tokens <n>', `generation budget (default ${DEMO_DEFAULTS.maxNewTokens})`)
     .option('--seed <n>', `seed for data, init and order (default ${DEMO_DEFAULTS.seed})`)
     .option('--quiet', 'no progress on stderr')
+    .addOption(new Option('--engine <name>', 'training engine: embedded (default) or torch (the PyTorch worker)').choices(['embedded', 'torch']).default('embedded'))
+    .option('--nproc <n>', 'torch: processes (DDP); the global batch is the demo batch × n')
+    .option('--python <path>', 'torch: the Python interpreter with PyTorch')
+    .addOption(new Option('--device <kind>', 'torch: auto, cuda or cpu').choices(['auto', 'cuda', 'cpu']))
     .action(
       action(async (opts: Record<string, unknown>) => {
         const quiet = Boolean(opts['quiet']);
@@ -53,6 +58,9 @@ export function registerDemo(program: Command): void {
         if (opts['full']) o.continued = true;
         if (opts['continued'] === false) o.continued = false;
         if (typeof opts['out'] === 'string') o.out = opts['out'];
+        const eng = engineOptions(opts);
+        o.engine = eng.engine;
+        if (eng.torch) o.torch = eng.torch;
         o.progress = !quiet;
         const t0 = performance.now();
         o.onStage = (line) => {

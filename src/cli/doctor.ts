@@ -1,5 +1,5 @@
-// chatsft doctor --model ./mistral --data chats.jsonl --pad eos --simulate hf-lm-collator [--json]
-import type { Command } from 'commander';
+// chatsft doctor --model ./mistral --data chats.jsonl --pad eos --simulate hf-lm-collator [--engine torch] [--json]
+import { Option, type Command } from 'commander';
 import { ChatsftError } from '../errors.js';
 import { COLLATORS, formatReport, runDoctor, type CollatorName } from '../doctor/index.js';
 import { action, addConfigFlags, configFrom, printJson, useColor } from './common.js';
@@ -24,10 +24,14 @@ export function registerDoctor(program: Command): void {
   addConfigFlags(cmd, [...PIPELINE_KEYS, 'lora', 'batch_size'])
     .option('--simulate <names>', `collators whose labels to simulate, comma-separated: ${COLLATORS.join(', ')}`, 'chatsft')
     .option('--json', 'print {findings, summary} as JSON on stdout')
+    .addOption(new Option('--engine <name>', 'also check a training engine: torch (python, torch version, device, bf16)').choices(['embedded', 'torch']))
+    .option('--python <path>', 'with --engine torch: the interpreter to check (default /usr/bin/python3, or CHATSFT_PYTHON)')
     .action(
       action(async (opts: Record<string, unknown>) => {
         const simulate = parseSimulate(opts['simulate']);
-        const report = await runDoctor({ config: configFrom(opts), simulate });
+        if (opts['python'] !== undefined && opts['engine'] !== 'torch') throw new ChatsftError('USAGE', '--python needs --engine torch');
+        const engine = opts['engine'] === 'torch' ? { name: 'torch' as const, ...(typeof opts['python'] === 'string' ? { python: opts['python'] } : {}) } : undefined;
+        const report = await runDoctor({ config: configFrom(opts), simulate, ...(engine ? { engine } : {}) });
         if (opts['json']) printJson(report);
         else process.stdout.write(formatReport(report, useColor(process.stdout)));
         // SPEC §2: 1 when the command ran and found errors.

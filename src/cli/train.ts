@@ -1,5 +1,7 @@
-// chatsft train --config sft.yaml [--resume]
-import type { Command } from 'commander';
+// chatsft train --config sft.yaml [--resume] [--engine torch [--nproc 2] [--python /usr/bin/python3]]
+import { Option, type Command } from 'commander';
+import { ChatsftError } from '../errors.js';
+import type { TorchEngineOptions } from '../torch/from-config.js';
 import { trainFromConfig } from '../train/from-config.js';
 import { lineChart } from '../util/termchart.js';
 import { action, addConfigFlags, configFrom, printJson } from './common.js';
@@ -29,13 +31,18 @@ export function registerTrain(program: Command): void {
     'output_dir',
   ])
     .option('--resume', 'continue from output_dir/checkpoint')
+    .addOption(new Option('--engine <name>', 'embedded (TensorFlow.js, default) or torch (PyTorch worker: GPU, several processes)').choices(['embedded', 'torch']).default('embedded'))
+    .option('--nproc <n>', 'torch: processes (DistributedDataParallel; the global batch is batch_size × n)')
+    .option('--python <path>', 'torch: the Python interpreter with PyTorch (default /usr/bin/python3, or CHATSFT_PYTHON)')
+    .addOption(new Option('--device <kind>', 'torch: auto (CUDA when available), cuda or cpu').choices(['auto', 'cuda', 'cpu']))
+    .option('--gradient-checkpointing', 'torch: recompute each layer in the backward (less activation memory)')
     .option('--json', 'print the result as JSON')
     .option('--quiet', 'no progress')
     .action(
       action(async (opts: Record<string, unknown>) => {
         const cfg = configFrom(opts);
         if (cfg.max_steps === undefined && cfg.epochs === undefined) cfg.epochs = 1;
-        const result = await trainFromConfig(cfg, { resume: Boolean(opts['resume']), quiet: Boolean(opts['quiet']) });
+        const result = await trainFromConfig(cfg, { resume: Boolean(opts['resume']), quiet: Boolean(opts['quiet']), ...engineOptions(opts) });
         if (opts['json']) {
           printJson(result);
           return;
@@ -49,4 +56,24 @@ export function registerTrain(program: Command): void {
         );
       }),
     );
+}
+
+/** --engine and the torch flags; torch flags without --engine torch are a usage error. */
+export function engineOptions(opts: Record<string, unknown>): { engine: 'embedded' | 'torch'; torch?: TorchEngineOptions } {
+  const engine = opts['engine'] === 'torch' ? 'torch' : 'embedded';
+  const torchFlags = ['nproc', 'python', 'device', 'gradientCheckpointing'].filter((k) => opts[k] !== undefined);
+  if (engine !== 'torch') {
+    if (torchFlags.length > 0) throw new ChatsftError('USAGE', `--${torchFlags[0]!.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} needs --engine torch`);
+    return { engine };
+  }
+  const t: TorchEngineOptions = {};
+  if (opts['nproc'] !== undefined) {
+    const n = Number(opts['nproc']);
+    if (!Number.isInteger(n) || n < 1) throw new ChatsftError('USAGE', `--nproc must be an integer >= 1, got ${String(opts['nproc'])}`);
+    t.nproc = n;
+  }
+  if (typeof opts['python'] === 'string') t.python = opts['python'];
+  if (typeof opts['device'] === 'string') t.device = opts['device'] as 'auto' | 'cuda' | 'cpu';
+  if (opts['gradientCheckpointing']) t.gradientCheckpointing = true;
+  return { engine, torch: t };
 }

@@ -28,7 +28,8 @@ export function formatDemoTable(report: DemoReport): string {
   const s = report.settings;
   return [
     `model: llama, hidden ${s.hiddenSize}, ${s.layers} layers, ${s.parameters} parameters, vocab ${s.vocabSize}; ` +
-      `${s.trainSize} training conversations, ${s.steps} steps of ${s.batchSize}, lr ${s.lr}, seed ${s.seed}`,
+      `${s.trainSize} training conversations, ${s.steps} steps of ${s.batchSize}, lr ${s.lr}, seed ${s.seed}` +
+      (s.engine === 'torch' ? '; trained with --engine torch' : ''),
     `evaluation: ${report.heldout_examples} held-out prompts per task, greedy, max_new_tokens ${s.maxNewTokens}, stop ids ${s.stop_ids.join(', ')}`,
     '',
     line(head),

@@ -30,6 +30,7 @@ import { trainFromConfig } from '../train/from-config.js';
 import { generateDemoData, renderChatml, toJsonl } from './data.js';
 import { writeDemoModelFolder } from './tokenizer.js';
 import { createProgress, type Progress } from '../util/progress.js';
+import type { TorchEngineOptions } from '../torch/from-config.js';
 
 export type Pipeline = 'legacy' | 'chatsft';
 
@@ -56,6 +57,9 @@ export interface DemoOptions {
   onStage?: (line: string) => void;
   /** Show the train/eval progress bars (stderr). */
   progress?: boolean;
+  /** Training engine (evaluation always runs on the embedded engine, on the saved folders). */
+  engine?: 'embedded' | 'torch';
+  torch?: TorchEngineOptions;
 }
 
 export interface DemoRun {
@@ -81,14 +85,14 @@ export interface DemoRun {
 
 export interface DemoReport {
   runs: DemoRun[];
-  settings: Omit<DemoOptions, 'out' | 'onStage' | 'progress'> & { parameters: number; stop_ids: number[] };
+  settings: Omit<DemoOptions, 'out' | 'onStage' | 'progress' | 'torch'> & { parameters: number; stop_ids: number[] };
   heldout_examples: number;
   verdict: string[];
   total_seconds: number;
   out: string | null;
 }
 
-export const DEMO_DEFAULTS: Omit<DemoOptions, 'out' | 'onStage' | 'progress'> = {
+export const DEMO_DEFAULTS: Omit<DemoOptions, 'out' | 'onStage' | 'progress' | 'engine' | 'torch'> = {
   seed: 0,
   trainSize: 2000,
   heldout: 100,
@@ -213,6 +217,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
         quiet,
         onLog: () => {},
         ...(p === 'legacy' ? { transformRows: legacyMaskRows } : {}),
+        ...(o.engine ? { engine: o.engine } : {}),
+        ...(o.torch ? { torch: o.torch } : {}),
       });
       const ev = await evaluateFolder(dir, name, heldout, o);
       stopIds = ev.stop_ids;
@@ -261,8 +267,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
   }
 }
 
-function pick(o: DemoOptions): Omit<DemoOptions, 'out' | 'onStage' | 'progress'> {
-  const { out: _out, onStage: _s, progress: _p, ...rest } = o;
+function pick(o: DemoOptions): Omit<DemoOptions, 'out' | 'onStage' | 'progress' | 'torch'> {
+  const { out: _out, onStage: _s, progress: _p, torch: _t, ...rest } = o;
   return rest;
 }
 

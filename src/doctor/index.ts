@@ -13,6 +13,7 @@ import { setupTokenizer, type SetupOptions, type TokenizerSetup } from '../token
 import { checkCollators, createSimulator } from './checks/collator.js';
 import { scanData } from './checks/data.js';
 import { checkNewTokens } from './checks/settings.js';
+import { checkTorchEngine } from './checks/engine.js';
 import { checkStopIds, runtimeStopIds } from './checks/stop_ids.js';
 import { checkTemplate, templateMissingFinding } from './checks/template.js';
 import { checkBos, checkPad, checkPaddingSide } from './checks/tokenizer.js';
@@ -25,6 +26,8 @@ export interface DoctorOptions {
   config: SftConfig;
   /** Collators whose effect on the EOT is reported (default: chatsft). */
   simulate?: CollatorName[];
+  /** Also check the training engine's runtime (`torch`: python, torch, device, bf16). */
+  engine?: { name: 'torch'; python?: string };
 }
 
 export interface DoctorSummary {
@@ -87,6 +90,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
     ...(await checkBos(ctx, probe.text)),
     ...checkStopIds(ctx),
     ...checkNewTokens(ctx),
+    ...(opts.engine?.name === 'torch' ? checkTorchEngine(opts.engine.python) : []),
     ...data.findings,
     ...(ctx.eot ? checkCollators(ctx, counts, data.sample) : []),
   );

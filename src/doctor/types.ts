@@ -29,6 +29,10 @@ export type FindingCode =
   | 'NEW_TOKENS_UNTRAINED'
   // Not in SPEC §7's table: a template chatsft cannot render or locate spans in.
   | 'TEMPLATE_BROKEN'
+  // --engine torch readiness (doctor --engine torch).
+  | 'ENGINE_UNAVAILABLE'
+  | 'ENGINE_CPU_ONLY'
+  | 'ENGINE_READY'
   // Info findings.
   | 'EOT_FOUND'
   | 'STOP_IDS'

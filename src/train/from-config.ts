@@ -20,6 +20,7 @@ import { createProgress } from '../util/progress.js';
 import { runTraining } from './loop.js';
 import { loadOrCreateModel, runConfig } from './setup.js';
 import type { TrainResult } from './types.js';
+import { trainTorchFromConfig, type TorchEngineOptions } from '../torch/from-config.js';
 
 export interface LoadedSplit {
   rows: Row[];
@@ -85,6 +86,9 @@ export async function trainFromConfig(
      * labels by pad id here, as transformers' LM collator would).
      */
     transformRows?: (rows: Row[], setup: TokenizerSetup) => Row[];
+    /** `torch`: the same run on PyTorch through the Python worker (src/torch/). */
+    engine?: 'embedded' | 'torch';
+    torch?: TorchEngineOptions;
   } = {},
 ): Promise<TrainResult> {
   if (!cfg.data.train) throw new ChatsftError('USAGE', 'missing data.train (or --data FILE)');
@@ -93,6 +97,7 @@ export async function trainFromConfig(
   const loaded = await loadSplit(setup, cfg, cfg.data.train, 'train');
   const train = opts.transformRows ? { ...loaded, rows: opts.transformRows(loaded.rows, setup) } : loaded;
   const evalSplit = cfg.data.eval ? await loadSplit(setup, cfg, cfg.data.eval, 'eval') : undefined;
+  if (opts.engine === 'torch') return trainTorchFromConfig(cfg, setup, train, evalSplit, opts);
   chooseWasmThreads(cfg);
   const log = (line: string): void => {
     if (opts.onLog) opts.onLog(line);
