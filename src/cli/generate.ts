@@ -39,7 +39,8 @@ export async function loadGenerator(modelDir: string, template: string, opts: { 
     hostLayers: plan.hostLayers,
     hostEmbedding: plan.hostEmbedding,
     frozenHead: plan.frozenHead,
-    hostF32: true,
+    // f32 host layers decode fastest (no conversion per token) but take twice the RAM of bf16.
+    hostF32: plan.host * 2 <= 4 * 1024 ** 3,
     ...(opts.allowExtraTensors ? { allowExtraTensors: true } : {}),
     onProgress: (bytes, total) => {
       loading.setTotal(Math.round(total / 1e6));
