@@ -27,7 +27,6 @@ export function registerTrain(program: Command): void {
     'checkpoint_every',
     'allow_no_eot',
     'allow_extra_tensors',
-    'gradient_checkpointing',
     'output_dir',
   ])
     .option('--resume', 'continue from output_dir/checkpoint')

@@ -109,7 +109,8 @@ export async function trainFromConfig(
   let hostLayers = 0;
   let hostEmbedding = false;
   let frozenHead = false;
-  let checkpointing = cfg.gradient_checkpointing;
+  // The embedded engine's checkpointing follows the memory plan (torch's is --gradient-checkpointing).
+  let checkpointing: boolean | undefined;
   if (rc) {
     const longest = train.rows.reduce((m, r) => Math.max(m, r.inputIds.length), 0);
     const inp: PlanInput = {
