@@ -15,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Tokenizer } from 'tokenizers';
 import { expectedShapes } from '../src/engine/model.js';
-import { parseLlamaConfig } from '../src/engine/config.js';
+import { parseLlamaConfig } from '../src/hf/config.js';
 import { numelOf, writeSafetensorsStream, type TensorSpec } from '../src/model/safetensors.js';
 
 const CHATML =

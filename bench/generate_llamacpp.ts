@@ -24,7 +24,7 @@ import { describePlan, planMemory } from '../src/engine/plan.js';
 import { engineStepModel } from '../src/generate/engine.js';
 import { generate } from '../src/generate/loop.js';
 import { writeDemoModelFolder } from '../src/demo/tokenizer.js';
-import { discoverEot } from '../src/export/eot.js';
+import { discoverEot } from '../src/model/eot.js';
 import { exportGguf } from '../src/export/gguf.js';
 import { openLlamaCpp } from '../src/export/llamacpp.js';
 

@@ -6,8 +6,9 @@
  *   npm run build && node dist/bench/prepare.js [--mb 20] [--model mistral-chatml,qwen3]
  *
  * Both default setups are measured: OpenHermes-Mistral (ChatML, rendered
- * natively, one render per example) and Qwen3 (its own Jinja template,
- * which transforms content and so is rendered twice per example).
+ * natively with its spans, one render per example) and Qwen3 (its own Jinja
+ * template, which transforms content: spans from prefix renders, two
+ * renders per assistant turn plus the full one).
  */
 import { mkdtempSync, writeFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -92,7 +93,7 @@ async function measure(fixture: FixtureName, file: string, conversations: Conver
   const rawSeconds = (performance.now() - t0) / 1000;
   const rawRate = tokens / rawSeconds;
   console.log(`encodeBatch:  ${tokens} tokens in ${rawSeconds.toFixed(2)} s = ${Math.round(rawRate)} tokens/s`);
-  console.log(`ratio prepare / encodeBatch = ${(prepRate / rawRate).toFixed(3)}  (${fixture}, template ${setup.template.contentTransparent ? 'rendered once' : 'rendered twice: verification'})`);
+  console.log(`ratio prepare / encodeBatch = ${(prepRate / rawRate).toFixed(3)}  (${fixture}, template ${setup.template.nativeChatml ? 'native ChatML, spans while rendering' : 'prefix renders per assistant turn'})`);
 }
 
 await main();

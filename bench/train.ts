@@ -26,7 +26,7 @@ import { makeCheckpoint, SHAPES, type ShapeName } from './checkpoints.js';
 import { LORA_TARGETS } from '../src/engine/lora.js';
 import { wasmThreads } from '../src/engine/backend.js';
 import type { Row } from '../src/batch/types.js';
-import type { LlamaConfig } from '../src/engine/config.js';
+import type { LlamaConfig } from '../src/hf/config.js';
 import { runTorchTraining } from '../src/torch/run.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'TEMPLATE_ERROR'
   | 'TEMPLATE_MISSING'
   | 'TEMPLATE_SPAN'
+  | 'TEMPLATE_NO_EOT'
   | 'TOKENIZER_ERROR'
   | 'LABELS_INVARIANT'
   | 'NO_EOT_SUPERVISED'
@@ -20,6 +21,12 @@ export type ErrorCode =
   | 'CHECKPOINT_INVALID'
   | 'EXPORT_ERROR'
   | 'ENGINE_ERROR'
+  /** The operating system refused a file operation (permission, missing folder, disk full…). */
+  | 'IO_ERROR'
+  /** An output path that chatsft will not replace (not written by chatsft, or it holds the inputs). */
+  | 'OUTPUT_REFUSED'
+  /** Training produced a non-finite loss or gradient. */
+  | 'TRAINING_DIVERGED'
   /** An optional engine (--engine torch) whose runtime is missing or too old. */
   | 'ENGINE_UNAVAILABLE'
   /** The run would not fit in memory (wasm heap or RAM): said before allocating, with the settings that would. */

@@ -2,6 +2,12 @@
  * chatsft's public API, re-exported by name. Stages pass plain data:
  * data → template → tokenize → labels → batch → train → generate → eval,
  * plus doctor and export. Internals are not imported from outside their folder.
+ *
+ * Three entry points (package.json `exports`), so a user who only prepares
+ * data never loads TensorFlow.js:
+ *   chatsft          the pipeline up to shards, doctor, inspect, the metrics (no TF.js; a test checks it)
+ *   chatsft/engine   the embedded engine: models, training, generation, evaluation (src/public/engine.ts)
+ *   chatsft/export   HF folder and GGUF export (src/public/export.ts; no TF.js either)
  */
 
 // Errors
@@ -20,11 +26,13 @@ export { parseLine, readConversations, type Conversation, type Message, type Rol
 export { compileTemplate, renderChat, CHATML_TEMPLATE, type ChatTemplate } from './template/render.js';
 export { renderWithSpans, type AssistantSpan, type RenderedChat } from './template/spans.js';
 export { setupTokenizer, type TokenizerSetup, type SetupOptions, type TrainOn, type PadChoice } from './tokenize/setup.js';
-export { buildLabels, checkInvariants, type Labelled, type Turn } from './labels/build.js';
+export { buildLabels, checkInvariants } from './labels/build.js';
+export { IGNORE_INDEX, TEMPLATE_REASONS, type DropReason, type LabelledExample, type Turn } from './labels/types.js';
+export { probeTemplate, type TemplateProbe, type TurnClosing, type ClosingKind } from './template/probe.js';
 export { createEncoder, type Encoder, type EncodeOptions, type EncodeResult, type EncodedExample, type Truncation } from './labels/encode.js';
 
 // Batches (SPEC §4) and prepared shards (SPEC §5)
-export { IGNORE_INDEX, type Batch, type Example, type Row } from './batch/types.js';
+export { type Batch, type Example, type Row } from './batch/types.js';
 export { collate, countTargets, hfLmCollatorLabels, type CollateOptions } from './batch/collate.js';
 export { packExamples } from './batch/pack.js';
 export { prepareRows, prepareToDir, processFile, type Manifest, type SplitStats } from './prepare/prepare.js';
@@ -34,12 +42,10 @@ export { readShards, writeShard, type ShardFormat } from './prepare/shards.js';
 export { buildView, renderHtml, renderTerminal, type InspectView } from './inspect/view.js';
 export { runDoctor, formatReport, type DoctorOptions, type DoctorReport, type Finding, type FindingCode } from './doctor/index.js';
 
-// Engine, training, generation, evaluation (SPEC §8, §9)
-export { initEngine, loadModel, saveModel, createModel, readSafetensors, writeSafetensors, type LlamaModel, type LlamaConfig } from './engine/index.js';
-export { runTraining, loadOrCreateModel, type TrainOptions, type TrainResult } from './train/index.js';
-export { generate, stopIdsFor, engineStepModel, type StepModel, type RowResult, type GenerateOptions } from './generate/index.js';
-export { stopRateMetrics } from './eval/metrics.js';
-
-// Export (SPEC §9)
-export { exportGguf, type GgufExportOptions, type GgufExportResult } from './export/gguf.js';
-export { exportHf, type HfExportOptions } from './export/hf.js';
+// Generation on ids, stop ids and stop-rate metrics (SPEC §8, §9): plain functions, no engine
+export { generate, type AsyncStepModel } from './generate/loop.js';
+export type { StepModel, RowResult, GenerateOptions } from './generate/types.js';
+export { stopIdsFor, type StopIdSources } from './hf/stop_ids.js';
+export { stopRateMetrics, type StopRateMetrics } from './eval/metrics.js';
+export { summarizeGenerations, type StopRateSummary } from './eval/stop_rate.js';
+export { readManifest, checkManifest, ManifestSchema, type ParsedManifest } from './prepare/manifest.js';

@@ -53,7 +53,7 @@ test('prepare writes Parquet shards and a manifest; bad lines are reported with 
   assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
 
   const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as Record<string, unknown>;
-  assert.deepEqual(manifest['dropped'], { invalid: 2, special_tokens_in_content: 1 });
+  assert.deepEqual(manifest['dropped'], { invalid_data: 2, special_tokens_in_content: 1 });
   assert.equal(manifest['assistant_turns'], 4);
   assert.equal(manifest['trained_turns'], 4);
   assert.equal(manifest['supervised_eot'], 4);
@@ -121,7 +121,7 @@ test('bad usage and bad input exit 2 with a clear message and leave no output', 
   const noEot = buildFixture('qwen3', { config: { chat_template: '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}' } });
   const r = run(['prepare', '--model', noEot, '--data', dataFile(), '--out', out]);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /error\[TEMPLATE_SPAN\].*TEMPLATE_NO_EOT/);
+  assert.match(r.stderr, /error\[TEMPLATE_NO_EOT\].*no line of .* yields labels/);
   assert.equal(existsSync(out), false);
   assert.deepEqual(readdirSync(tempRoot()).filter((f) => f.includes('partial')), []);
 

@@ -141,7 +141,7 @@ describe('doctor: template', () => {
   test('TEMPLATE_BROKEN: a template that drops assistant content', async () => {
     const drop = "{% for m in messages %}{% if m['role'] != 'assistant' %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endif %}{% endfor %}";
     const f = get(await doctor(cleanMistral({ config: { chat_template: drop } })), 'TEMPLATE_BROKEN');
-    assert.match(String(f.evidence['error']), /cannot locate assistant content/);
+    assert.match(String(f.evidence['error']), /cannot locate assistant message/);
     absent(await doctor(cleanMistral()), 'TEMPLATE_BROKEN');
   });
 });

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ChatsftError } from '../src/errors.js';
 import { initEngine } from '../src/engine/backend.js';
-import { makeLlamaConfig, toHfConfig } from '../src/engine/config.js';
+import { makeLlamaConfig, toHfConfig } from '../src/hf/config.js';
 import { countParameters, createModel, disposeModel, expectedShapes, loadModel, saveModel } from '../src/engine/model.js';
 import { assertPlanFits, planMemory, parameterCount } from '../src/engine/plan.js';
 import { openSafetensors, openWeights, writeSafetensors } from '../src/model/safetensors.js';

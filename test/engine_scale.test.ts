@@ -12,7 +12,7 @@ import path from 'node:path';
 import { collate } from '../src/batch/collate.js';
 import type { Row } from '../src/batch/types.js';
 import { initEngine, tf } from '../src/engine/backend.js';
-import { makeLlamaConfig } from '../src/engine/config.js';
+import { makeLlamaConfig } from '../src/hf/config.js';
 import { evalLoss } from '../src/engine/forward.js';
 import { createKvCache, disposeKvCache, forwardWithCache } from '../src/engine/infer.js';
 import { addLora } from '../src/engine/lora.js';

@@ -39,6 +39,8 @@ interface Golden {
   supervised: number[];
   eot: number[];
   eotToken: string;
+  /** What the template renders for the last turn before its EOT, when not just the content. */
+  lastTurn?: string;
 }
 
 const GOLDEN: Golden[] = [
@@ -46,9 +48,14 @@ const GOLDEN: Golden[] = [
     name: 'qwen3',
     text: "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nCount to 3.<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n1 2 3<|im_end|>\n",
     ids: [151644, 8948, 198, 3430, 9814, 13, 151645, 198, 151644, 872, 198, 13048, 0, 151645, 198, 151644, 77091, 198, 9707, 13, 151645, 198, 151644, 872, 198, 2507, 311, 220, 18, 13, 151645, 198, 151644, 77091, 198, 151667, 271, 151668, 271, 16, 220, 17, 220, 18, 151645, 198],
-    supervised: [18, 19, 20, 39, 40, 41, 42, 43, 44],
+    // 35-38 are the empty <think> scaffold the template renders for the final turn:
+    // part of that turn (the model generates it after `<|im_start|>assistant\n`), so
+    // supervised, as TRL's qwen3 training template does with {% generation %}. The
+    // earlier golden left it masked, which trained a model that never opens <think>.
+    supervised: [18, 19, 20, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44],
     eot: [20, 44],
     eotToken: '<|im_end|>',
+    lastTurn: '<think>\n\n</think>\n\n1 2 3',
   },
   {
     name: 'mistral-chatml',
@@ -81,16 +88,16 @@ for (const g of GOLDEN) {
     const setup = setupTokenizer(loadModelFolder(buildFixture(g.name)));
     const [r] = await createEncoder(setup).encode([{ conversation: CONVERSATION, line: 1 }]);
     assert.ok(r?.ok, 'the conversation encodes');
-    assert.equal(r.text, g.text);
+    assert.equal(r.example.text, g.text);
     assert.deepEqual(r.example.inputIds, g.ids);
     const expectedLabels = g.ids.map((id, i) => (g.supervised.includes(i) ? id : -100));
     assert.deepEqual(r.example.labels, expectedLabels);
-    assert.deepEqual(r.turns.map((t) => t.eot), g.eot);
+    assert.deepEqual(r.example.turns.map((t) => t.eot), g.eot);
     const eotId = setup.tokenizer.tokenToId(g.eotToken);
-    for (const t of r.turns) assert.equal(t.eotId, eotId, `turn ${t.messageIndex} closes with ${g.eotToken}`);
+    for (const t of r.example.turns) assert.equal(t.eotId, eotId, `turn ${t.messageIndex} closes with ${g.eotToken}`);
     // Each supervised range decodes to the content followed by the EOT.
     const ranges = [g.supervised.filter((i) => i <= (g.eot[0] as number)), g.supervised.filter((i) => i > (g.eot[0] as number))];
     const decoded = await Promise.all(ranges.map((r2) => setup.tokenizer.decode(r2.map((i) => g.ids[i] as number), false)));
-    assert.deepEqual(decoded, [`Hello.${g.eotToken}`, `1 2 3${g.eotToken}`]);
+    assert.deepEqual(decoded, [`Hello.${g.eotToken}`, `${g.lastTurn ?? '1 2 3'}${g.eotToken}`]);
   });
 }

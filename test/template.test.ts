@@ -5,13 +5,14 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { mulberry32 as makeRng } from './helpers/random.js';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildFixture, cleanupTemp, tempRoot, CHATML } from './helpers/fixtures.js';
 import { loadModelFolder } from '../src/model/folder.js';
 import { setupTokenizer } from '../src/tokenize/setup.js';
 import { createEncoder, type EncodeOptions, type EncodedExample } from '../src/labels/encode.js';
-import { isChatsftError } from '../src/errors.js';
+import { probeTemplate } from '../src/template/probe.js';
 import type { Conversation } from '../src/data/conversations.js';
 
 after(cleanupTemp);
@@ -45,24 +46,29 @@ test('{% generation %} blocks give the spans (transformers return_assistant_toke
   const plain = await encodeOne(buildFixture('qwen3', { config: { chat_template: CHATML } }), CONV);
   assert.ok(tagged.r.ok && plain.r.ok);
   assert.equal(tagged.setup.template.hasGenerationTags, true);
-  assert.equal(tagged.r.text, plain.r.text, 'the tags print nothing');
+  assert.equal(tagged.r.example.text, plain.r.example.text, 'the tags print nothing');
   assert.deepEqual(tagged.r.example.labels, plain.r.example.labels);
   assert.equal(await tagged.setup.tokenizer.decode(supervised(tagged.r), false), 'Blue.<|im_end|>Green, of course.<|im_end|>');
 });
 
-test('a template that does not close assistant turns with a token fails with TEMPLATE_NO_EOT', async () => {
+test('a template that does not close assistant turns with a token: the line is dropped (eot_not_found) and the probe says TEMPLATE_NO_EOT', async () => {
   const dir = buildFixture('qwen3', { config: { chat_template: '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}' } });
-  await assert.rejects(encodeOne(dir, CONV), (e) => isChatsftError(e) && e.code === 'TEMPLATE_SPAN' && /TEMPLATE_NO_EOT/.test(e.message));
+  const { setup, r } = await encodeOne(dir, CONV);
+  assert.ok(!r.ok && r.reason === 'eot_not_found', JSON.stringify(r));
+  const probe = await probeTemplate(setup);
+  assert.equal(probe.problem?.code, 'TEMPLATE_NO_EOT');
+  assert.deepEqual(probe.stopIds, []);
 });
 
 test('ChatML text on a vocabulary without <|im_end|> fails with EOT_NOT_SINGLE_TOKEN', async () => {
   const file = join(tempRoot(), 'chatml.jinja');
   writeFileSync(file, CHATML);
   const dir = buildFixture('mistral');
-  await assert.rejects(
-    encodeOne(dir, CONV, { template: file }),
-    (e) => isChatsftError(e) && /EOT_NOT_SINGLE_TOKEN/.test(e.message) && /<\|im_end\|>/.test(e.message),
-  );
+  const { setup, r } = await encodeOne(dir, CONV, { template: file });
+  assert.ok(!r.ok && r.reason === 'eot_not_found');
+  const probe = await probeTemplate(setup);
+  assert.equal(probe.problem?.code, 'EOT_NOT_SINGLE_TOKEN');
+  assert.equal(probe.problem?.closing, '<|im_end|>');
 });
 
 test('the built-in ChatML template adds <|im_end|> = 32000 and <|im_start|> = 32001 to Mistral, as OpenHermes did', async () => {
@@ -72,7 +78,7 @@ test('the built-in ChatML template adds <|im_end|> = 32000 and <|im_start|> = 32
     { content: '<|im_end|>', id: 32000 },
     { content: '<|im_start|>', id: 32001 },
   ]);
-  assert.deepEqual(r.turns.map((t) => t.eotId), [32000, 32000]);
+  assert.deepEqual(r.example.turns.map((t) => t.eotId), [32000, 32000]);
   assert.equal(r.example.inputIds[0], 1, 'BOS added once: the tokenizer adds it, the template does not');
   assert.equal(r.example.inputIds.filter((x) => x === 1).length, 1);
   assert.equal(setup.padToken, '<unk>', 'pad: auto picks unk, not the EOS');
@@ -84,18 +90,16 @@ test("Llama 2's template closes turns with ' </s>': the whitespace and </s> are 
     "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'].strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
   const { setup, r } = await encodeOne(buildFixture('mistral', { config: { chat_template: llama2 } }), CONV);
   assert.ok(r.ok);
-  assert.deepEqual(r.turns.map((t) => setup.tokenizer.idToToken(t.eotId)), ['</s>', '</s>']);
+  assert.deepEqual(r.example.turns.map((t) => setup.tokenizer.idToToken(t.eotId)), ['</s>', '</s>']);
   assert.equal(r.example.inputIds.filter((x) => x === 1).length, 1, 'BOS not doubled: the template renders it');
-  for (const t of r.turns) assert.equal(r.example.labels[t.eot], 2);
+  for (const t of r.example.turns) assert.equal(r.example.labels[t.eot], 2);
 });
 
-test('a template that drops earlier assistant turns cannot be spanned and says so', async () => {
+test('a template that drops earlier assistant turns cannot be spanned: the line is dropped with span_not_found', async () => {
   const lastOnly =
     "{% for m in messages %}{% if m.role != 'assistant' or loop.last %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endif %}{% endfor %}";
-  await assert.rejects(
-    encodeOne(buildFixture('qwen3', { config: { chat_template: lastOnly } }), CONV),
-    (e) => isChatsftError(e) && e.code === 'TEMPLATE_SPAN' && /cannot locate assistant content/.test(e.message),
-  );
+  const { r } = await encodeOne(buildFixture('qwen3', { config: { chat_template: lastOnly } }), CONV);
+  assert.ok(!r.ok && r.reason === 'span_not_found' && /cannot locate assistant message 1/.test(r.detail), JSON.stringify(r));
 });
 
 test('over-length: drop counts the example, truncate_turns keeps whole turns with their EOT', async () => {
@@ -103,7 +107,7 @@ test('over-length: drop counts the example, truncate_turns keeps whole turns wit
   const full = await encodeOne(dir, CONV);
   assert.ok(full.r.ok);
   const n = full.r.example.inputIds.length;
-  const cut = full.r.turns[0]!.eot + 3; // room for the first turn only
+  const cut = full.r.example.turns[0]!.eot + 3; // room for the first turn only
   const dropped = await encodeOne(dir, CONV, {}, { maxLength: cut });
   assert.equal(dropped.r.ok, false);
   assert.ok(!dropped.r.ok && dropped.r.reason === 'too_long');
@@ -112,7 +116,7 @@ test('over-length: drop counts the example, truncate_turns keeps whole turns wit
   const truncated = await encodeOne(dir, CONV, {}, { maxLength: cut, truncation: 'truncate_turns' });
   assert.ok(truncated.r.ok && truncated.r.truncated);
   assert.ok(truncated.r.example.inputIds.length <= cut);
-  assert.equal(truncated.r.turns.length, 1);
+  assert.equal(truncated.r.example.turns.length, 1);
   assert.equal(await truncated.setup.tokenizer.decode(supervised(truncated.r), false), 'Blue.<|im_end|>');
 });
 
@@ -136,32 +140,37 @@ test('train_on all supervises everything except turns switched off', async () =>
   const conv: Conversation = { messages: [...CONV.messages.slice(0, 3), { role: 'assistant', content: 'Green.', train: false }] };
   const { r } = await encodeOne(buildFixture('qwen3', { config: { chat_template: CHATML } }), conv, {}, { trainOn: 'all' });
   assert.ok(r.ok);
-  const off = r.turns[1]!;
+  const off = r.example.turns[1]!;
   r.example.labels.forEach((l, i) => {
     const inOff = i >= off.start && i <= off.eot;
     assert.equal(l === -100, inOff, `position ${i}`);
   });
 });
 
-test('content-transparent templates (ChatML) render once; others keep the per-example check', async () => {
-  const { compileTemplate, renderChat, CHATML_TEMPLATE } = await import('../src/template/render.js');
+test('the only fast path (native ChatML) gives the same text and spans as the generic prefix-render method', async () => {
+  const { compileTemplate, CHATML_TEMPLATE } = await import('../src/template/render.js');
   const { renderWithSpans } = await import('../src/template/spans.js');
-  const chatml = compileTemplate(CHATML_TEMPLATE, 'chatml');
-  assert.equal(chatml.contentTransparent, true);
-  for (const src of [
-    "{% for m in messages %}{% if m.content %}{{ m.content }}{% endif %}{% endfor %}",
-    "{% for m in messages %}{{ m.content | trim }}{% endfor %}",
-    "{% for m in messages %}{% set c = m['content'] %}{{ c }}{% endfor %}",
-    "{% for m in messages %}{{ m.content.strip() }}{% endfor %}",
-  ]) {
-    assert.equal(compileTemplate(src, 'model').contentTransparent, false, src);
-  }
-  const convs: Conversation[] = [CONV, { messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: '' }] }];
-  for (const conv of convs) {
-    const r = renderWithSpans(chatml, conv, {});
-    assert.equal(r.text, renderChat(chatml, conv));
-    const contents = conv.messages.filter((m) => m.role === 'assistant').map((m) => m.content);
-    assert.deepEqual(r.spans.map((s) => r.text.slice(s.start, s.end)), contents);
+  const native = compileTemplate(CHATML_TEMPLATE, 'chatml');
+  // The same source with a no-op change is not byte-identical, so it takes the generic path.
+  const generic = compileTemplate(CHATML_TEMPLATE + '{# generic #}', 'model');
+  assert.equal(native.nativeChatml, true);
+  assert.equal(generic.nativeChatml, false);
+  const rng = makeRng(7);
+  const words = ['a', ' lead', 'trail ', '\n', 'x y', 'é', '😀', '  '];
+  const pick = (): string => Array.from({ length: 1 + Math.floor(rng() * 4) }, () => words[Math.floor(rng() * words.length)]).join('');
+  for (let k = 0; k < 40; k++) {
+    const messages: Conversation['messages'] = [];
+    const turns = 1 + Math.floor(rng() * 3);
+    for (let t = 0; t < turns; t++) {
+      messages.push({ role: 'user', content: pick() });
+      messages.push({ role: 'assistant', content: rng() < 0.1 ? '' : pick() });
+      if (rng() < 0.2) messages.push({ role: 'assistant', content: pick() });
+    }
+    const conv = { messages };
+    const a = renderWithSpans(native, conv, {});
+    const b = renderWithSpans(generic, conv, {});
+    assert.equal(a.text, b.text);
+    assert.deepEqual(a.spans.map((s) => [s.start, s.end]), b.spans.map((s) => [s.start, s.end]), JSON.stringify(conv));
   }
 });
 

@@ -6,15 +6,15 @@
  * position i are scored against `labels[i + 1]`.
  */
 
-export const IGNORE_INDEX = -100;
+import type { LabelledExample } from '../labels/types.js';
 
-/** One tokenized, labelled conversation (unpadded). */
-export interface Example {
-  inputIds: number[];
-  labels: number[];
+export { IGNORE_INDEX } from '../labels/types.js';
+
+/** What packing and collating need of a labelled example (labels/types.ts): ids, labels and its input line. */
+export type Example = Pick<LabelledExample, 'inputIds' | 'labels'> & {
   /** 1-based line of the input file this example came from. */
   source: number;
-}
+};
 
 /** A row as stored in shards: one example, or several packed ones. */
 export interface Row {

@@ -4,10 +4,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { loadModelFolder } from '../model/folder.js';
-import { discoverEot } from '../export/eot.js';
-import { exportGguf } from '../export/gguf.js';
-import { exportHf } from '../export/hf.js';
-import { readJson } from '../export/tokenizer-files.js';
+import { discoverEot } from '../model/eot.js';
+import { exportGguf, notChatsftGguf } from '../export/gguf.js';
+import { exportHf, notExportFolder } from '../export/hf.js';
+import { checkOutput } from '../util/atomic.js';
+import { readJson } from '../hf/files.js';
 import { action, printJson } from './common.js';
 
 /** What `--json` prints; the text output shows the same fields. */
@@ -67,9 +68,16 @@ export async function runExport(opts: {
   if (!hasWeights(model)) {
     throw new ChatsftError('MODEL_INVALID', `no weights (*.safetensors): ${opts.format === 'gguf' ? 'a GGUF' : 'an export'} needs a trained or pretrained model, not only a tokenizer`, model);
   }
-  if (fs.existsSync(out) && !opts.overwrite) throw new ChatsftError('USAGE', 'output exists (pass --overwrite to replace it)', out);
+  // Refuse an output chatsft may not replace before the slow part (exportHf / exportGguf check again as they swap).
+  checkOutput(out, {
+    kind: opts.format === 'gguf' ? 'file' : 'dir',
+    overwrite: Boolean(opts.overwrite),
+    notOwned: opts.format === 'gguf' ? notChatsftGguf : notExportFolder,
+    protect: [model],
+  });
 
   const warnings: string[] = [];
+  const note = (line: string): void => void process.stderr.write(`note: ${line}\n`);
   let eot: { token: string; source: 'flag' | 'template' };
   if (opts.eot === undefined) {
     eot = { token: (await discoverEot(folder)).token, source: 'template' };
@@ -86,7 +94,7 @@ export async function runExport(opts: {
   const archs = cfg['architectures'];
 
   if (opts.format === 'gguf') {
-    const r = exportGguf(model, out, { eotToken: eot.token, dtype: dtype === 'bf16' ? 'f16' : dtype });
+    const r = exportGguf(model, out, { eotToken: eot.token, dtype: dtype === 'bf16' ? 'f16' : dtype, overwrite: Boolean(opts.overwrite), onNote: note });
     const t = r.tokenizer;
     if (r.droppedStopIds.length > 0) {
       warnings.push(`generation_config stop ids ${r.droppedStopIds.join(', ')} have no GGUF slot (GGUF carries one eos and one eot); llama.cpp stops on ${t.eosId} and ${t.eotId}`);
@@ -98,7 +106,7 @@ export async function runExport(opts: {
       stop_ids: [...new Set([t.eotId, t.eosId])], files: [path.basename(out)], adapter: null, warnings,
     };
   }
-  const r = exportHf(model, out, { eotToken: eot.token, overwrite: Boolean(opts.overwrite), dtype });
+  const r = exportHf(model, out, { eotToken: eot.token, overwrite: Boolean(opts.overwrite), dtype, onNote: note });
   return {
     format: 'hf', out: r.dir, bytes: folderBytes(r.dir),
     arch: Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : String(cfg['model_type'] ?? 'unknown'),
@@ -129,7 +137,7 @@ export function registerExport(program: Command): void {
     .requiredOption('--out <path>', 'output folder (hf) or .gguf file')
     .option('--dtype <dtype>', 'f32 or f16 (GGUF: matrices, norms stay f32; HF: every tensor, or bf16). Default f16 for gguf, f32 for hf')
     .option('--eot <token>', 'end-of-turn token (default: found with the chat template)')
-    .option('--overwrite', 'replace an existing output')
+    .option('--overwrite', 'replace an earlier chatsft export (anything else is refused)')
     .option('--json', 'print the result as JSON on stdout')
     .action(
       action(async (opts: Record<string, unknown>) => {

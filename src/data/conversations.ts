@@ -3,7 +3,8 @@
  * OpenAI `messages` format or ShareGPT `conversations`, detected per line.
  * Files are streamed line by line, never loaded whole.
  */
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { userErrorFromOs } from '../util/fs-errors.js';
 import { createInterface } from 'node:readline';
 import { ChatsftError } from '../errors.js';
 
@@ -11,7 +12,11 @@ export type Role = 'system' | 'user' | 'assistant' | 'tool';
 
 export interface Message {
   role: Role;
-  content: string;
+  /**
+   * Text, or `null` (Python `None` to the template, never coerced to ''),
+   * or absent (an assistant message that only calls tools may omit it).
+   */
+  content?: string | null;
   /** Overrides the `train_on` policy for this message. */
   train?: boolean;
   /** Passed through to templates that render tool calls. */
@@ -86,11 +91,17 @@ export function parseLine(text: string, line: number): ParsedLine {
       const role = m['role'];
       if (typeof role !== 'string') return fail(line, `${at}.role`, 'missing or not a string');
       if (!ROLES.has(role as Role)) return fail(line, `${at}.role`, `unknown role '${role}' (expected system, user, assistant or tool)`);
-      const content = m['content'] ?? (Array.isArray(m['tool_calls']) ? '' : undefined);
-      if (typeof content !== 'string') return fail(line, `${at}.content`, 'missing or not a string');
+      const content = m['content'];
+      const toolCalls = m['tool_calls'];
+      if (toolCalls !== undefined && toolCalls !== null && !Array.isArray(toolCalls)) return fail(line, `${at}.tool_calls`, 'expected a list');
+      // null stays null: templates branch on it (`if message.content`), and Python prints it as None.
+      if (content === undefined && !Array.isArray(toolCalls)) return fail(line, `${at}.content`, 'missing');
+      if (content !== undefined && content !== null && typeof content !== 'string') return fail(line, `${at}.content`, 'expected a string or null');
+      const reasoning = m['reasoning_content'];
+      if (reasoning !== undefined && reasoning !== null && typeof reasoning !== 'string') return fail(line, `${at}.reasoning_content`, 'expected a string or null');
       const train = m['train'];
       if (train !== undefined && typeof train !== 'boolean') return fail(line, `${at}.train`, 'expected true or false');
-      messages.push({ ...m, role: role as Role, content } as Message);
+      messages.push({ ...m, role: role as Role } as Message);
     }
     return { ok: true, line, conversation: tools ? { messages, tools: tools as unknown[] } : { messages } };
   }
@@ -123,11 +134,17 @@ export function parseLine(text: string, line: number): ParsedLine {
 /** Stream the lines of a JSONL file, parsed. Line numbers are 1-based. */
 export async function* readConversations(file: string): AsyncGenerator<ParsedLine & { bytes: number }> {
   if (!existsSync(file)) throw new ChatsftError('FILE_MISSING', 'data file not found', file);
+  if (statSync(file).isDirectory()) throw new ChatsftError('IO_ERROR', 'is a folder, not a JSONL file (EISDIR)', file);
   const rl = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
   let line = 0;
-  for await (const text of rl) {
-    line++;
-    yield { ...parseLine(text, line), bytes: Buffer.byteLength(text) + 1 };
+  try {
+    for await (const text of rl) {
+      line++;
+      yield { ...parseLine(text, line), bytes: Buffer.byteLength(text) + 1 };
+    }
+  } catch (e) {
+    // A read error (EACCES, EIO…) carries no path of its own here.
+    throw userErrorFromOs(e, file);
   }
 }
 

@@ -4,6 +4,7 @@
  */
 import type { SftConfig } from '../config/schema.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
+import type { CollatorCount } from './checks/collator.js';
 
 export type Severity = 'error' | 'warning' | 'info';
 
@@ -29,6 +30,10 @@ export type FindingCode =
   | 'NEW_TOKENS_UNTRAINED'
   // Not in SPEC §7's table: a template chatsft cannot render or locate spans in.
   | 'TEMPLATE_BROKEN'
+  // The inference prompt does not tokenize as a prefix of the training row (train/inference mismatch).
+  | 'PROMPT_NOT_PREFIX'
+  // The template drops reasoning of earlier assistant turns (info).
+  | 'REASONING_DROPPED'
   // --engine torch readiness (doctor --engine torch).
   | 'ENGINE_UNAVAILABLE'
   | 'ENGINE_CPU_ONLY'
@@ -61,8 +66,11 @@ export function masksByPadId(c: CollatorName): boolean {
 
 /** The EOT the template closes assistant turns with, as discovered on a probe conversation. */
 export interface EotInfo {
+  /** Every id that closes a supervised turn. */
   ids: number[];
   tokens: string[];
+  /** The ids a runtime must stop on (harmony: `<|return|>`/`<|call|>`, not `<|end|>`). */
+  stopIds: number[];
 }
 
 export interface DoctorContext {
@@ -72,6 +80,23 @@ export interface DoctorContext {
   eot: EotInfo | undefined;
   simulate: CollatorName[];
 }
+
+/**
+ * Everything the checks read, gathered once by runDoctor: the context, the
+ * template probe's rendered text, the collator simulation's counts and the
+ * data sample's description. Every check has one signature over it
+ * (DoctorCheck), so adding one is a function plus a line in runDoctor's list.
+ */
+export interface DoctorFacts extends DoctorContext {
+  /** The template probe's rendered text (undefined when the template could not render it). */
+  probeText: string | undefined;
+  /** Per simulated collator: trained assistant turns and supervised EOTs over the data. */
+  counts: Record<CollatorName, CollatorCount>;
+  /** What data the counts come from (a file and its line count, or the probe). */
+  sample: string;
+}
+
+export type DoctorCheck = (facts: DoctorFacts) => Finding[] | Promise<Finding[]>;
 
 /** A token as people read it in evidence: `<|im_end|> (32000)`. */
 export function tok(setup: TokenizerSetup, id: number | undefined): string {

@@ -1,9 +1,9 @@
 /** The engine's public surface; other modules import from here only. */
-export { initEngine, tf } from './backend.js';
+export { initEngine, tf, type EngineOptions } from './backend.js';
 export type { StDtype, StTensor } from './safetensors.js';
 export { openWeights, readSafetensors, readSafetensorsDir, writeSafetensors, writeSafetensorsStream } from './safetensors.js';
-export type { LlamaConfig, ModelType, RopeScalingLlama3 } from './config.js';
-export { makeLlamaConfig, parseLlamaConfig, readLlamaConfig, toHfConfig } from './config.js';
+export type { LlamaConfig, ModelType, RopeScalingLlama3 } from '../hf/config.js';
+export { checkSlidingWindow, makeLlamaConfig, parseLlamaConfig, readLlamaConfig, toHfConfig } from '../hf/config.js';
 export type { ForwardOptions, LlamaModel, LoraSpec, LoraState } from './types.js';
 export type { LoadOptions } from './model.js';
 export { checkWeights, countParameters, createModel, disposeModel, exportTensors, expectedShapes, hfTensor, loadModel, modelFromTensors, resizeTokenEmbeddings, saveModel, storedDtype } from './model.js';

@@ -10,7 +10,7 @@
  */
 import os from 'node:os';
 import { ChatsftError } from '../errors.js';
-import type { LlamaConfig } from './config.js';
+import type { LlamaConfig } from '../hf/config.js';
 
 /** tfjs-wasm's heap is 32-bit; keep a margin for fragmentation and the runtime. */
 export const WASM_HEAP_LIMIT = 4 * 1024 ** 3;

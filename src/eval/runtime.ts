@@ -8,12 +8,14 @@
  *   // generate(model, [ids], { stopIds: rt.stopIds, ... })
  */
 import { ChatsftError } from '../errors.js';
-import type { Conversation, Message } from '../data/conversations.js';
-import { createEncoder } from '../labels/encode.js';
+import type { Message } from '../data/conversations.js';
 import { generationEosIds, type ModelFolder } from '../model/folder.js';
+import { probeTemplate } from '../template/probe.js';
 import { renderChat } from '../template/render.js';
 import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
-import { stopIdsFor } from '../generate/index.js';
+import { stopIdsOf } from '../model/save.js';
+import { templateEotIds } from '../model/eot.js';
+import { turnHeaderIds, turnHeaderText } from '../template/turn_header.js';
 
 export interface ChatRuntime {
   /** Union of the three sources below, sorted. */
@@ -39,21 +41,6 @@ export function setupForInference(folder: ModelFolder, template: string): Tokeni
   return setupTokenizer(folder, { template, pad });
 }
 
-/** A short conversation used to find the template's EOT and turn header. */
-const PROBE: Conversation = {
-  messages: [
-    { role: 'user', content: 'Hi' },
-    { role: 'assistant', content: 'Hello' },
-  ],
-};
-
-/** Ids the template closes assistant turns with (empty when the template closes them with no token). */
-export async function templateEotIds(setup: TokenizerSetup): Promise<number[]> {
-  const [r] = await createEncoder(setup, { trainOn: 'assistant' }).encode([{ conversation: PROBE, line: 0 }]);
-  if (!r || !r.ok) return [];
-  return [...new Set(r.turns.map((t) => t.eotId))];
-}
-
 /** Token ids of `text` as a runtime sees it: no special tokens added, BOS prepended when the tokenizer adds one. */
 export async function encodeText(setup: TokenizerSetup, text: string): Promise<number[]> {
   const enc = await setup.tokenizer.encode(text, null, { addSpecialTokens: false });
@@ -68,11 +55,18 @@ export async function promptIds(setup: TokenizerSetup, messages: readonly Messag
   return encodeText(setup, text);
 }
 
+/** The turn headers (template/turn_header.ts) of the setup's template, in its tokenizer's ids. */
+export async function turnHeadersOf(setup: TokenizerSetup): Promise<number[][]> {
+  const text = turnHeaderText(setup.template, setup.vars);
+  return turnHeaderIds(text === null ? [] : (await setup.tokenizer.encode(text, null, { addSpecialTokens: false })).getIds());
+}
+
 export async function chatRuntime(setup: TokenizerSetup): Promise<ChatRuntime> {
-  const templateEot = await templateEotIds(setup);
+  const probe = await probeTemplate(setup);
+  const templateEot = await templateEotIds(setup, probe);
   const generationConfigEos = generationEosIds(setup.folder);
   const tokenizerEos = setup.eosId ?? null;
-  const stopIds = stopIdsFor({ eotIds: templateEot, generationConfigEos, tokenizerEos });
+  const stopIds = stopIdsOf(setup, templateEot);
   if (stopIds.length === 0) {
     throw new ChatsftError(
       'MODEL_INVALID',
@@ -80,15 +74,11 @@ export async function chatRuntime(setup: TokenizerSetup): Promise<ChatRuntime> {
       setup.folder.dir,
     );
   }
-  // The special tokens of the generation prompt that are not stop ids or BOS
-  // are what opens a turn: <|im_start|> (ChatML), <|start_header_id|> (Llama 3),
-  // <start_of_turn> (Gemma).
-  const gen = await promptIds(setup, [{ role: 'user', content: 'Hi' }]);
+  // Turn headers come from the probe (template/turn_header.ts's definition); a stop id is never a header.
   const stops = new Set(stopIds);
-  const headers = [...new Set(gen.filter((id) => setup.specialIds.has(id) && !stops.has(id) && id !== setup.bosId))];
   return {
     stopIds,
     stopSources: { templateEot, generationConfigEos, tokenizerEos },
-    turnHeaders: headers.map((id) => [id]),
+    turnHeaders: probe.turnHeaders.filter((h) => !h.some((id) => stops.has(id))),
   };
 }

@@ -5,16 +5,19 @@
  *
  *   exportHf('runs/chatsft', 'out/hf', { eotToken: '<|im_end|>', padToken: '<|endoftext|>' })
  *
- * Everything is written into a temporary sibling folder that is renamed into
- * place at the end, so a failed export never leaves a half-written folder.
+ * Everything is written into a temporary sibling folder that is swapped in
+ * at the end (util/atomic `replaceOutputSync`), so a failed export never
+ * leaves a half-written folder nor loses the one it replaces; the folder
+ * carries `chatsft-export.json`, the mark `--overwrite` needs to replace it.
  */
 import fs from 'node:fs';
-import { writeJsonAtomic as writeJson } from '../util/atomic.js';
+import { checkOutput, replaceOutputSync, writeJsonAtomic as writeJson, type ReplaceOptions } from '../util/atomic.js';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
-import { readLlamaConfig, toHfConfig } from '../engine/config.js';
+import { readLlamaConfig, toHfConfig } from '../hf/config.js';
 import { DTYPE_BYTES, numelOf, openWeights, readF32, readRaw, u16View, writeSafetensorsStream, type WriteDtype } from '../model/safetensors.js';
-import { configChatTemplate, readJson, tokenIds, tokenString, type Json } from './tokenizer-files.js';
+import { eosIdField, stopIdsFor } from '../hf/stop_ids.js';
+import { configChatTemplate, readJson, tokenIds, tokenString, type Json } from '../hf/files.js';
 
 export interface HfExportOptions {
   /** The token that closes assistant turns; added to generation_config's eos_token_id. */
@@ -29,6 +32,8 @@ export interface HfExportOptions {
   overwrite?: boolean;
   /** Tensor type of every weight; default f32 (the engine's). f16/bf16 halve the folder; torch_dtype says which. */
   dtype?: 'f32' | 'f16' | 'bf16';
+  /** Lines for the user (temps of killed exports reclaimed). */
+  onNote?: (line: string) => void;
 }
 
 export interface HfExportResult {
@@ -45,6 +50,20 @@ export interface HfExportResult {
 }
 
 const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors'];
+
+/** Written into every exported folder: chatsft replaces (--overwrite) only folders that carry it. */
+export const EXPORT_MARKER = 'chatsft-export.json';
+
+/** Why `dir` is not a folder chatsft exported (null when it is). */
+export function notExportFolder(dir: string): string | null {
+  try {
+    const m = JSON.parse(fs.readFileSync(path.join(dir, EXPORT_MARKER), 'utf8')) as { generator?: unknown };
+    if (m.generator === 'chatsft') return null;
+  } catch {
+    // no marker or unreadable
+  }
+  return `not a folder exported by chatsft (no ${EXPORT_MARKER})`;
+}
 
 /**
  * The PEFT adapter of a LoRA run: `adapter/` (where chatsft's trainer writes
@@ -84,8 +103,9 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
   const maxShard = opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   if (!(maxShard > 0)) throw new ChatsftError('USAGE', `maxShardBytes must be > 0 (got ${maxShard})`);
   const out = path.resolve(outDir);
-  if (out === path.resolve(srcDir)) throw new ChatsftError('USAGE', 'the output folder is the source folder', outDir);
-  if (fs.existsSync(out) && !opts.overwrite) throw new ChatsftError('USAGE', 'output folder exists (pass overwrite to replace it)', outDir);
+  const replacing: ReplaceOptions = { kind: 'dir', overwrite: Boolean(opts.overwrite), notOwned: notExportFolder, protect: [srcDir], flag: '--out', ...(opts.onNote ? { onNote: opts.onNote } : {}) };
+  // Refuse early, before reading weights.
+  checkOutput(out, replacing);
 
   const cfg = readLlamaConfig(path.join(srcDir, 'config.json'));
   const tjFile = path.join(srcDir, 'tokenizer.json');
@@ -103,9 +123,18 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
   const padTok = opts.padToken !== undefined ? opts.padToken : tokenString(tc['pad_token']);
   const padId = padTok === null ? null : idOf(padTok, 'pad token');
   const eosTok = tokenString(tc['eos_token']);
-  const cfgEos = cfg.eosTokenId === null ? [] : Array.isArray(cfg.eosTokenId) ? cfg.eosTokenId : [cfg.eosTokenId];
-  // Every id a runtime should stop on: the EOT the model learned first, then the tokenizer's and config's eos.
-  const eosIds = [...new Set([eotId, ...(eosTok !== null ? [idOf(eosTok, 'eos_token')] : []), ...cfgEos])];
+  const srcGen = path.join(srcDir, 'generation_config.json');
+  const gen: Json = fs.existsSync(srcGen) ? readJson(srcGen) : {};
+  // Every id a runtime should stop on, under the one policy: the EOT the model
+  // learned, the source generation_config's and config's eos ids, the tokenizer's eos.
+  const policy = stopIdsFor({
+    eotIds: [eotId],
+    generationConfigEos: eosIdField(gen['eos_token_id']),
+    configEos: cfg.eosTokenId,
+    tokenizerEos: eosTok !== null ? idOf(eosTok, 'eos_token') : null,
+  });
+  // The EOT first: code that reads one eos from a list takes the first.
+  const eosIds = [eotId, ...policy.filter((id) => id !== eotId)];
   const template = opts.chatTemplate !== undefined ? opts.chatTemplate : configChatTemplate(tc);
 
   // Streamed: each tensor is read, converted and written on its own (peak memory: the largest tensor).
@@ -119,9 +148,7 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
     return e.dtype === outType && outType !== 'F32' ? u16View(readRaw(e)) : readF32(e);
   };
 
-  const tmp = path.join(path.dirname(out), `.${path.basename(out)}.tmp-${process.pid}-${Date.now()}`);
-  fs.mkdirSync(tmp, { recursive: true });
-  try {
+  return replaceOutputSync(out, (tmp) => {
     const files: string[] = [];
     const shards = planShards(sizes, maxShard);
     const weightMap: Record<string, string> = {};
@@ -143,8 +170,6 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
     hfCfg['pad_token_id'] = padId;
     hfCfg['torch_dtype'] = outType === 'F16' ? 'float16' : outType === 'BF16' ? 'bfloat16' : 'float32';
     writeJson(path.join(tmp, 'config.json'), hfCfg);
-    const srcGen = path.join(srcDir, 'generation_config.json');
-    const gen: Json = fs.existsSync(srcGen) ? readJson(srcGen) : {};
     Object.assign(gen, { eos_token_id: eosIds, pad_token_id: padId, bos_token_id: gen['bos_token_id'] ?? cfg.bosTokenId });
     writeJson(path.join(tmp, 'generation_config.json'), gen);
     files.push('config.json', 'generation_config.json');
@@ -182,22 +207,11 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
       }
     }
 
-    if (fs.existsSync(out)) {
-      // Swap: move the old folder aside first so a failure leaves one complete folder in place.
-      const old = `${tmp}-old`;
-      fs.renameSync(out, old);
-      fs.renameSync(tmp, out);
-      fs.rmSync(old, { recursive: true, force: true });
-    } else {
-      fs.renameSync(tmp, out);
-    }
+    writeJson(path.join(tmp, EXPORT_MARKER), { generator: 'chatsft', kind: 'export-hf', source: path.resolve(srcDir), created: new Date().toISOString() });
     const bos = gen['bos_token_id'];
     return {
       dir: out, files, shards: shards.length, tensorBytes, eosTokenIds: eosIds, padTokenId: padId, eotTokenId: eotId,
       bosTokenId: typeof bos === 'number' ? bos : null, adapterFrom,
     };
-  } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  }, replacing);
 }

@@ -2,6 +2,7 @@
  * `inspect`: a conversation's tokens, trained vs masked, EOT highlighted,
  * as coloured terminal text or a self-contained HTML page.
  */
+import fs from 'node:fs';
 import type { EncodedExample } from '../labels/encode.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { sliceCodePoints } from '../tokenize/encode.js';
@@ -18,6 +19,14 @@ export interface TokenView {
 
 export interface TurnView {
   messageIndex: number;
+  /** `text`, `tool call`, with `+ reasoning` when the turn's reasoning is in the row. */
+  kind: string;
+  /** Reasoning of this message that the template did not render (not in the row, so not learned). */
+  reasoningDropped: boolean;
+  /** A token holding header text and the reply's first characters was masked. */
+  straddled: boolean;
+  /** The closing sequence as token strings. */
+  closing: string[];
   trained: boolean;
   tokens: number;
   supervised: number;
@@ -35,8 +44,9 @@ export interface InspectView {
 }
 
 export function buildView(setup: TokenizerSetup, ex: EncodedExample): InspectView {
-  const { labelled, text } = ex;
-  const eotAt = new Set(ex.turns.map((t) => t.eot));
+  const labelled = ex.example;
+  const text = labelled.text;
+  const eotAt = new Set(labelled.turns.map((t) => t.eot));
   const tokens: TokenView[] = labelled.inputIds.map((id, i) => {
     const [s, e] = labelled.tokens.span(i);
     const prev = i > 0 ? labelled.tokens.span(i - 1) : undefined;
@@ -47,11 +57,15 @@ export function buildView(setup: TokenizerSetup, ex: EncodedExample): InspectVie
     const kind: TokenKind = eotAt.has(i) ? (trained ? 'eot' : 'eot-masked') : trained ? 'trained' : 'masked';
     return { index: i, id, text: covered, kind };
   });
-  const turns: TurnView[] = ex.turns.map((t) => {
+  const turns: TurnView[] = labelled.turns.map((t) => {
     let supervised = 0;
     for (let i = t.start; i <= t.eot; i++) if (labelled.labels[i] !== -100) supervised++;
     return {
       messageIndex: t.messageIndex,
+      kind: (t.toolCalls ? 'tool call' : 'text') + (t.reasoning ? ' + reasoning' : ''),
+      reasoningDropped: t.reasoningDropped,
+      straddled: t.straddled,
+      closing: t.closing.map((id) => setup.tokenizer.idToToken(id) ?? `#${id}`),
       trained: t.trained,
       tokens: t.eot - t.start + 1,
       supervised,
@@ -115,18 +129,39 @@ export function renderTerminal(view: InspectView, color: boolean): string {
   if (!color && open === 'trained') body += ']]';
   out.push(body);
   out.push('');
-  out.push('turn  message  trained  tokens  supervised  EOT');
+  out.push('turn  message  kind                    trained  tokens  supervised  EOT');
   view.turns.forEach((t, i) => {
-    const eot = `${t.eotToken} (${t.eotId}) ${t.eotSupervised ? 'supervised' : 'MASKED'}`;
+    const closing = t.closing.length > 1 ? ` (closing ${t.closing.join('')})` : '';
+    const eot = `${t.eotToken} (${t.eotId}) ${t.eotSupervised ? 'supervised' : 'MASKED'}${closing}`;
     out.push(
-      `${String(i + 1).padEnd(6)}${String(t.messageIndex).padEnd(9)}${(t.trained ? 'yes' : 'no').padEnd(9)}${String(t.tokens).padEnd(8)}${String(t.supervised).padEnd(12)}${eot}`,
+      `${String(i + 1).padEnd(6)}${String(t.messageIndex).padEnd(9)}${t.kind.padEnd(24)}${(t.trained ? 'yes' : 'no').padEnd(9)}${String(t.tokens).padEnd(8)}${String(t.supervised).padEnd(12)}${eot}`,
     );
   });
+  for (const t of view.turns) {
+    if (t.reasoningDropped) out.push(`message ${t.messageIndex}: its reasoning was dropped by the template (not in this row, so not learned)`);
+    if (t.straddled) out.push(`message ${t.messageIndex}: the first token joins header and reply text; it is masked and supervision starts at the next token`);
+  }
   return out.join('\n');
 }
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+/** The second line of every page `inspect --html` writes: --overwrite replaces only such a page. */
+export const HTML_MARKER = '<!-- generator: chatsft inspect -->';
+
+/** Why the file at `file` is not a page inspect wrote (null when it is). */
+export function notInspectPage(file: string): string | null {
+  const buf = Buffer.alloc(256);
+  const fd = fs.openSync(file, 'r');
+  let n = 0;
+  try {
+    n = fs.readSync(fd, buf, 0, buf.length, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return buf.subarray(0, n).toString('utf8').includes(HTML_MARKER) ? null : `not a page written by chatsft inspect (no ${HTML_MARKER} at its top)`;
 }
 
 /** A self-contained HTML page of one or more views. */
@@ -139,16 +174,17 @@ export function renderHtml(views: InspectView[], title: string): string {
       const rows = v.turns
         .map(
           (t, i) =>
-            `<tr><td>${i + 1}</td><td>${t.messageIndex}</td><td>${t.trained ? 'yes' : 'no'}</td><td>${t.tokens}</td><td>${t.supervised}</td><td class="${
+            `<tr><td>${i + 1}</td><td>${t.messageIndex}</td><td>${esc(t.kind)}${t.reasoningDropped ? ' (reasoning dropped by the template)' : ''}</td><td>${t.trained ? 'yes' : 'no'}</td><td>${t.tokens}</td><td>${t.supervised}</td><td class="${
               t.eotSupervised ? 'ok' : 'bad'
             }">${esc(t.eotToken)} (${t.eotId}) ${t.eotSupervised ? 'supervised' : 'masked'}</td></tr>`,
         )
         .join('');
       return `<section><h2>line ${v.line}: ${v.total} tokens, ${v.supervised} trained</h2><div class="toks">${toks}</div>
-<table><tr><th>turn</th><th>message</th><th>trained</th><th>tokens</th><th>supervised</th><th>EOT</th></tr>${rows}</table></section>`;
+<table><tr><th>turn</th><th>message</th><th>kind</th><th>trained</th><th>tokens</th><th>supervised</th><th>EOT</th></tr>${rows}</table></section>`;
     })
     .join('\n');
   return `<!doctype html>
+${HTML_MARKER}
 <html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}

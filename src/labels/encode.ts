@@ -5,13 +5,13 @@
  * template-level problems throw.
  */
 import { ChatsftError, isChatsftError } from '../errors.js';
-import type { Example } from '../batch/types.js';
 import type { Conversation } from '../data/conversations.js';
-import { renderWithSpans, type RenderedChat } from '../template/spans.js';
+import { messageStrings, renderWithSpans, type RenderedChat } from '../template/spans.js';
 import { encodeTexts, type Tokens } from '../tokenize/encode.js';
 import { specialMatcher, type SpecialMatcher } from '../tokenize/special.js';
 import type { TokenizerSetup, TrainOn } from '../tokenize/setup.js';
-import { buildLabels, checkInvariants, type Labelled, type Turn } from './build.js';
+import { buildLabels, checkInvariants } from './build.js';
+import type { DropReason, LabelledExample } from './types.js';
 
 export type Truncation = 'drop' | 'truncate_turns';
 
@@ -25,18 +25,15 @@ export interface EncodeOptions {
 export interface EncodedExample {
   ok: true;
   line: number;
-  example: Example;
-  turns: Turn[];
+  example: LabelledExample;
   /** Whole trailing turns were removed to fit max_length. */
   truncated: boolean;
-  labelled: Labelled;
-  text: string;
 }
 
 export interface DroppedExample {
   ok: false;
   line: number;
-  reason: string;
+  reason: DropReason;
   detail: string;
 }
 
@@ -112,20 +109,30 @@ function prepareOne(
 ): Pending {
   if (!allowSpecial) {
     for (let i = 0; i < conv.messages.length; i++) {
-      const found = matcher.find((conv.messages[i] as { content: string }).content);
-      if (found !== undefined) {
-        return { ok: false, line, reason: 'special_tokens_in_content', detail: `messages[${i}].content contains the special token ${found}` };
+      for (const text of messageStrings(conv.messages[i] as Conversation['messages'][number])) {
+        const found = matcher.find(text);
+        if (found !== undefined) {
+          return { ok: false, line, reason: 'special_tokens_in_content', detail: `messages[${i}] contains the special token ${found}` };
+        }
       }
     }
   }
   try {
-    return { line, conv, rendered: renderWithSpans(setup.template, conv, setup.vars) };
+    return { line, conv, rendered: renderWithSpans(setup.template, conv, setup.vars, setup.specialStrings) };
   } catch (e) {
-    if (isChatsftError(e) && (e.code === 'TEMPLATE_ERROR' || e.code === 'DATA_INVALID')) {
-      return { ok: false, line, reason: e.code === 'TEMPLATE_ERROR' ? 'template_error' : 'invalid', detail: e.message };
-    }
+    const reason = dropReasonOf(e);
+    if (reason) return { ok: false, line, reason, detail: (e as Error).message };
     throw e;
   }
+}
+
+/** The drop reason of a per-example error, or undefined for errors that must end the run. */
+function dropReasonOf(e: unknown): DropReason | undefined {
+  if (!isChatsftError(e)) return undefined;
+  if (e.code === 'TEMPLATE_ERROR') return 'template_error';
+  if (e.code === 'DATA_INVALID') return 'invalid_data';
+  if (e.code === 'TEMPLATE_SPAN') return 'span_not_found';
+  return undefined;
 }
 
 function finishOne(
@@ -136,28 +143,26 @@ function finishOne(
   rendered: RenderedChat,
   tokens: Tokens,
 ): EncodeResult {
-  const r = buildLabels(setup, conv, rendered.text, rendered.spans, tokens, trainOn);
+  const r = buildLabels(setup, conv, rendered, tokens, trainOn);
   if (!r.ok) return { ok: false, line, reason: r.reason, detail: r.detail };
   const l = r.value;
   checkInvariants(l, trainOn, `line ${line}`);
   if (!l.labels.some((x) => x !== -100)) {
     return { ok: false, line, reason: 'no_supervised_tokens', detail: 'no assistant turn is trained in this conversation' };
   }
-  return {
-    ok: true,
-    line,
-    example: { inputIds: l.inputIds, labels: l.labels, source: line },
-    turns: l.turns,
-    truncated: false,
-    labelled: l,
-    text: rendered.text,
-  };
+  return { ok: true, line, example: { ...l, line, text: rendered.text }, truncated: false };
 }
 
 /**
  * Keep the longest prefix of whole turns that ends with a trained assistant
  * turn and fits; re-rendered rather than cut, so the kept text is exactly
  * what the template renders for the shorter conversation, EOT included.
+ *
+ * `train_on: last` means the last turn of the example as trained: after
+ * truncation that is the last *kept* assistant turn (its context is the
+ * original conversation before it). A message's explicit `train` flag still
+ * wins, so a kept prefix whose last turn is `train: false` is skipped for a
+ * shorter one.
  */
 async function truncateTurns(
   setup: TokenizerSetup,
@@ -167,15 +172,15 @@ async function truncateTurns(
   full: EncodedExample,
   maxLength: number,
 ): Promise<EncodeResult> {
-  const candidates = full.turns.filter((t) => t.eot < maxLength).map((t) => t.messageIndex);
+  const candidates = full.example.turns.filter((t) => t.eot < maxLength).map((t) => t.messageIndices[t.messageIndices.length - 1] as number);
   for (let c = candidates.length - 1; c >= 0; c--) {
     const keep = (candidates[c] as number) + 1;
     const shorter: Conversation = { ...conv, messages: conv.messages.slice(0, keep) };
     let rendered: RenderedChat;
     try {
-      rendered = renderWithSpans(setup.template, shorter, setup.vars);
+      rendered = renderWithSpans(setup.template, shorter, setup.vars, setup.specialStrings);
     } catch (e) {
-      if (isChatsftError(e) && e.code === 'TEMPLATE_ERROR') continue;
+      if (dropReasonOf(e)) continue;
       throw e;
     }
     const [tokens] = await encodeTexts(setup.tokenizer, [rendered.text]);

@@ -10,13 +10,9 @@
  */
 import { readFileSync, existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { Template } from '@huggingface/jinja';
 import { ChatsftError } from '../errors.js';
 import type { Conversation } from '../data/conversations.js';
-import { installJinjaCompat } from './jinja-compat.js';
-import { isContentTransparent } from './transparent.js';
-
-installJinjaCompat();
+import { PyTemplate } from './jinja-compat.js';
 
 /** Sentinels from the Unicode private-use area; content holding them is rejected. */
 export const GEN_OPEN = '\uE000';
@@ -46,7 +42,9 @@ export interface Renderer {
 const NATIVE_CHATML: Renderer = {
   render(items) {
     let out = '';
-    for (const m of items['messages'] as Array<{ role: string; content: string }>) {
+    for (const m of items['messages'] as Array<{ role: string; content?: string | null }>) {
+      // Python raises on str + None; so does the Jinja render (jinja-compat.ts).
+      if (typeof m.content !== 'string') throw new Error('TypeError: can only concatenate str (not "NoneType") to str');
       out += '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>' + '\n';
     }
     if (items['add_generation_prompt']) out += '<|im_start|>assistant\n';
@@ -61,8 +59,14 @@ export interface ChatTemplate {
   /** Path of a `.jinja` file when origin is 'file'. */
   path?: string;
   hasGenerationTags: boolean;
-  /** Assistant content only ever printed as is (see transparent.ts): one render per example suffices. */
-  contentTransparent: boolean;
+  /**
+   * The template is byte for byte OpenHermes' ChatML, rendered natively; its
+   * spans are computed while rendering (the only fast path: a static proof
+   * over arbitrary templates was unsound, see spans.ts).
+   */
+  nativeChatml: boolean;
+  /** The `tool_use` template of a named-template list: transformers uses it when the conversation has tools. */
+  toolUse?: ChatTemplate;
   /** Plain HF render (generation tags removed). */
   plain: Renderer;
   /** Render with generation sentinels; same as `plain` without tags. */
@@ -95,11 +99,11 @@ function markGenerationTags(source: string): string {
 
 export function compileTemplate(source: string, origin: TemplateOrigin, path?: string): ChatTemplate {
   const hasGenerationTags = /\{%-?\s*generation\s*-?%\}/.test(source);
-  let plain: Template;
-  let marked: Template;
+  let plain: PyTemplate;
+  let marked: PyTemplate;
   try {
-    plain = new Template(source);
-    marked = hasGenerationTags ? new Template(markGenerationTags(source)) : plain;
+    plain = new PyTemplate(source);
+    marked = hasGenerationTags ? new PyTemplate(markGenerationTags(source)) : plain;
   } catch (e) {
     throw new ChatsftError('TEMPLATE_ERROR', `chat template does not parse: ${(e as Error).message}`, path ?? `${origin} template`);
   }
@@ -109,7 +113,7 @@ export function compileTemplate(source: string, origin: TemplateOrigin, path?: s
     origin,
     ...(path ? { path } : {}),
     hasGenerationTags,
-    contentTransparent: isContentTransparent((plain as unknown as { parsed: unknown }).parsed),
+    nativeChatml: source === CHATML_TEMPLATE,
     plain: source === CHATML_TEMPLATE ? NATIVE_CHATML : plain,
     marked: source === CHATML_TEMPLATE ? NATIVE_CHATML : marked,
   };
@@ -131,7 +135,8 @@ export function renderWith(tpl: Renderer, conv: Conversation, opts: RenderOption
     return tpl.render({
       ...(opts.vars ?? {}),
       messages: conv.messages,
-      ...(conv.tools ? { tools: conv.tools } : {}),
+      // transformers passes tools=None when there are none; templates test `tools is not none`.
+      tools: conv.tools ?? null,
       add_generation_prompt: opts.addGenerationPrompt ?? false,
     });
   } catch (e) {
@@ -141,5 +146,10 @@ export function renderWith(tpl: Renderer, conv: Conversation, opts: RenderOption
 
 /** The render transformers' apply_chat_template(tokenize=False) would give. */
 export function renderChat(template: ChatTemplate, conv: Conversation, opts: RenderOptions = {}): string {
-  return renderWith(template.plain, conv, opts);
+  return renderWith(templateFor(template, conv).plain, conv, opts);
+}
+
+/** The template transformers would use for this conversation: `tool_use` when it has tools and the list names one. */
+export function templateFor(template: ChatTemplate, conv: Conversation): ChatTemplate {
+  return conv.tools && conv.tools.length > 0 && template.toolUse ? template.toolUse : template;
 }

@@ -72,7 +72,11 @@ function chooseTemplate(folder: ModelFolder, choice: TemplateChoice): ChatTempla
         `${folder.dir}/tokenizer_config.json`,
       );
     }
-    return compileTemplate(folder.chatTemplate, 'model');
+    const main = compileTemplate(folder.chatTemplate, 'model');
+    // A list of named templates: transformers renders conversations with tools with `tool_use`.
+    const toolUse = folder.chatTemplates['tool_use'];
+    if (toolUse !== undefined && toolUse !== folder.chatTemplate) main.toolUse = compileTemplate(toolUse, 'model');
+    return main;
   }
   const named = folder.chatTemplates[choice];
   if (named !== undefined) return compileTemplate(named, 'model');

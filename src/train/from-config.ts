@@ -3,21 +3,27 @@
  * model (pretrained or from config, embeddings grown for added tokens) →
  * the engine's loop → a complete model folder. The CLI and the demo call it.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Row } from '../batch/types.js';
 import type { SftConfig } from '../config/schema.js';
-import { prepareRows, MANIFEST, type Manifest } from '../prepare/prepare.js';
+import { prepareRows, requireExamples } from '../prepare/prepare.js';
+import { checkManifest, MANIFEST, readManifest } from '../prepare/manifest.js';
 import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
-import { saveTokenizerFiles } from '../model/save.js';
-import { disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, storedDtype, type LoraSpec } from '../engine/index.js';
+import { saveTokenizerFiles, stopIdsOf } from '../model/save.js';
+import { checkSlidingWindow, disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, storedDtype, type LoraSpec } from '../engine/index.js';
 import { assertPlanFits, describePlan, planMemory, type PlanInput } from '../engine/plan.js';
 import { availableParallelism } from 'node:os';
 import { createProgress } from '../util/progress.js';
+import { heldOutPrompts, splitHeldOut } from '../eval/heldout.js';
+import { turnHeadersOf } from '../eval/runtime.js';
+import { stopRateDropWarning, type StopRateSummary } from '../eval/stop_rate.js';
 import { runTraining } from './loop.js';
+import { engineStopRate } from './stop_eval.js';
+import { claimRunDir } from './output.js';
 import { loadOrCreateModel, runConfig } from './setup.js';
 import type { TrainResult } from './types.js';
 import { trainTorchFromConfig, type TorchEngineOptions } from '../torch/from-config.js';
@@ -31,17 +37,14 @@ export interface LoadedSplit {
 /** Rows of a split: a prepared folder (checked against this tokenizer) or a JSONL file prepared in memory. */
 export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: string, split: 'train' | 'eval'): Promise<LoadedSplit> {
   if (existsSync(path) && statSync(path).isDirectory()) {
-    const manifestPath = join(path, MANIFEST);
-    if (!existsSync(manifestPath)) throw new ChatsftError('FILE_MISSING', 'not a prepared folder (no manifest.json)', path);
-    const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
-    if (m.tokenizer_sha256 !== setup.folder.tokenizerSha256 || m.vocab_size !== setup.vocabSize) {
-      throw new ChatsftError('CONFIG_INVALID', 'prepared with another tokenizer or other added tokens than this model and config', manifestPath);
-    }
+    const m = readManifest(path);
+    checkManifest(m, setup, { train_on: cfg.train_on, max_length: cfg.max_length ?? null, packing: cfg.packing }, join(path, MANIFEST));
     const stats = split === 'eval' ? m.eval : m;
     if (!stats) throw new ChatsftError('FILE_MISSING', 'the prepared folder has no eval split', path);
     return { rows: await readShards(path, split), eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
   }
   const { rows, stats } = await prepareRows(setup, path, { ...encodeOptionsFrom(cfg), packing: cfg.packing });
+  requireExamples(stats, path);
   return { rows, eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
 }
 
@@ -61,10 +64,10 @@ function estimateParameters(cfg: SftConfig): number {
  * so they are the default only for models of 5 M parameters and more, unless
  * CHATSFT_WASM_THREADS says otherwise.
  */
-function chooseWasmThreads(cfg: SftConfig): void {
-  if (process.env['CHATSFT_WASM_THREADS'] !== undefined) return;
+export function chooseWasmThreads(cfg: SftConfig, env: NodeJS.ProcessEnv = process.env): number | undefined {
+  if (env['CHATSFT_WASM_THREADS'] !== undefined) return undefined; // initEngine reads the user's setting
   const cores = availableParallelism();
-  if (cores >= 2 && estimateParameters(cfg) >= 5e6) process.env['CHATSFT_WASM_THREADS'] = String(Math.min(cores, 4));
+  return cores >= 2 && estimateParameters(cfg) >= 5e6 ? Math.min(cores, 4) : undefined;
 }
 
 export function loraSpecFrom(cfg: SftConfig, setup: TokenizerSetup, vocabSize: number): LoraSpec | null {
@@ -79,6 +82,8 @@ export async function trainFromConfig(
   cfg: SftConfig,
   opts: {
     resume?: boolean;
+    /** Replace an earlier chatsft run in output_dir (never anything else). */
+    overwrite?: boolean;
     quiet?: boolean;
     onLog?: (line: string) => void;
     /**
@@ -97,9 +102,30 @@ export async function trainFromConfig(
   const loaded = await loadSplit(setup, cfg, cfg.data.train, 'train');
   const train = opts.transformRows ? { ...loaded, rows: opts.transformRows(loaded.rows, setup) } : loaded;
   const evalSplit = cfg.data.eval ? await loadSplit(setup, cfg, cfg.data.eval, 'eval') : undefined;
-  if (opts.engine === 'torch') return trainTorchFromConfig(cfg, setup, train, evalSplit, opts);
-  chooseWasmThreads(cfg);
-  const log = (line: string): void => {
+  // Stop-rate prompts: data.eval's, else a slice of the training rows held out of training.
+  let trainRows = train.rows;
+  let heldOut = evalSplit?.rows ?? [];
+  if (!evalSplit && cfg.eval.samples > 0) ({ train: trainRows, heldOut } = splitHeldOut(train.rows, cfg.eval.samples));
+  const prompts = heldOutPrompts(heldOut, cfg.eval.samples);
+  const stopIds = stopIdsOf(setup, train.eotIds);
+  // output_dir is settled after the data loaded (its errors leave output_dir alone), before anything is written.
+  const inputs = [cfg.data.train, ...(cfg.data.eval ? [cfg.data.eval] : []), ...(cfg.model ? [cfg.model] : []), ...(typeof cfg.model_config === 'string' ? [cfg.model_config] : [])];
+  const claimOutput = (log: (line: string) => void) =>
+    claimRunDir(cfg.output_dir as string, { resume: Boolean(opts.resume), overwrite: Boolean(opts.overwrite), inputs, onNote: log });
+  if (opts.engine === 'torch') {
+    const claim = claimOutput(opts.onLog ?? ((line) => void (opts.quiet || process.stderr.write(`${line}\n`))));
+    let done = false;
+    try {
+      // Same held-out prompts, stop ids and turn headers; the worker generates, eval/stop_rate.ts counts.
+      const stopEval = prompts.length > 0 ? { prompts, stopIds, maxNewTokens: cfg.eval.max_new_tokens, turnHeaders: await turnHeadersOf(setup) } : undefined;
+      const r = await trainTorchFromConfig(cfg, setup, { ...train, rows: trainRows }, evalSplit, { ...opts, ...(stopEval ? { stopEval } : {}) });
+      done = true;
+      return r;
+    } finally {
+      claim.release(done);
+    }
+  }
+  const logPlan = (line: string): void => {
     if (opts.onLog) opts.onLog(line);
     else if (!opts.quiet) process.stderr.write(line + '\n');
   };
@@ -124,7 +150,7 @@ export async function trainFromConfig(
       ...(rc.pretrained ? {} : { hostLayers: 0 }),
     };
     const plan = planMemory(inp);
-    log(describePlan(plan, inp.mode));
+    logPlan(describePlan(plan, inp.mode));
     assertPlanFits(plan, inp, cfg.model ?? cfg.model_config);
     hostLayers = plan.hostLayers;
     // Both keep the vocabulary as loaded: not when embeddings are resized for added tokens.
@@ -133,7 +159,8 @@ export async function trainFromConfig(
     frozenHead = plan.frozenHead && rc.pretrained && !resized;
     checkpointing = plan.checkpointing;
   }
-  await initEngine();
+  const wasmThreads = chooseWasmThreads(cfg);
+  await initEngine(wasmThreads !== undefined ? { wasmThreads } : {});
   const loading = createProgress({ label: 'load', unit: 'MB', silent: Boolean(opts.quiet) });
   let loadTotalSet = false;
   const { model, pretrained } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed, {
@@ -152,13 +179,38 @@ export async function trainFromConfig(
   if (pretrained) loading.done('weights loaded');
   model.gradientCheckpointing = checkpointing ?? false;
   if (model.config.vocabSize < setup.vocabSize) resizeTokenEmbeddings(model, setup.vocabSize);
+  const measureStopRate = engineStopRate(model, prompts, { stopIds, turnHeaders: await turnHeadersOf(setup), maxNewTokens: cfg.eval.max_new_tokens });
+  let atStart: StopRateSummary | null = null;
+  try {
+    checkSlidingWindow(model.config, [...trainRows, ...heldOut].reduce((n, r) => Math.max(n, r.inputIds.length), 0), 'training rows');
+    // A pretrained start is measured first, so a run that unlearns stopping can say so.
+    if (pretrained && prompts.length > 0) atStart = await measureStopRate();
+  } catch (e) {
+    disposeModel(model);
+    throw e;
+  }
   const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
+  const log = (line: string): void => (opts.onLog ? opts.onLog(line) : progress.log(line));
+  let claim: { release: (success: boolean) => void };
+  try {
+    claim = claimOutput(log);
+  } catch (e) {
+    disposeModel(model);
+    throw e;
+  }
   let totalShown = false;
+  // The latest stop rate stays on the progress line between evaluations.
+  let lastStop: number | undefined = atStart?.stop_rate;
+  const stopShown = (now: number | undefined): string => {
+    const v = now ?? lastStop;
+    return v === undefined ? '' : ` stop ${Math.round(v * 100)}%`;
+  };
   let result: TrainResult;
+  let ok = false;
   try {
     result = await runTraining({
     model,
-    rows: train.rows,
+    rows: trainRows,
     ...(evalSplit ? { evalRows: evalSplit.rows } : {}),
     padId: setup.padId,
     paddingSide: setup.paddingSide,
@@ -180,27 +232,42 @@ export async function trainFromConfig(
     // A LoRA run on a bf16/f16 base saves its merged weights in kind (PEFT's merge_and_unload keeps the dtype).
     ...(lora && pretrained && cfg.model ? { saveDtype: storedDtype(cfg.model) } : {}),
     evalEverySteps: cfg.eval.every_steps,
+    ...(prompts.length > 0 ? { measureStopRate } : {}),
     checkpointEvery: cfg.checkpoint_every,
     outputDir: resolve(cfg.output_dir),
     resume: Boolean(opts.resume),
     baseModelPath: cfg.model ?? null,
     onStep: (e) => {
+      if (e.stopRate !== undefined) lastStop = e.stopRate;
       if (!totalShown) {
         progress.setTotal(e.totalSteps);
         totalShown = true;
       }
       progress.update(e.step, {
         tokens: e.inputTokens,
-        info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''} lr ${e.lr.toExponential(2)}`,
+        info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''}${stopShown(e.stopRate)} lr ${e.lr.toExponential(2)}`,
       });
     },
-    onLog: (line) => (opts.onLog ? opts.onLog(line) : progress.log(line)),
+    onLog: log,
     finalizeFolder: (dir) => saveTokenizerFiles(setup, dir, { eotIds: train.eotIds }),
     });
+    ok = true;
+  } catch (e) {
+    // --overwrite: the new run is discarded and the earlier one put back; say so in the error.
+    if (opts.overwrite && e instanceof ChatsftError) {
+      const own = e.where !== undefined ? e.message.slice(e.where.length + 2) : e.message;
+      throw new ChatsftError(e.code, `${own}. This --overwrite run (with any checkpoint it wrote) was discarded and the earlier run put back`, e.where);
+    }
+    throw e;
   } finally {
     disposeModel(model);
+    // --overwrite: the earlier run is deleted only now that the new one is complete, else put back.
+    claim.release(ok);
   }
   progress.done(`trained ${result.steps} steps in ${result.seconds.toFixed(1)} s`);
-  return result;
+  const end = result.stopRates[result.stopRates.length - 1]?.stop_rate ?? null;
+  const warning = stopRateDropWarning(atStart?.stop_rate, end);
+  if (warning) opts.onLog?.(warning);
+  return { ...result, stopRateAtStart: atStart?.stop_rate ?? null, stopRateWarning: warning };
 }
 

@@ -27,9 +27,13 @@ import {
   type Schedule,
   tf,
 } from '../engine/index.js';
-import { hasCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { findCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { assertFiniteTensors, divergedError } from './diverge.js';
+import { ensureDir } from '../util/fs-errors.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import { DataOrder, batches, countSupervisedEot, realTokens } from './data.js';
-import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics } from './metrics.js';
+import type { StopRateSummary } from '../eval/stop_rate.js';
+import { appendMetrics, lossCurveSvg, readMetrics, stopFields, stopRateCurve, truncateMetrics } from './metrics.js';
 import type { TrainOptions, TrainResult } from './types.js';
 
 interface Run {
@@ -51,10 +55,11 @@ export async function runTraining(opts: TrainOptions): Promise<TrainResult> {
   const t0 = performance.now();
   const run = await setup(opts);
   try {
-    const { tokens, stopped } = train(run);
+    const { tokens, stopped } = await train(run);
     if (stopped) return result(run, null, t0, tokens);
     const evalLossValue = evaluate(run);
-    await saveFinal(run, evalLossValue);
+    const stop = (await opts.measureStopRate?.()) ?? null;
+    await saveFinal(run, evalLossValue, stop);
     return result(run, evalLossValue, t0, tokens);
   } finally {
     cleanup(run);
@@ -80,10 +85,15 @@ async function setup(opts: TrainOptions): Promise<Run> {
   const stepsPerEpoch = Math.ceil(order.microPerEpoch / hp.gradAccum);
   const totalSteps = hp.maxSteps ?? Math.max(1, Math.ceil((hp.epochs ?? 1) * stepsPerEpoch));
   const schedule: Schedule = { kind: hp.schedule, lr: hp.lr, warmupSteps: hp.warmupSteps, totalSteps };
-  fs.mkdirSync(opts.outputDir, { recursive: true });
+  ensureDir(opts.outputDir);
   const fingerprint = fingerprintOf(opts, totalSteps);
   const run: Run = { opts, vars, opt, order, schedule, totalSteps, step: 0, rng: new Rng(hp.seed + 2), fingerprint, losses: [], supervisedEot, resumedFrom: null };
-  if (opts.resume && hasCheckpoint(opts.outputDir)) {
+  const found = opts.resume ? findCheckpoint(opts.outputDir, opts.onLog) : null;
+  if (opts.resume && !found) {
+    disposeAdamW(opt);
+    throw new ChatsftError('CHECKPOINT_INVALID', 'nothing to resume: no complete checkpoint here (set checkpoint_every, or drop --resume to start over)', opts.outputDir);
+  }
+  if (found) {
     let st: TrainerState;
     try {
       st = loadCheckpoint(opts.outputDir, vars, opt, fingerprint);
@@ -95,8 +105,9 @@ async function setup(opts: TrainOptions): Promise<Run> {
     run.rng = new Rng(Uint32Array.from(st.rngState));
     run.losses = st.losses;
     run.resumedFrom = st.step;
-    truncateMetrics(opts.outputDir, st.step);
-    opts.onLog?.(`resumed from step ${st.step} of ${totalSteps}`);
+    const torn = truncateMetrics(opts.outputDir, st.step);
+    if (torn) opts.onLog?.(torn);
+    opts.onLog?.(`resumed from step ${st.step} of ${totalSteps} (${found.dir})`);
   } else {
     fs.rmSync(path.join(opts.outputDir, 'metrics.jsonl'), { force: true });
   }
@@ -104,7 +115,7 @@ async function setup(opts: TrainOptions): Promise<Run> {
 }
 
 /** The optimiser steps, with periodic eval and checkpoints. */
-function train(run: Run): { tokens: number; stopped: boolean } {
+async function train(run: Run): Promise<{ tokens: number; stopped: boolean }> {
   const { opts, order, schedule } = run;
   const { hp } = opts;
   let tokens = 0;
@@ -116,6 +127,9 @@ function train(run: Run): { tokens: number; stopped: boolean } {
     const micro = Array.from({ length: hp.gradAccum }, (_, i) => collate(order.micro(first + i), { padId: opts.padId, paddingSide: opts.paddingSide }));
     const lr = lrAt(schedule, run.step);
     const res = trainStep(opts.model, micro, run.opt, lr, { ...ADAMW_DEFAULTS, weightDecay: hp.weightDecay, maxGradNorm: hp.maxGradNorm }, run.rng);
+    if (!Number.isFinite(res.loss) || !Number.isFinite(res.gradNorm)) {
+      throw divergedError({ step: run.step + 1, loss: res.loss, gradNorm: res.gradNorm, losses: run.losses, lr: hp.lr, maxGradNorm: hp.maxGradNorm, outputDir: opts.outputDir });
+    }
     run.step += 1;
     stepsThisSession += 1;
     run.losses.push(res.loss);
@@ -123,14 +137,18 @@ function train(run: Run): { tokens: number; stopped: boolean } {
     tokens += real;
     const seconds = (performance.now() - t) / 1000;
     const every = opts.evalEverySteps ?? 0;
-    const ev = every > 0 && run.step % every === 0 && run.step < run.totalSteps ? evaluate(run) : null;
-    const line = { step: run.step, loss: res.loss, lr, grad_norm: res.gradNorm, tokens: res.tokens, tokens_per_s: real / seconds, epoch: order.epochOf(first + hp.gradAccum), ...(ev !== null ? { eval_loss: ev } : {}) };
+    const evalNow = every > 0 && run.step % every === 0 && run.step < run.totalSteps;
+    const ev = evalNow ? evaluate(run) : null;
+    const stop = evalNow ? ((await opts.measureStopRate?.()) ?? null) : null;
+    const line = { step: run.step, loss: res.loss, lr, grad_norm: res.gradNorm, tokens: res.tokens, tokens_per_s: real / seconds, epoch: order.epochOf(first + hp.gradAccum), ...(ev !== null ? { eval_loss: ev } : {}), ...stopFields(stop) };
     appendMetrics(opts.outputDir, line);
-    opts.onStep?.({ step: run.step, totalSteps: run.totalSteps, loss: res.loss, lr, gradNorm: res.gradNorm, tokens: res.tokens, inputTokens: real, tokensPerSecond: real / seconds, ...(ev !== null ? { evalLoss: ev } : {}) });
+    opts.onStep?.({ step: run.step, totalSteps: run.totalSteps, loss: res.loss, lr, gradNorm: res.gradNorm, tokens: res.tokens, inputTokens: real, tokensPerSecond: real / seconds, ...(ev !== null ? { evalLoss: ev } : {}), ...(stop ? { stopRate: stop.stop_rate } : {}) });
     const ck = opts.checkpointEvery ?? 0;
     if (ck > 0 && run.step % ck === 0 && run.step < run.totalSteps) {
       saveCheckpoint(opts.outputDir, run.vars, run.opt, { step: run.step, microIndex: run.step * hp.gradAccum, rngState: run.rng.state(), fingerprint: run.fingerprint, losses: run.losses });
     }
+    // Let a SIGINT/SIGTERM handler run between steps (the step itself is synchronous).
+    await new Promise<void>((r) => setImmediate(r));
   }
   return { tokens, stopped: false };
 }
@@ -150,17 +168,29 @@ function evaluate(run: Run): number | null {
 }
 
 /** The output folder: merged weights + config.json, adapter, metrics, loss curve, caller's files; then the last checkpoint. */
-async function saveFinal(run: Run, evalLossValue: number | null): Promise<void> {
+async function saveFinal(run: Run, evalLossValue: number | null, stop: StopRateSummary | null): Promise<void> {
   const { opts } = run;
   const dir = opts.outputDir;
-  saveModel(opts.model, dir, (name) => mergedTensor(opts.model, name), { dtype: opts.saveDtype ?? 'F32' });
+  // Streamed tensor by tensor (O(size)); a non-finite weight aborts the write, whose temp file is removed.
+  saveModel(
+    opts.model,
+    dir,
+    (name) => {
+      const t = mergedTensor(opts.model, name);
+      assertFiniteTensors(new Map([[name, { data: t }]]), dir, run.step);
+      return t;
+    },
+    { dtype: opts.saveDtype ?? 'F32' },
+  );
   if (opts.model.lora) saveAdapter(opts.model, path.join(dir, 'adapter'), opts.baseModelPath ?? null);
-  if (evalLossValue !== null) {
+  if (evalLossValue !== null || stop !== null) {
+    // The final evaluation belongs to the last step's line.
     const lines = readMetrics(dir);
     const last = lines[lines.length - 1];
-    if (last && last.eval_loss === undefined) {
-      last.eval_loss = evalLossValue;
-      fs.writeFileSync(path.join(dir, 'metrics.jsonl'), lines.map((l) => JSON.stringify(l) + '\n').join(''));
+    if (last && (last.eval_loss === undefined || last.stop_rate === undefined)) {
+      if (evalLossValue !== null && last.eval_loss === undefined) last.eval_loss = evalLossValue;
+      if (last.stop_rate === undefined) Object.assign(last, stopFields(stop));
+      writeFileAtomic(path.join(dir, 'metrics.jsonl'), lines.map((l) => JSON.stringify(l) + '\n').join(''));
     }
   }
   fs.writeFileSync(path.join(dir, 'loss.svg'), lossCurveSvg(readMetrics(dir)));
@@ -181,6 +211,7 @@ function result(run: Run, evalLossValue: number | null, t0: number, tokens: numb
     losses: run.losses,
     finalLoss: run.losses[run.losses.length - 1] ?? NaN,
     evalLoss: evalLossValue,
+    stopRates: stopRateCurve(readMetrics(run.opts.outputDir)),
     seconds,
     tokensPerSecond: tokens / seconds,
     outputDir: run.opts.outputDir,

@@ -6,6 +6,8 @@
  */
 import { isChatsftError } from '../../errors.js';
 import { readConversations, type Conversation } from '../../data/conversations.js';
+import { TEMPLATE_REASONS } from '../../labels/types.js';
+import { messageStrings } from '../../template/spans.js';
 import { createEncoder, type EncodeResult, type EncodedExample, type Encoder } from '../../labels/encode.js';
 import { specialMatcher } from '../../tokenize/special.js';
 import { SAMPLE } from '../sample.js';
@@ -45,7 +47,7 @@ function newStats(): Stats {
   };
 }
 
-const trainedCount = (r: EncodedExample): number => r.turns.filter((t) => t.trained).length;
+const trainedCount = (r: EncodedExample): number => r.example.turns.filter((t) => t.trained).length;
 
 /**
  * Encode a chunk, results aligned with `items`; a template-level throw is
@@ -85,7 +87,7 @@ export async function scanData(ctx: DoctorContext, sim: Simulator, file: string 
 
   const scanSpecial = (item: Item): void => {
     item.conversation.messages.forEach((m, i) => {
-      const found = matcher.find(m.content);
+      const found = messageStrings(m).map((t) => matcher.find(t)).find((f) => f !== undefined);
       if (found === undefined) return;
       stats.special.push({ line: item.line, where: `messages[${i}].content`, token: found });
       stats.specialCounts[found] = (stats.specialCounts[found] ?? 0) + 1;
@@ -102,16 +104,17 @@ export async function scanData(ctx: DoctorContext, sim: Simulator, file: string 
       if (r === undefined) return;
       if (!r.ok) {
         if (r.reason === 'no_supervised_tokens') stats.untrainable.push(r.line);
+        else if (TEMPLATE_REASONS.has(r.reason)) stats.template.push({ line: r.line, message: `${r.reason}: ${r.detail}` });
         else if (r.reason !== 'special_tokens_in_content') stats.invalid.push({ line: r.line, why: `${r.reason}: ${r.detail}` });
         return;
       }
       const n = r.example.inputIds.length;
       stats.examples++;
-      stats.assistantTurns += r.turns.length;
+      stats.assistantTurns += r.example.turns.length;
       stats.trainedTurns += trainedCount(r);
       stats.tokens += n;
       stats.longest = Math.max(stats.longest, n);
-      const ex = { line: r.line, inputIds: r.example.inputIds, labels: r.example.labels, turns: r.turns };
+      const ex = r.example;
       sim.addRaw(ex);
       if (L !== undefined && n > L) over.push({ item, r });
       else sim.addKept(ex);
@@ -122,12 +125,12 @@ export async function scanData(ctx: DoctorContext, sim: Simulator, file: string 
     over.forEach((o, i) => {
       const trained = trainedCount(o.r);
       stats.overLength.push(o.r.line);
-      stats.cutTurns += o.r.turns.filter((t) => t.trained && t.eot >= L).length;
+      stats.cutTurns += o.r.example.turns.filter((t) => t.trained && t.eot >= L).length;
       stats.dropTurnsLost += trained;
       const t = shorter[i];
       if (t?.ok) {
         stats.truncTurnsRemoved += trained - trainedCount(t);
-        if (cfg.truncation === 'truncate_turns') sim.addKept({ line: t.line, inputIds: t.example.inputIds, labels: t.example.labels, turns: t.turns });
+        if (cfg.truncation === 'truncate_turns') sim.addKept(t.example);
       } else {
         stats.truncExamplesDropped++;
         stats.truncTurnsRemoved += trained;

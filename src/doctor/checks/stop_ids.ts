@@ -5,7 +5,7 @@
  * to emit the EOT and the runtime keeps generating past it.
  */
 import { generationEosIds } from '../../model/folder.js';
-import { tok, type DoctorContext, type Finding } from '../types.js';
+import { tok, type DoctorContext, type DoctorFacts, type Finding } from '../types.js';
 
 export function runtimeStopIds(ctx: DoctorContext): { ids: number[]; source: string } {
   const folder = ctx.setup.folder;
@@ -18,13 +18,14 @@ export function runtimeStopIds(ctx: DoctorContext): { ids: number[]; source: str
   return { ids: eos === undefined ? [] : [eos], source: 'tokenizer_config.json eos_token' };
 }
 
-export function checkStopIds(ctx: DoctorContext): Finding[] {
+export function checkStopIds(ctx: DoctorFacts): Finding[] {
   const { setup, eot } = ctx;
   if (!eot) return []; // a template finding already explains why there is no EOT
   const runtime = runtimeStopIds(ctx);
-  const missing = eot.ids.filter((id) => !runtime.ids.includes(id));
+  // The ids generation must end on; an intermediate closer (harmony's <|end|>) is not one.
+  const missing = eot.stopIds.filter((id) => !runtime.ids.includes(id));
   const evidence = {
-    eot: eot.ids.map((id) => tok(setup, id)),
+    eot: eot.stopIds.map((id) => tok(setup, id)),
     stop_ids: runtime.ids.map((id) => tok(setup, id)),
     source: runtime.source,
   };
@@ -39,7 +40,7 @@ export function checkStopIds(ctx: DoctorContext): Finding[] {
       },
     ];
   }
-  const union = [...new Set([...runtime.ids, ...eot.ids])];
+  const union = [...new Set([...runtime.ids, ...eot.stopIds])];
   return [
     {
       code: 'STOP_IDS_MISSING_EOT',

@@ -1,32 +1,20 @@
 /**
  * Template checks: is there a template, does it close assistant turns with a
- * token, and is that token one special token of this vocabulary? Found by
- * rendering the built-in sample and reading what follows each assistant
- * content, so a broken template becomes a finding with evidence rather than
- * the TEMPLATE_SPAN error the label builder would throw.
+ * token, and is that token one special token of this vocabulary? Read from
+ * the shared template probe (template/probe.ts), so doctor, eval and export
+ * agree on the EOT and the stop ids.
  */
-import { isChatsftError } from '../../errors.js';
 import type { ModelFolder } from '../../model/folder.js';
 import type { TokenizerSetup } from '../../tokenize/setup.js';
-import { renderWithSpans, type RenderedChat } from '../../template/spans.js';
-import { codePointIndexer, sliceCodePoints } from '../../tokenize/encode.js';
-import { SAMPLE } from '../sample.js';
-import { tok, type EotInfo, type Finding } from '../types.js';
+import { probeTemplate, type TemplateProbe } from '../../template/probe.js';
+import { templateWhere } from '../../template/spans.js';
+import { tok, type EotInfo, type EvidenceValue, type Finding } from '../types.js';
 
-const MAX_GAP = 8; // whitespace allowed between content and EOT, as in labels/build.ts
-/** Strings that look like control-token markup: <|im_end|>, </s>, <end_of_turn>, [/INST]. */
-const TOKEN_LIKE = /^\s*(<\|[^|\s]+\|>|<\/?[A-Za-z_][^<>\s]*>|\[\/?[A-Za-z_][^\]\s]*\])/;
-
-type TurnEnd =
-  | { kind: 'eot'; id: number }
-  | { kind: 'not_single'; closing: string }
-  | { kind: 'none'; after: string };
-
-export interface TemplateProbe {
+export interface TemplateCheck {
   findings: Finding[];
   eot: EotInfo | undefined;
-  /** The probe conversation as rendered (for the BOS check). */
-  text: string | undefined;
+  /** The shared template probe (template/probe.ts). */
+  probe: TemplateProbe;
 }
 
 export function templateMissingFinding(folder: ModelFolder): Finding {
@@ -44,160 +32,107 @@ export function templateMissingFinding(folder: ModelFolder): Finding {
   };
 }
 
-function isWs(s: string): boolean {
-  return /^\s*$/.test(s);
-}
-
-function renderProbe(setup: TokenizerSetup): { rendered: RenderedChat } | { error: string } {
-  let lastError = 'no probe conversation rendered';
-  for (const conv of SAMPLE) {
-    try {
-      return { rendered: renderWithSpans(setup.template, conv, setup.vars) };
-    } catch (e) {
-      // A template may reject one probe (e.g. system turns); try the next.
-      if (isChatsftError(e) && e.code === 'TEMPLATE_ERROR') {
-        lastError = e.message;
-        continue;
-      }
-      if (isChatsftError(e)) return { error: e.message };
-      throw e;
-    }
-  }
-  return { error: lastError };
-}
-
-export async function checkTemplate(setup: TokenizerSetup): Promise<TemplateProbe> {
-  const where = setup.template.origin === 'file' ? (setup.template.path ?? 'template file') : `${setup.template.origin} template`;
-  const probe = renderProbe(setup);
-  if ('error' in probe) {
+export async function checkTemplate(setup: TokenizerSetup): Promise<TemplateCheck> {
+  const where = templateWhere(setup.template);
+  const probe = await probeTemplate(setup);
+  const problem = probe.problem;
+  if (problem?.code === 'TEMPLATE_BROKEN') {
     return {
       findings: [
         {
           code: 'TEMPLATE_BROKEN',
           severity: 'error',
-          message: 'chatsft cannot render the template or locate the assistant content in it, so no labels can be built.',
-          evidence: { template: where, error: probe.error },
+          message: 'chatsft cannot render the template or locate the assistant turns in it, so no labels can be built.',
+          evidence: { template: where, error: problem.message },
           hint: 'fix the template (or add {% generation %} tags around assistant output), or use --template chatml',
         },
       ],
       eot: undefined,
-      text: undefined,
+      probe,
     };
   }
-  const { text, spans } = probe.rendered;
-  // Tokenized here rather than through tokenize/encode: one short text, and
-  // plain offset arrays keep this probe independent of that module's internals.
-  const enc = await setup.tokenizer.encode(text, null, { addSpecialTokens: false });
-  const ids = enc.getIds();
-  const offsets = enc.getOffsets(); // [start, end) in code points
-  const starts = offsets.map((o) => o[0] as number);
-  const ends = offsets.map((o) => o[1] as number);
-  const cp = codePointIndexer(text);
-  const special = (id: number | undefined): boolean => id !== undefined && setup.specialIds.has(id);
-
-  const turnEnds: TurnEnd[] = spans.map((span) => {
-    const s = cp(span.start);
-    const e = cp(span.end);
-    if (span.generation) {
-      // A {% generation %} block may include its EOT as the last token.
-      let last = -1;
-      for (let i = 0; i < ids.length && (starts[i] as number) < e; i++) last = i;
-      if (last >= 0 && (starts[last] as number) >= s && special(ids[last])) return { kind: 'eot', id: ids[last] as number };
-    }
-    let j = 0;
-    while (j < ids.length && (starts[j] as number) < e) j++;
-    // Skip whitespace-only tokens (Llama 2's " </s>").
-    while (j < ids.length && !special(ids[j]) && (ends[j] as number) - e <= MAX_GAP && isWs(sliceCodePoints(text, e, ends[j] as number))) j++;
-    if (j < ids.length && special(ids[j]) && (starts[j] as number) - e <= MAX_GAP && isWs(sliceCodePoints(text, e, starts[j] as number))) {
-      return { kind: 'eot', id: ids[j] as number };
-    }
-    const after = sliceCodePoints(text, e, e + 40);
-    const m = TOKEN_LIKE.exec(after);
-    return m ? { kind: 'not_single', closing: m[1] as string } : { kind: 'none', after };
-  });
-
-  const notSingle = turnEnds.find((t): t is Extract<TurnEnd, { kind: 'not_single' }> => t.kind === 'not_single');
-  if (notSingle) {
-    const pieces = await setup.tokenizer.encode(notSingle.closing, null, { addSpecialTokens: false });
+  if (problem?.code === 'EOT_NOT_SINGLE_TOKEN' && problem.closing) {
+    const pieces = await setup.tokenizer.encode(problem.closing, null, { addSpecialTokens: false });
     const pieceIds = pieces.getIds();
     return {
       findings: [
         {
           code: 'EOT_NOT_SINGLE_TOKEN',
           severity: 'error',
-          message: `The template closes assistant turns with '${notSingle.closing}', which this vocabulary does not encode as one special token, so there is no single token to learn to stop on.`,
+          message: `The template closes assistant turns with '${problem.closing}', which this vocabulary does not encode as one special token, so there is no single token to learn to stop on.`,
           evidence: {
             template: where,
-            closing_string: notSingle.closing,
+            closing_string: problem.closing,
             encodes_to: pieces.getTokens(),
             ids: pieceIds,
             token_count: pieceIds.length,
-            special: pieceIds.length === 1 && special(pieceIds[0]),
+            special: pieceIds.length === 1 && setup.specialIds.has(pieceIds[0] as number),
           },
           hint:
             setup.template.origin === 'chatml'
-              ? `add '${notSingle.closing}' to the tokenizer as a special token`
-              : `--template chatml (adds <|im_start|>/<|im_end|> as special tokens), or add '${notSingle.closing}' to tokenizer.json added_tokens with "special": true and resize the embeddings`,
+              ? `add '${problem.closing}' to the tokenizer as a special token`
+              : `--template chatml (adds <|im_start|>/<|im_end|> as special tokens), or add '${problem.closing}' to tokenizer.json added_tokens with "special": true and resize the embeddings`,
         },
       ],
       eot: undefined,
-      text,
+      probe,
     };
   }
-  const none = turnEnds.find((t): t is Extract<TurnEnd, { kind: 'none' }> => t.kind === 'none');
-  if (none) {
+  if (problem) {
     return {
       findings: [
         {
           code: 'TEMPLATE_NO_EOT',
           severity: 'error',
           message: 'The template does not close assistant turns with a special token, so a model trained on it cannot learn to stop.',
-          evidence: {
-            template: where,
-            after_assistant_content: none.after === '' ? '(end of text)' : none.after,
-            turns_without_eot: turnEnds.filter((t) => t.kind === 'none').length,
-            turns_probed: turnEnds.length,
-          },
+          evidence: { template: where, after_assistant_content: problem.after ? problem.after : '(end of text)' },
           hint: 'close each assistant turn with a special token in the template (e.g. append {{ eos_token }} after the content), or use --template chatml',
         },
       ],
       eot: undefined,
-      text,
+      probe,
     };
   }
-  const eotIds = [...new Set(turnEnds.map((t) => (t as Extract<TurnEnd, { kind: 'eot' }>).id))];
-  if (eotIds.length === 0) {
-    return {
-      findings: [
-        {
-          code: 'TEMPLATE_BROKEN',
-          severity: 'error',
-          message: 'The template rendered no assistant turn for the probe conversations, so the end of turn cannot be found.',
-          evidence: { template: where, rendered_excerpt: text.slice(0, 200) },
-          hint: 'check that the template prints assistant messages, or use --template chatml',
-        },
-      ],
-      eot: undefined,
-      text,
-    };
-  }
-  const eot: EotInfo = { ids: eotIds, tokens: eotIds.map((id) => setup.tokenizer.idToToken(id) ?? '?') };
-  return {
-    findings: [
-      {
-        code: 'EOT_FOUND',
-        severity: 'info',
-        message: `Assistant turns end with ${eotIds.map((id) => tok(setup, id)).join(', ')}; that is the token the model must learn to emit.`,
-        evidence: {
-          template: where,
-          eot: eotIds.map((id) => tok(setup, id)),
-          generation_tags: setup.template.hasGenerationTags,
-          turns_probed: turnEnds.length,
-        },
-        hint: '',
+  const eot: EotInfo = { ids: probe.eotIds, tokens: probe.eotIds.map((id) => setup.tokenizer.idToToken(id) ?? '?'), stopIds: probe.stopIds };
+  const closings: Record<string, EvidenceValue> = {};
+  for (const c of probe.closings) closings[c.kind] = c.ids.map((id) => tok(setup, id)).join(' ');
+  const findings: Finding[] = [
+    {
+      code: 'EOT_FOUND',
+      severity: 'info',
+      message:
+        `Assistant turns end with ${probe.closings.map((c) => `${c.ids.map((id) => tok(setup, id)).join(' ')} (${c.kind.replace('_', ' ')})`).join(', ')}; ` +
+        `a runtime must stop on ${probe.stopIds.map((id) => tok(setup, id)).join(', ')}.`,
+      evidence: {
+        template: where,
+        eot: probe.eotIds.map((id) => tok(setup, id)),
+        stop_ids: probe.stopIds.map((id) => tok(setup, id)),
+        closing_by_turn_kind: closings,
+        tool_calls_supervised: probe.closings.some((c) => c.kind === 'tool_call'),
+        drops_earlier_reasoning: probe.dropsEarlierReasoning,
+        generation_tags: setup.template.hasGenerationTags,
       },
-    ],
-    eot,
-    text,
-  };
+      hint: '',
+    },
+  ];
+  if (probe.dropsEarlierReasoning) {
+    findings.push({
+      code: 'REASONING_DROPPED',
+      severity: 'info',
+      message: 'The template drops the reasoning of earlier assistant turns: those tokens are not in the rows and are not supervised; only the reasoning of turns after the last user message is learned.',
+      evidence: { template: where },
+      hint: 'split multi-turn reasoning conversations into one example per turn to supervise every reasoning trace',
+    });
+  }
+  const pp = probe.promptIsPrefix;
+  if (pp && !pp.ok) {
+    findings.push({
+      code: 'PROMPT_NOT_PREFIX',
+      severity: 'warning',
+      message: `The inference prompt (add_generation_prompt=True) does not tokenize as a prefix of the training row (token ${pp.at}): at inference the model continues from tokens it never saw in training there.`,
+      evidence: { template: where, position: pp.at, prompt_tokens: pp.prompt, training_tokens: pp.row },
+      hint: 'usually a token that joins the end of the turn header with the start of the reply; chatsft masks that token, but generations may start differently than trained',
+    });
+  }
+  return { findings, eot, probe };
 }
