@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { Tokenizer } from 'tokenizers';
 import { expectedShapes } from '../src/engine/model.js';
 import { parseLlamaConfig } from '../src/hf/config.js';
-import { numelOf, writeSafetensorsStream, type TensorSpec } from '../src/model/safetensors.js';
+import { numelOf, writeSafetensorsStream, type TensorSpec } from '../src/hf/safetensors.js';
 
 const CHATML =
   "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +

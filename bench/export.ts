@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeCheckpoint, type ShapeName } from './checkpoints.js';
-import { openWeights, numelOf } from '../src/model/safetensors.js';
+import { openWeights, numelOf } from '../src/hf/safetensors.js';
 
 const args = process.argv.slice(2);
 const arg = (n: string, d: string): string => {

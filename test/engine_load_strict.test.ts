@@ -13,7 +13,7 @@ import { initEngine } from '../src/engine/backend.js';
 import { makeLlamaConfig, toHfConfig } from '../src/hf/config.js';
 import { countParameters, createModel, disposeModel, expectedShapes, loadModel, saveModel } from '../src/engine/model.js';
 import { assertPlanFits, planMemory, parameterCount } from '../src/engine/plan.js';
-import { openSafetensors, openWeights, writeSafetensors } from '../src/model/safetensors.js';
+import { openSafetensors, openWeights, writeSafetensors } from '../src/hf/safetensors.js';
 import { makeCheckpoint } from '../bench/checkpoints.js';
 
 let root = '';

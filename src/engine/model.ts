@@ -10,7 +10,7 @@ import { tf, variableFrom } from './backend.js';
 import { ChatsftError } from '../errors.js';
 import { type LlamaConfig, readLlamaConfig, toHfConfig } from '../hf/config.js';
 import { Rng } from './rng.js';
-import { isFloatDtype, numelOf, openWeights, readF32, readRaw, u16View, writeSafetensorsStream, type StEntry, type StTensor, type WeightIndex, type WriteDtype } from '../model/safetensors.js';
+import { isFloatDtype, numelOf, openWeights, readF32, readRaw, u16View, writeSafetensorsStream, type StEntry, type StTensor, type WeightIndex, type WriteDtype } from '../hf/safetensors.js';
 import type { HostTensor, LlamaModel } from './types.js';
 import { hostF32 } from './weights.js';
 

@@ -7,7 +7,7 @@
  */
 import { tf } from './backend.js';
 import { ChatsftError } from '../errors.js';
-import { halfToF32 } from '../model/safetensors.js';
+import { halfToF32 } from '../hf/safetensors.js';
 import type { HostTensor, LlamaModel } from './types.js';
 
 /** A parameter (variable) or an uploaded host matrix as [in, out]. */

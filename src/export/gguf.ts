@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { readLlamaConfig, type LlamaConfig } from '../hf/config.js';
-import { openWeights, readF32 } from '../model/safetensors.js';
+import { openWeights, readF32 } from '../hf/safetensors.js';
 import { kv, writeGguf, type GgufKv } from './gguf-file.js';
 import { ggufTokenizerMetadata, type GgufTokenizerInfo } from './gguf-tokenizer.js';
 import { ggufArch, ggufTensors, type GgufArch } from './gguf-tensors.js';

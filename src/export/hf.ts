@@ -15,7 +15,7 @@ import { checkOutput, replaceOutputSync, writeJsonAtomic as writeJson, type Repl
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { readLlamaConfig, toHfConfig } from '../hf/config.js';
-import { DTYPE_BYTES, numelOf, openWeights, readF32, readRaw, u16View, writeSafetensorsStream, type WriteDtype } from '../model/safetensors.js';
+import { DTYPE_BYTES, numelOf, openWeights, readF32, readRaw, u16View, writeSafetensorsStream, type WriteDtype } from '../hf/safetensors.js';
 import { eosIdField, stopIdsFor } from '../hf/stop_ids.js';
 import { configChatTemplate, readJson, tokenIds, tokenString, type Json } from '../hf/files.js';
 

@@ -1,5 +1,5 @@
 /**
- * Safetensors (https://github.com/huggingface/safetensors), TensorFlow-free:
+ * Safetensors, part of the HF format module (https://github.com/huggingface/safetensors), TensorFlow-free:
  * an 8-byte little-endian header length N, N bytes of JSON
  * `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}`,
  * then the raw little-endian data.
