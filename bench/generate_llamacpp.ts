@@ -1,4 +1,5 @@
-// Usage: node dist/bench/generate_llamacpp.js [--hf DIR] [--size demo|bench] [--new-tokens 128] [--prompt-tokens 32] [--threads 1] [--repeats 3] [--profile] [--json]
+// Usage: node dist/bench/generate_llamacpp.js [--hf DIR] [--size demo|bench] [--new-tokens 128] [--prompt-tokens 32] [--threads 1[,2]] [--gguf-dtype f32|f16] [--repeats 3] [--profile] [--json]
+//        node dist/bench/generate_llamacpp.js --hf /tmp/scale-ckpt/qwen05 --threads 1,2 --gguf-dtype f16 --new-tokens 16 --repeats 1   (Qwen2.5-0.5B shape: the engine loads it as `chatsft generate` does, with its memory plan)
 //        node dist/bench/generate_llamacpp.js model.gguf ...   (llama.cpp only: a GGUF has no weights chatsft's engine can load)
 /**
  * Greedy batch-1 generation speed of chatsft's engine (tfjs, KV cache) and of
@@ -18,7 +19,8 @@ import { aggregateKernels } from './profile.js';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createModel, disposeModel, initEngine, loadModel, makeLlamaConfig, saveModel, tf, type LlamaModel } from '../src/engine/index.js';
+import { createModel, disposeModel, initEngine, loadModel, makeLlamaConfig, readLlamaConfig, saveModel, tf, type LlamaModel } from '../src/engine/index.js';
+import { describePlan, planMemory } from '../src/engine/plan.js';
 import { engineStepModel } from '../src/generate/engine.js';
 import { generate } from '../src/generate/loop.js';
 import { writeDemoModelFolder } from '../src/demo/tokenizer.js';
@@ -101,6 +103,7 @@ async function main(): Promise<void> {
       'new-tokens': { type: 'string', default: '128' },
       'prompt-tokens': { type: 'string', default: '32' },
       threads: { type: 'string', default: '1' },
+      'gguf-dtype': { type: 'string', default: 'f32' },
       repeats: { type: 'string', default: '3' },
       profile: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
@@ -109,7 +112,8 @@ async function main(): Promise<void> {
   const newTokens = Number(values['new-tokens']);
   const promptTokens = Number(values['prompt-tokens']);
   const repeats = Number(values.repeats);
-  const threads = Number(values.threads);
+  const threadList = String(values.threads).split(',').map(Number);
+  const threads = threadList[0]!;
   const size = values.size as keyof typeof SIZES;
   if (!(size in SIZES)) throw new Error(`--size must be ${Object.keys(SIZES).join(' or ')}`);
   const log = (s: string): void => {
@@ -129,32 +133,38 @@ async function main(): Promise<void> {
       }
       file = path.join(tmp, 'model.gguf');
       // f32: the engine computes in f32, so both run the same numbers.
-      exportGguf(dir, file, { eotToken: (await discoverEot(dir)).token, dtype: 'f32' });
+      exportGguf(dir, file, { eotToken: (await discoverEot(dir)).token, dtype: values['gguf-dtype'] === 'f16' ? 'f16' : 'f32' });
     }
 
-    const runner = await openLlamaCpp(file, promptTokens + newTokens + 8, { threads });
+    const llamas: [number, Timing][] = [];
     let ids: number[] = [];
-    while (ids.length < promptTokens) ids = ids.concat(runner.tokenize(' The quick brown fox jumps over the lazy dog while the band plays on.'));
-    ids = ids.slice(0, promptTokens);
-    let llama: Timing;
-    try {
-      llama = await timeRuns(repeats, newTokens, async (onToken) => (await runner.generate(ids, newTokens, [], onToken)).tokens.length);
-    } finally {
-      await runner.close();
+    for (const th of threadList) {
+      const runner = await openLlamaCpp(file, promptTokens + newTokens + 8, { threads: th });
+      while (ids.length < promptTokens) ids = ids.concat(runner.tokenize(' The quick brown fox jumps over the lazy dog while the band plays on.'));
+      ids = ids.slice(0, promptTokens);
+      try {
+        llamas.push([th, await timeRuns(repeats, newTokens, async (onToken) => (await runner.generate(ids, newTokens, [], onToken)).tokens.length)]);
+      } finally {
+        await runner.close();
+      }
     }
+    const llama = llamas[0]![1];
 
     let engine: (Timing & { backend: string; params: number }) | null = null;
     const profile: string[] = [];
     if (dir !== null) {
       const { backend } = await initEngine();
-      const model = loadModel(dir);
+      // As `chatsft generate` loads it: the memory plan decides what stays in host memory.
+      const cfg = readLlamaConfig(path.join(dir, 'config.json'));
+      const plan = planMemory({ config: cfg, mode: 'infer', batchSize: 1, seqLen: Math.min(cfg.maxPositionEmbeddings, 512) });
+      if (plan.parameters > 50e6) log(describePlan(plan, 'infer'));
+      const model = loadModel(dir, { hostLayers: plan.hostLayers, hostEmbedding: plan.hostEmbedding, frozenHead: plan.frozenHead, hostF32: true });
       try {
         const t = await timeRuns(repeats, newTokens, async (onToken) => {
           const [r] = await generate(engineStepModel(model), [ids], { maxNewTokens: newTokens, stopIds: [], onToken });
           return r!.tokens.length;
         });
-        let params = 0;
-        for (const v of model.params.values()) params += v.size;
+        const params = plan.parameters;
         engine = { ...t, backend, params };
         if (values.profile) profile.push(...(await profileStep(model, ids)));
       } finally {
@@ -171,8 +181,10 @@ async function main(): Promise<void> {
     if (engine) log(`model: ${label}, ${(engine.params / 1e6).toFixed(1)} M parameters, f32`);
     const row = (name: string, t: Timing): string => `  ${name.padEnd(24)} prefill ${t.prefillMs.toFixed(1).padStart(8)} ms   decode ${t.decodeTokensPerSec.toFixed(1).padStart(8)} tokens/s  (${(1000 / t.decodeTokensPerSec).toFixed(2)} ms/token)`;
     if (engine) log(row(`chatsft (tfjs ${engine.backend})`, engine));
-    log(row(`llama.cpp (${threads} thread${threads === 1 ? '' : 's'})`, llama));
-    if (ratio !== null) log(`  ratio chatsft / llama.cpp decode tokens/s: ${ratio.toFixed(2)}×  (goal ≥ 0.5×)`);
+    for (const [th, t] of llamas) {
+      log(row(`llama.cpp (${th} thread${th === 1 ? '' : 's'})`, t));
+      if (engine) log(`  ratio chatsft / llama.cpp (${th} thread${th === 1 ? '' : 's'}) decode tokens/s: ${(engine.decodeTokensPerSec / t.decodeTokensPerSec).toFixed(2)}×  (goal ≥ 0.5×)`);
+    }
     for (const l of profile) log(l);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });

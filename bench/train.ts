@@ -2,6 +2,11 @@
  * Training throughput of the engine against PyTorch on the same model/batch.
  *
  *   node dist/bench/train.js [--steps 3] [--warmup 1] [--small | --demo] [--profile] [--no-ref] [--engine torch [--nproc N] [--device cpu|cuda]]
+ *   node dist/bench/train.js --shape smollm2-135m|qwen2.5-0.5b|qwen2.5-1.5b [--full] [--seq 128] [--batch 1]
+ *
+ * --shape: a random-weight bf16 checkpoint with the release's shapes (generated under
+ * /tmp/scale-ckpt/<shape> when missing), LoRA r 16 on all projections (--full: full
+ * fine-tuning), loaded and planned as `chatsft train` does (host offload, checkpointing).
  *
  * Prints tokens/s, achieved GFLOPS (6·N·tokens + attention) and peak RSS for
  * tfjs, then for bench/train_ref.py (torch, 2 threads, OMP_WAIT_POLICY=PASSIVE)
@@ -14,7 +19,11 @@ import { aggregateKernels } from './profile.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { collate } from '../src/batch/collate.js';
-import { ADAMW_DEFAULTS, Rng, createAdamW, createModel, initEngine, makeLlamaConfig, tf, trainStep } from '../src/engine/index.js';
+import fs from 'node:fs';
+import { ADAMW_DEFAULTS, Rng, addLora, createAdamW, createModel, initEngine, loadModel, makeLlamaConfig, parseLlamaConfig, tf, trainStep, trainableVariables, type LlamaModel } from '../src/engine/index.js';
+import { describePlan, planMemory } from '../src/engine/plan.js';
+import { makeCheckpoint, SHAPES, type ShapeName } from './checkpoints.js';
+import { LORA_TARGETS } from '../src/engine/lora.js';
 import { wasmThreads } from '../src/engine/backend.js';
 import type { Row } from '../src/batch/types.js';
 import type { LlamaConfig } from '../src/hf/config.js';
@@ -31,7 +40,15 @@ const num = (n: string, d: number) => {
 
 // The ENGINE-NOTES model: 19.5 M parameters, vocab 32 002, d 256, 4 layers, batch 8 × 256.
 // --small: the ENGINE-NOTES tiny Llama; --demo: the size `chatsft demo` trains.
-const c = flag('small')
+const shapeArg = (() => {
+  const i = args.indexOf('--shape');
+  return i >= 0 ? (args[i + 1] as ShapeName) : undefined;
+})();
+const shapeCfg = shapeArg ? parseLlamaConfig(SHAPES[shapeArg], shapeArg) : undefined;
+const loraOn = Boolean(shapeArg) && !flag('full');
+const c = shapeCfg
+  ? { vocab: shapeCfg.vocabSize, d: shapeCfg.hiddenSize, layers: shapeCfg.numHiddenLayers, heads: shapeCfg.numAttentionHeads, kv_heads: shapeCfg.numKeyValueHeads, inter: shapeCfg.intermediateSize, batch: num('batch', 1), seq: num('seq', 128), tied: shapeCfg.tieWordEmbeddings, bias: shapeCfg.attentionBias, rope_theta: shapeCfg.ropeTheta, ...(loraOn ? { lora: { r: 16, alpha: 32, targets: [...LORA_TARGETS] } } : {}) }
+  : flag('small')
   ? { vocab: 512, d: 128, layers: 2, heads: 4, kv_heads: 4, inter: 344, batch: 32, seq: 64 }
   : flag('demo')
     ? { vocab: 512, d: 64, layers: 2, heads: 4, kv_heads: 4, inter: 256, batch: 16, seq: 96 }
@@ -51,8 +68,22 @@ function flopsPerToken(): number {
 
 async function main(): Promise<void> {
   const { backend } = await initEngine();
-  const config = makeLlamaConfig({ vocabSize: c.vocab, hiddenSize: c.d, intermediateSize: c.inter, numHiddenLayers: c.layers, numAttentionHeads: c.heads, numKeyValueHeads: c.kv_heads });
-  const model = createModel(config, 0);
+  let model: LlamaModel;
+  if (shapeArg && shapeCfg) {
+    const dir = `/tmp/scale-ckpt/${shapeArg}`;
+    if (!fs.existsSync(`${dir}/model.safetensors.index.json`)) makeCheckpoint(shapeArg, dir);
+    const inp = { config: shapeCfg, mode: loraOn ? ('lora' as const) : ('full' as const), batchSize: c.batch, seqLen: c.seq, ...(loraOn ? { lora: { r: 16, targets: [...LORA_TARGETS], trainRows: 0 } } : {}) };
+    const plan = planMemory(inp);
+    console.log(describePlan(plan, inp.mode));
+    const t0 = performance.now();
+    model = loadModel(dir, { hostLayers: plan.hostLayers, hostEmbedding: plan.hostEmbedding, frozenHead: plan.frozenHead });
+    console.log(`loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    model.gradientCheckpointing = plan.checkpointing;
+    if (loraOn) addLora(model, { r: 16, alpha: 32, dropout: 0, targets: [...LORA_TARGETS], trainTokenIds: [] }, 1);
+  } else {
+    const config = makeLlamaConfig({ vocabSize: c.vocab, hiddenSize: c.d, intermediateSize: c.inter, numHiddenLayers: c.layers, numAttentionHeads: c.heads, numKeyValueHeads: c.kv_heads });
+    model = createModel(config, 0);
+  }
   const rng = new Rng(1);
   const rows = Array.from({ length: c.batch }, () => {
     const ids = Array.from({ length: c.seq }, () => Math.floor(rng.next() * c.vocab));
@@ -60,8 +91,8 @@ async function main(): Promise<void> {
   });
   const batch = collate(rows, { padId: 0, paddingSide: 'right' });
   rowsForTorch = rows;
-  configForTorch = config;
-  const opt = createAdamW(new Map(model.params));
+  configForTorch = model.config;
+  const opt = createAdamW(trainableVariables(model));
   const hp = { ...ADAMW_DEFAULTS, maxGradNorm: 1 };
   const times: number[] = [];
   let cpuSeconds = 0;

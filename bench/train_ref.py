@@ -31,19 +31,44 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
+class LoraLinear(torch.nn.Module):
+    """Frozen base linear + PEFT-style LoRA: y = base(x) + (x @ A^T @ B^T) * alpha / r."""
+
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        self.base = base
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.A = torch.nn.Parameter(torch.empty(r, base.in_features).uniform_(-1 / math.sqrt(base.in_features), 1 / math.sqrt(base.in_features)))
+        self.B = torch.nn.Parameter(torch.zeros(base.out_features, r))
+        self.scale = alpha / r
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.A.t() @ self.B.t()) * self.scale
+
+
+def linear(c, name, i, o, bias=False):
+    lin = torch.nn.Linear(i, o, bias=bias)
+    lora = c.get("lora")
+    if lora and name in lora["targets"]:
+        return LoraLinear(lin, lora["r"], lora["alpha"])
+    return lin
+
+
 class Layer(torch.nn.Module):
     def __init__(self, c):
         super().__init__()
         d, H, KV, hd, I = c["d"], c["heads"], c["kv_heads"], c["d"] // c["heads"], c["inter"]
         self.H, self.KV, self.hd = H, KV, hd
         self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
-        self.q = torch.nn.Linear(d, H * hd, bias=False)
-        self.k = torch.nn.Linear(d, KV * hd, bias=False)
-        self.v = torch.nn.Linear(d, KV * hd, bias=False)
-        self.o = torch.nn.Linear(H * hd, d, bias=False)
-        self.g = torch.nn.Linear(d, I, bias=False)
-        self.u = torch.nn.Linear(d, I, bias=False)
-        self.dn = torch.nn.Linear(I, d, bias=False)
+        b = bool(c.get("bias"))
+        self.q = linear(c, "q_proj", d, H * hd, b)
+        self.k = linear(c, "k_proj", d, KV * hd, b)
+        self.v = linear(c, "v_proj", d, KV * hd, b)
+        self.o = linear(c, "o_proj", H * hd, d)
+        self.g = linear(c, "gate_proj", d, I)
+        self.u = linear(c, "up_proj", d, I)
+        self.dn = linear(c, "down_proj", I, d)
 
     def forward(self, x, cos, sin):
         B, T, _ = x.shape
@@ -71,8 +96,15 @@ class Model(torch.nn.Module):
         self.layers = torch.nn.ModuleList([Layer(c) for _ in range(c["layers"])])
         self.norm = RMSNorm(c["d"])
         self.head = torch.nn.Linear(c["d"], c["vocab"], bias=False)
+        if c.get("tied"):
+            self.head.weight = self.emb.weight
+        if c.get("lora"):
+            # LoRA: only the adapters train (embeddings, norms and head frozen, as chatsft's LoRA).
+            for n, p in self.named_parameters():
+                if not (n.endswith(".A") or n.endswith(".B")):
+                    p.requires_grad_(False)
         hd = c["d"] // c["heads"]
-        inv = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
+        inv = 1.0 / (c.get("rope_theta", 10000) ** (torch.arange(0, hd, 2).float() / hd))
         f = torch.arange(c["seq"]).float()[:, None] * inv[None]
         e = torch.cat((f, f), -1)
         self.cos, self.sin = e.cos(), e.sin()
@@ -87,7 +119,7 @@ class Model(torch.nn.Module):
 def main():
     c = json.loads(sys.argv[1])
     m = Model(c)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.0)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, c["vocab"], (c["batch"], c["seq"]), generator=g)
     losses, times = [], []
@@ -97,7 +129,7 @@ def main():
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, c["vocab"]), ids[:, 1:].reshape(-1))
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.requires_grad], 1.0)
         opt.step()
         losses.append(loss.item())
         if step >= c["warmup"]:

@@ -28,7 +28,9 @@ export type ErrorCode =
   /** Training produced a non-finite loss or gradient. */
   | 'TRAINING_DIVERGED'
   /** An optional engine (--engine torch) whose runtime is missing or too old. */
-  | 'ENGINE_UNAVAILABLE';
+  | 'ENGINE_UNAVAILABLE'
+  /** The run would not fit in memory (wasm heap or RAM): said before allocating, with the settings that would. */
+  | 'RESOURCE_LIMIT';
 
 export class ChatsftError extends Error {
   readonly code: ErrorCode;

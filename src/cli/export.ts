@@ -18,7 +18,7 @@ export interface ExportSummary {
   /** Bytes written (the file, or every file of the folder). */
   bytes: number;
   arch: string;
-  dtype: 'f32' | 'f16';
+  dtype: 'f32' | 'f16' | 'bf16';
   eot_token: string;
   /** `template`: found by rendering a probe conversation with the folder's chat template; `flag`: --eot. */
   eot_source: 'template' | 'flag';
@@ -60,7 +60,9 @@ export async function runExport(opts: {
   const { model, out } = opts;
   if (opts.format !== 'hf' && opts.format !== 'gguf') throw new ChatsftError('USAGE', `--format must be hf or gguf, not ${JSON.stringify(opts.format)}`);
   const dtype = opts.dtype ?? (opts.format === 'gguf' ? 'f16' : 'f32');
-  if (dtype !== 'f32' && dtype !== 'f16') throw new ChatsftError('USAGE', `--dtype must be f32 or f16, not ${JSON.stringify(dtype)}`);
+  if (dtype !== 'f32' && dtype !== 'f16' && !(dtype === 'bf16' && opts.format === 'hf')) {
+    throw new ChatsftError('USAGE', `--dtype must be f32 or f16${opts.format === 'hf' ? ' or bf16' : ''}, not ${JSON.stringify(dtype)}`);
+  }
   const folder = loadModelFolder(model);
   if (!fs.existsSync(path.join(model, 'config.json'))) throw new ChatsftError('MODEL_INVALID', 'no config.json: not a model folder with weights', model);
   if (!hasWeights(model)) {
@@ -92,7 +94,7 @@ export async function runExport(opts: {
   const archs = cfg['architectures'];
 
   if (opts.format === 'gguf') {
-    const r = exportGguf(model, out, { eotToken: eot.token, dtype, overwrite: Boolean(opts.overwrite), onNote: note });
+    const r = exportGguf(model, out, { eotToken: eot.token, dtype: dtype === 'bf16' ? 'f16' : dtype, overwrite: Boolean(opts.overwrite), onNote: note });
     const t = r.tokenizer;
     if (r.droppedStopIds.length > 0) {
       warnings.push(`generation_config stop ids ${r.droppedStopIds.join(', ')} have no GGUF slot (GGUF carries one eos and one eot); llama.cpp stops on ${t.eosId} and ${t.eotId}`);
@@ -133,7 +135,7 @@ export function registerExport(program: Command): void {
     .requiredOption('--model <dir>', 'model folder (weights, config.json, tokenizer files)')
     .requiredOption('--format <format>', 'hf or gguf')
     .requiredOption('--out <path>', 'output folder (hf) or .gguf file')
-    .option('--dtype <dtype>', 'f32 or f16 (GGUF: matrices, norms stay f32; HF: every tensor). Default f16 for gguf, f32 for hf')
+    .option('--dtype <dtype>', 'f32 or f16 (GGUF: matrices, norms stay f32; HF: every tensor, or bf16). Default f16 for gguf, f32 for hf')
     .option('--eot <token>', 'end-of-turn token (default: found with the chat template)')
     .option('--overwrite', 'replace an earlier chatsft export (anything else is refused)')
     .option('--json', 'print the result as JSON on stdout')

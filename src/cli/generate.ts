@@ -1,8 +1,9 @@
 // chatsft generate --model out/ --prompt "Count from 3 to 9." [--raw] [--data chats.jsonl] [--temperature 0.7 --top-p 0.9 --seed 1] [--json]
 import type { Command } from 'commander';
 import { ChatsftError } from '../errors.js';
-import { initEngine, loadModel, parseLlamaConfig, type LlamaModel } from '../engine/index.js';
-import { join } from 'node:path';
+import { initEngine, loadModel, parseLlamaConfig, readLlamaConfig, type LlamaModel } from '../engine/index.js';
+import { assertPlanFits, describePlan, planMemory, type PlanInput } from '../engine/plan.js';
+import path, { join } from 'node:path';
 import type { DataReport } from '../data/report.js';
 import { engineStepModel, generate, type RowResult } from '../generate/index.js';
 import { chatRuntime, encodeText, promptIds, setupForInference, type ChatRuntime } from '../eval/runtime.js';
@@ -24,10 +25,35 @@ export interface LoadedGenerator {
   runtime: ChatRuntime;
 }
 
-export async function loadGenerator(modelDir: string, template: string, ready?: TokenizerSetup): Promise<LoadedGenerator> {
-  const setup = ready ?? setupForInference(loadModelFolder(modelDir), template);
+/**
+ * Positions the inference plan reserves for: a prompt plus its new tokens
+ * (prefill activations grow with the prompt; the KV cache is host memory).
+ */
+const PLAN_TOKENS = 512; // = PREFILL_CHUNK: longer prompts are prefilled in chunks
+
+export async function loadGenerator(modelDir: string, template: string, opts: { allowExtraTensors?: boolean; quiet?: boolean; ready?: TokenizerSetup } = {}): Promise<LoadedGenerator> {
+  const setup = opts.ready ?? setupForInference(loadModelFolder(modelDir), template);
+  // Plan first: layers that do not fit the wasm heap stay in host memory (uploaded per layer).
+  const config = readLlamaConfig(path.join(modelDir, 'config.json'));
+  const inp: PlanInput = { config, mode: 'infer', batchSize: 1, seqLen: Math.min(config.maxPositionEmbeddings, PLAN_TOKENS) };
+  const plan = planMemory(inp);
+  if (!opts.quiet && (plan.parameters > 50e6 || !plan.fits)) process.stderr.write(describePlan(plan, 'infer') + '\n');
+  assertPlanFits(plan, inp, modelDir);
   await initEngine();
-  const model = loadModel(modelDir);
+  const loading = createProgress({ label: 'load', unit: 'MB', silent: Boolean(opts.quiet) || plan.parameters < 50e6 });
+  const model = loadModel(modelDir, {
+    hostLayers: plan.hostLayers,
+    hostEmbedding: plan.hostEmbedding,
+    frozenHead: plan.frozenHead,
+    // f32 host layers decode fastest (no conversion per token) but take twice the RAM of bf16.
+    hostF32: plan.host * 2 <= 4 * 1024 ** 3,
+    ...(opts.allowExtraTensors ? { allowExtraTensors: true } : {}),
+    onProgress: (bytes, total) => {
+      loading.setTotal(Math.round(total / 1e6));
+      loading.update(Math.round(bytes / 1e6));
+    },
+  });
+  loading.done('weights loaded');
   if (model.config.vocabSize < setup.vocabSize) {
     throw new ChatsftError(
       'MODEL_INVALID',
@@ -194,7 +220,7 @@ export function registerGenerate(program: Command): void {
           if (shape) checkKvCacheFits(shape, Math.min(batchSize, prompts.length), longest + s.maxNewTokens, '--max-new-tokens or --batch-size');
         }
 
-        const { model, runtime } = await loadGenerator(cfg.model, cfg.template, setup);
+        const { model, runtime } = await loadGenerator(cfg.model, cfg.template, { ready: setup });
         const sampling = { maxNewTokens: s.maxNewTokens, stopIds: runtime.stopIds, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: s.seed };
         if (prompt !== undefined) {
           // Streamed to stdout as chosen (stop ids are never passed to onToken).

@@ -27,6 +27,7 @@ export function registerTrain(program: Command): void {
     'eval',
     'checkpoint_every',
     'allow_no_eot',
+    'allow_extra_tensors',
     'output_dir',
   ])
     .option('--resume', 'continue the run in output_dir from its newest complete checkpoint')

@@ -69,6 +69,7 @@ export const ConfigSchema = z
       .default({ every_steps: 0, max_new_tokens: 128, samples: 32 }),
     checkpoint_every: z.number().int().min(0).default(0).describe('checkpoint every N steps (0: only at the end)'),
     allow_no_eot: z.boolean().default(false).describe('train even when the data supervise no EOT'),
+    allow_extra_tensors: z.boolean().default(false).describe('load weights that carry tensors the config does not use (ignored) instead of refusing them'),
     output_dir: z.string().optional().describe('where the trained model folder goes'),
   })
   .strict();

@@ -15,9 +15,11 @@
  * (forwardWithCache's prefill) up to float rounding.
  */
 import { tf } from './backend.js';
-import { embeddingTable, project, ropeTables } from './forward.js';
+import { embedIds, project, ropeTables } from './forward.js';
 import type { KvCache } from './infer.js';
 import type { LlamaModel } from './types.js';
+import { hostMatVec } from './weights.js';
+import { loraDelta } from './lora.js';
 
 const NO_GRAD = { training: false } as const;
 
@@ -37,11 +39,31 @@ export function readTensors(f: () => tf.Tensor[]): Float32Array[] {
   return out;
 }
 
-/** Projections `names` of the same rows x [rows, in] → one [rows, out] array each. */
+/**
+ * Projections `names` of the same rows x [rows, in] → one [rows, out] array
+ * each. Weights in host memory are applied in JS (hostMatVec); bias and LoRA
+ * are added as in `project`.
+ */
 function projectRows(model: LlamaModel, names: string[], x: Float32Array, rows: number): Float32Array[] {
-  return readTensors(() => {
-    const xt = tf.tensor2d(x, [rows, x.length / rows]);
-    return names.map((n) => project(model, n, xt, NO_GRAD));
+  const onHost = names.map((n) => model.host?.get(`${n}.weight`));
+  if (onHost.every((h) => h === undefined)) {
+    return readTensors(() => {
+      const xt = tf.tensor2d(x, [rows, x.length / rows]);
+      return names.map((n) => project(model, n, xt, NO_GRAD));
+    });
+  }
+  return names.map((n, i) => {
+    const h = onHost[i];
+    if (!h) return projectRows(model, [n], x, rows)[0]!;
+    const y = hostMatVec(h, x, rows);
+    const extra = readTensors(() => {
+      const xt = tf.tensor2d(x, [rows, x.length / rows]);
+      const bias = model.params.get(`${n}.bias`);
+      const d = loraDelta(model, n, xt, NO_GRAD);
+      return [...(bias ? [tf.add(tf.zeros([rows, y.length / rows]), bias)] : []), ...(d ? [d] : [])];
+    });
+    for (const e of extra) for (let k = 0; k < y.length; k++) y[k]! += e[k]!;
+    return y;
   });
 }
 
@@ -123,8 +145,9 @@ export function decodeStep(model: LlamaModel, cache: KvCache, head: tf.Tensor2D,
   const rep = H / KV;
   const scores = new Float64Array(past + 1);
 
-  let [x] = readTensors(() => [tf.gather(embeddingTable(model), tf.tensor1d(ids, 'int32'))]) as [Float32Array];
+  let [x] = readTensors(() => [embedIds(model, ids)]) as [Float32Array];
   for (let l = 0; l < c.numHiddenLayers; l++) {
+    x = ((): Float32Array => {
     const p = `model.layers.${l}`;
     const a = `${p}.self_attn`;
     const hn = rmsNormRows(x, d, values(model, `${p}.input_layernorm.weight`), eps);
@@ -156,7 +179,8 @@ export function decodeStep(model: LlamaModel, cache: KvCache, head: tf.Tensor2D,
     const [g, u] = projectRows(model, [`${p}.mlp.gate_proj`, `${p}.mlp.up_proj`], hn2, B) as [Float32Array, Float32Array];
     const act = g.map((gi, i) => (gi / (1 + Math.exp(-gi))) * u[i]!); // SwiGLU: silu(gate) ⊙ up
     const [down] = projectRows(model, [`${p}.mlp.down_proj`], act, B) as [Float32Array];
-    x = add(hres, down);
+    return add(hres, down);
+    })();
   }
   const h = rmsNormRows(x, d, values(model, 'model.norm.weight'), eps);
   return readTensors(() => [tf.matMul(tf.tensor2d(h, [B, d]), head)])[0]!;

@@ -6,7 +6,8 @@ import { tf } from './backend.js';
 import type { Batch } from '../batch/types.js';
 import { IGNORE_INDEX } from '../batch/types.js';
 import type { LlamaConfig } from '../hf/config.js';
-import { attention, constMatMul, custom, gatherRows, headLoss, headLossWithGrad, linear } from './ops.js';
+import { attention, constMatMul, custom, gatherRows, headLoss, headLossWithGrad, linear, linearFrozen } from './ops.js';
+import { hostRows, param, paramT, withLayer } from './weights.js';
 import type { ForwardOptions, LlamaModel } from './types.js';
 import { loraDelta } from './lora.js';
 
@@ -112,13 +113,24 @@ function rope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor {
   return tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin));
 }
 
+/**
+ * x [N, in] @ the weights of `names` side by side. Base weights are frozen
+ * under LoRA and when they come from host memory: their product has no
+ * weight gradient then (linearFrozen).
+ */
+function baseProduct(model: LlamaModel, names: string[], x: tf.Tensor2D): tf.Tensor2D {
+  const ws = names.map((n) => param(model, `${n}.weight`) as tf.Tensor2D);
+  const w = ws.length === 1 ? ws[0]! : (tf.concat(ws, 1) as tf.Tensor2D);
+  const frozen = model.lora !== null || names.some((n) => paramT(model, `${n}.weight`) !== null);
+  if (!frozen) return linear(x, w);
+  const wTs = names.map((n) => paramT(model, `${n}.weight`));
+  const wT = wTs.every((t) => t !== null) ? (wTs.length === 1 ? wTs[0]! : (tf.concat(wTs as tf.Tensor2D[], 0) as tf.Tensor2D)) : null;
+  return linearFrozen(x, w, wT);
+}
+
 /** A projection `name` (module path) on x [N, in] → [N, out], with bias and LoRA. */
 export function project(model: LlamaModel, name: string, x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D {
-  let y = linear(x, model.params.get(`${name}.weight`)! as tf.Tensor as tf.Tensor2D);
-  const bias = model.params.get(`${name}.bias`);
-  if (bias) y = tf.add(y, bias);
-  const d = loraDelta(model, name, x, opts);
-  return d ? tf.add(y, d) : y;
+  return projectMany(model, [name], x, opts)[0]!;
 }
 
 /**
@@ -127,10 +139,15 @@ export function project(model: LlamaModel, name: string, x: tf.Tensor2D, opts: F
  * split; biases and LoRA deltas are added per projection.
  */
 export function projectMany(model: LlamaModel, names: string[], x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D[] {
-  if (names.length === 1) return [project(model, names[0]!, x, opts)];
-  const ws = names.map((n) => model.params.get(`${n}.weight`)! as tf.Tensor as tf.Tensor2D);
-  const y = linear(x, tf.concat(ws, 1));
-  const parts = tf.split(y, ws.map((w) => w.shape[1]), 1) as tf.Tensor2D[];
+  // Without a backward pass or a weight gradient, one product per weight: XNNPACK packs each
+  // weight once and caches it, where a concatenation is a new tensor to copy and re-pack on
+  // every call (measured: most of a LoRA step on the SmolLM2-135M shape).
+  const frozen = model.lora !== null || names.some((n) => paramT(model, `${n}.weight`) !== null);
+  const parts = !opts.training || frozen
+    ? names.map((n) => baseProduct(model, [n], x))
+    : names.length === 1
+      ? [baseProduct(model, names, x)]
+      : (tf.split(baseProduct(model, names, x), names.map((n) => param(model, `${n}.weight`).shape[1]!), 1) as tf.Tensor2D[]);
   return parts.map((part, i) => {
     let out = part;
     const bias = model.params.get(`${names[i]!}.bias`);
@@ -138,6 +155,19 @@ export function projectMany(model: LlamaModel, names: string[], x: tf.Tensor2D, 
     const d = loraDelta(model, names[i]!, x, opts);
     return d ? tf.add(out, d) : out;
   });
+}
+
+/**
+ * Embeddings of `ids` [N] → [N, d]: rows gathered on the host when the table
+ * stays in host memory (frozen, no trained rows), else from the heap table.
+ */
+export function embedIds(model: LlamaModel, ids: Int32Array): tf.Tensor2D {
+  const host = model.host?.get('model.embed_tokens.weight');
+  if (!host) return gatherRows(embeddingTable(model), tf.tensor1d(ids, 'int32'));
+  const d = model.config.hiddenSize;
+  const out = new Float32Array(ids.length * d);
+  ids.forEach((id, n) => out.set(hostRows(host, id, 1), n * d));
+  return tf.tensor2d(out, [ids.length, d]);
 }
 
 /** Embedding table [V, d] including trained LoRA rows. */
@@ -213,7 +243,7 @@ export function hiddenStates(model: LlamaModel, batch: Batch, opts: ForwardOptio
   const { batchSize: B, seqLen: T } = batch;
   const { cos, sin } = ropeTables(c, batch.positionIds);
   const inp: LayerInput = {
-    x: gatherRows(embeddingTable(model), tf.tensor1d(batch.inputIds, 'int32')),
+    x: embedIds(model, batch.inputIds),
     B,
     T,
     cos: tf.tensor4d(cos, [B, T, 1, c.headDim]),
@@ -222,11 +252,29 @@ export function hiddenStates(model: LlamaModel, batch: Batch, opts: ForwardOptio
   const bias = tf.tensor3d(attentionBias(batch), [B, T, T]);
   let x = inp.x;
   for (let l = 0; l < c.numHiddenLayers; l++) {
-    const hn = rmsNorm(x, model.params.get(`model.layers.${l}.input_layernorm.weight`)!, c.rmsNormEps) as tf.Tensor2D;
-    const { q, k, v } = qkv(model, l, hn, { ...inp, x }, opts);
-    x = finishLayer(model, l, x, attention(q, k, v, bias), opts);
+    const xl = x;
+    // Inference frees each layer's intermediates (and their packed copies) as it goes.
+    x = withLayer(model, l, () => (opts.training ? decoderLayer(model, l, xl, inp, bias, opts) : tf.tidy(() => decoderLayer(model, l, xl, inp, bias, opts))));
   }
   return rmsNorm(x, model.params.get('model.norm.weight')!, c.rmsNormEps) as tf.Tensor2D;
+}
+
+/** Rotary tables and the attention bias of a batch, as tensors (caller disposes). */
+export function batchInputs(model: LlamaModel, batch: Batch): { cos: tf.Tensor4D; sin: tf.Tensor4D; bias: tf.Tensor3D } {
+  const { batchSize: B, seqLen: T } = batch;
+  const { cos, sin } = ropeTables(model.config, batch.positionIds);
+  return {
+    cos: tf.tensor4d(cos, [B, T, 1, model.config.headDim]),
+    sin: tf.tensor4d(sin, [B, T, 1, model.config.headDim]),
+    bias: tf.tensor3d(attentionBias(batch), [B, T, T]),
+  };
+}
+
+/** One decoder layer: x [B·T, d] → x [B·T, d] (its weights must be loaded: withLayer). */
+export function decoderLayer(model: LlamaModel, l: number, x: tf.Tensor2D, inp: Omit<LayerInput, 'x'>, bias: tf.Tensor3D, opts: ForwardOptions): tf.Tensor2D {
+  const hn = rmsNorm(x, model.params.get(`model.layers.${l}.input_layernorm.weight`)!, model.config.rmsNormEps) as tf.Tensor2D;
+  const { q, k, v } = qkv(model, l, hn, { ...inp, x }, opts);
+  return finishLayer(model, l, x, attention(q, k, v, bias), opts);
 }
 
 /**
@@ -264,13 +312,22 @@ export function countSupervised(batch: Batch): number {
  * 70 of 95 ms per decoded token on a 32 k vocabulary.
  */
 export function headMatrix(model: LlamaModel, emb?: tf.Tensor2D): tf.Tensor2D {
+  if (model.headT) return model.headT;
   const head = model.params.get('lm_head.weight');
   if (head && model.lora?.headDelta) return headWeights(model, emb).w;
   if (head) return head as tf.Tensor as tf.Tensor2D;
   return tf.transpose(emb ?? embeddingTable(model)) as tf.Tensor2D;
 }
 
-export function headWeights(model: LlamaModel, emb?: tf.Tensor2D): { w: tf.Tensor2D; wT: tf.Tensor2D } {
+/** Whether the head receives a gradient: full fine-tuning, or LoRA's trained token rows (never a frozen headT). */
+export function headTrainable(model: LlamaModel): boolean {
+  if (model.headT) return false;
+  return !model.lora || model.lora.embedDelta !== null || model.lora.headDelta !== null;
+}
+
+export function headWeights(model: LlamaModel, emb?: tf.Tensor2D): { w: tf.Tensor2D; wT: tf.Tensor2D | null } {
+  // Frozen [d, V] head: no transposed copy (headLossWithGrad makes dh without it).
+  if (model.headT) return { w: model.headT, wT: null };
   const head = model.params.get('lm_head.weight');
   const lora = model.lora;
   if (head && lora?.headDelta) {
@@ -293,7 +350,7 @@ export function lossForGrad(model: LlamaModel, batch: Batch, scale: number, opts
   if (rows.length === 0) return { loss: tf.mul(tf.sum(h), 0) as tf.Scalar, count: 0 };
   const hs = gatherRows(h, tf.tensor1d(rows, 'int32')); // [M, d]
   const { w, wT } = headWeights(model);
-  return { loss: tf.mul(headLossWithGrad(hs, w, wT, targets, lossChunk(model.config.vocabSize)), scale) as tf.Scalar, count: rows.length };
+  return { loss: tf.mul(headLossWithGrad(hs, w, wT, targets, lossChunk(model.config.vocabSize), headTrainable(model)), scale) as tf.Scalar, count: rows.length };
 }
 
 /** Summed cross-entropy and supervised count, no gradients (eval). */

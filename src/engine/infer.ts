@@ -6,8 +6,12 @@ import { tf } from './backend.js';
 import { ChatsftError } from '../errors.js';
 import { attention } from './ops.js';
 import { decodeStep, readTensors } from './decode.js';
-import { embeddingTable, finishLayer, headMatrix, qkv, rmsNorm, ropeTables, type LayerInput } from './forward.js';
+import { embedIds, finishLayer, headMatrix, qkv, rmsNorm, ropeTables, type LayerInput } from './forward.js';
 import type { LlamaModel } from './types.js';
+import { withLayer } from './weights.js';
+
+/** Prompt positions run through the model at once (see forwardWithCache). */
+export const PREFILL_CHUNK = 512;
 
 export interface KvCache {
   batchSize: number;
@@ -77,13 +81,26 @@ export function forwardWithCache(model: LlamaModel, ids: number[][], cache: KvCa
   const S = past + t;
   if (S > cache.maxLen) throw new ChatsftError('ENGINE_ERROR', `KV cache full: ${S} > maxLen ${cache.maxLen}`);
   for (let b = 0; b < B; b++) for (let i = 0; i < t; i++) cache.valid[b * cache.maxLen + past + i] = mask ? (mask[b]![i] ? 1 : 0) : 1;
-  cache.head ??= tf.tidy(() => tf.clone(headMatrix(model)));
-  const head = cache.head;
+  // A model's own [d, V] head is used as is; otherwise the cache makes (and owns) one.
+  cache.head ??= model.headT ? null : tf.tidy(() => tf.clone(headMatrix(model)));
+  const head = cache.head ?? model.headT!;
   const idsFlat = Int32Array.from(ids.flat());
   const posFlat = Int32Array.from(positions.flat());
-  const logits = t === 1 ? decodeStep(model, cache, head, idsFlat, posFlat) : prefill(model, cache, head, idsFlat, posFlat, t);
-  cache.length = S;
-  return logits;
+  if (t === 1) {
+    const logits = decodeStep(model, cache, head, idsFlat, posFlat);
+    cache.length = S;
+    return logits;
+  }
+  // Long prompts go through in chunks of PREFILL_CHUNK positions: activations stay
+  // bounded (the heap plan counts one chunk) and the cache fills the same way.
+  let logits: Float32Array | null = null;
+  for (let c0 = 0; c0 < t; c0 += PREFILL_CHUNK) {
+    const n = Math.min(PREFILL_CHUNK, t - c0);
+    const pick = (flat: Int32Array): Int32Array => Int32Array.from({ length: B * n }, (_, k) => flat[Math.floor(k / n) * t + c0 + (k % n)]!);
+    logits = prefill(model, cache, head, pick(idsFlat), pick(posFlat), n);
+    cache.length += n;
+  }
+  return logits!;
 }
 
 /** The general path of forwardWithCache for t new tokens per row (see there). */
@@ -103,9 +120,8 @@ function prefill(model: LlamaModel, cache: KvCache, head: tf.Tensor2D, ids: Int3
   }
   const { cos, sin } = ropeTables(c, positions);
   return readTensors(() => {
-    const emb = embeddingTable(model);
     const inp: LayerInput = {
-      x: tf.gather(emb, tf.tensor1d(ids, 'int32')) as tf.Tensor2D,
+      x: embedIds(model, ids),
       B,
       T: t,
       cos: tf.tensor4d(cos, [B, t, 1, hd]),
@@ -120,9 +136,12 @@ function prefill(model: LlamaModel, cache: KvCache, head: tf.Tensor2D, ids: Int3
     };
     let x = inp.x;
     for (let l = 0; l < c.numHiddenLayers; l++) {
-      const hn = rmsNorm(x, model.params.get(`model.layers.${l}.input_layernorm.weight`)!, c.rmsNormEps) as tf.Tensor2D;
-      const { q, k, v } = qkv(model, l, hn, { ...inp, x }, { training: false });
-      x = finishLayer(model, l, x, attention(q, all(cache.k[l]!, k), all(cache.v[l]!, v), biasT), { training: false });
+      const xl = x;
+      x = withLayer(model, l, () => tf.tidy(() => {
+        const hn = rmsNorm(xl, model.params.get(`model.layers.${l}.input_layernorm.weight`)!, c.rmsNormEps) as tf.Tensor2D;
+        const { q, k, v } = qkv(model, l, hn, { ...inp, x: xl }, { training: false });
+        return finishLayer(model, l, xl, attention(q, all(cache.k[l]!, k), all(cache.v[l]!, v), biasT), { training: false });
+      }));
     }
     // Last new position of each row: rows b·t + t − 1 of x [B·t, d].
     const last = tf.gather(x, tf.tensor1d(Int32Array.from({ length: B }, (_, b) => b * t + t - 1), 'int32'));

@@ -11,7 +11,8 @@ import { ChatsftError } from '../errors.js';
 import { linear } from './ops.js';
 import { Rng } from './rng.js';
 import { writeSafetensors } from './safetensors.js';
-import { exportTensors, transpose2d } from './model.js';
+import { expectedShapes, hfTensor, transpose2d } from './model.js';
+import { readTensors } from './decode.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import type { ForwardOptions, LlamaModel, LoraSpec } from './types.js';
 
@@ -43,8 +44,7 @@ export function addLora(model: LlamaModel, spec: LoraSpec, seed: number): void {
   const a = new Map<string, tf.Variable>();
   const b = new Map<string, tf.Variable>();
   for (const name of moduleNames(model, spec.targets)) {
-    const w = model.params.get(`${name}.weight`)!;
-    const [inDim, outDim] = w.shape as [number, number];
+    const [outDim, inDim] = expectedShapes(model.config).get(`${name}.weight`)! as [number, number];
     const bound = 1 / Math.sqrt(inDim);
     const data = new Float32Array(inDim * spec.r);
     for (let i = 0; i < data.length; i++) data[i] = (rng.next() * 2 - 1) * bound;
@@ -97,29 +97,40 @@ export function trainableVariables(model: LlamaModel): Map<string, tf.Variable> 
   return out;
 }
 
-/** HF-layout tensors with LoRA merged in (W + α/r · BA; trained embedding rows added). */
-export function mergedTensors(model: LlamaModel): Map<string, { shape: number[]; data: Float32Array }> {
-  const out = exportTensors(model);
+/**
+ * One HF-layout tensor with LoRA merged in: W + α/r · (AB)ᵀ for adapted
+ * projections, trained rows added to the embedding / head. O(size): the
+ * delta is one wasm matMul read back outside tidy (tidy walks returned
+ * arrays element by element: 129 s for a 135 M model).
+ */
+export function mergedTensor(model: LlamaModel, name: string): Float32Array {
+  const data = hfTensor(model, name);
   const lora = model.lora;
-  if (!lora) return out;
-  const scaling = lora.spec.alpha / lora.spec.r;
-  for (const [name, a] of lora.a) {
-    const b = lora.b.get(name)!;
-    const t = out.get(`${name}.weight`)!;
-    // ΔW [in, out] = A [in, r] @ B [r, out]; HF stores W as [out, in].
-    const delta = tf.tidy(() => tf.transpose(tf.mul(tf.matMul(a as tf.Tensor as tf.Tensor2D, b as tf.Tensor as tf.Tensor2D), scaling)).dataSync() as Float32Array);
-    for (let i = 0; i < delta.length; i++) t.data[i] = t.data[i]! + delta[i]!;
+  if (!lora) return data;
+  const module = name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : '';
+  const a = lora.a.get(module);
+  const b = lora.b.get(module);
+  if (a && b) {
+    const scaling = lora.spec.alpha / lora.spec.r;
+    // ΔWᵀ [out, in] = Bᵀ [out, r] @ Aᵀ [r, in]; HF stores W as [out, in].
+    const [delta] = readTensors(() => [tf.mul(tf.matMul(tf.transpose(b), tf.transpose(a)), scaling)]) as [Float32Array];
+    for (let i = 0; i < delta.length; i++) data[i] = data[i]! + delta[i]!;
   }
-  const d = model.config.hiddenSize;
-  // Both tables are [V, d] in HF layout: add each trained row's delta.
-  for (const [name, deltaVar] of [['model.embed_tokens.weight', lora.embedDelta], ['lm_head.weight', lora.headDelta]] as const) {
-    if (!deltaVar) continue;
-    const e = out.get(name)!;
-    const delta = deltaVar.dataSync();
+  const rowsDelta = name === 'model.embed_tokens.weight' ? lora.embedDelta : name === 'lm_head.weight' ? lora.headDelta : null;
+  if (rowsDelta) {
+    const d = model.config.hiddenSize;
+    const delta = rowsDelta.dataSync();
     lora.embedRows.forEach((row, k) => {
-      for (let j = 0; j < d; j++) e.data[row * d + j] = e.data[row * d + j]! + delta[k * d + j]!;
+      for (let j = 0; j < d; j++) data[row * d + j] = data[row * d + j]! + delta[k * d + j]!;
     });
   }
+  return data;
+}
+
+/** HF-layout tensors with LoRA merged in (small models; saving streams mergedTensor). */
+export function mergedTensors(model: LlamaModel): Map<string, { shape: number[]; data: Float32Array }> {
+  const out = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const [name, shape] of expectedShapes(model.config)) out.set(name, { shape, data: mergedTensor(model, name) });
   return out;
 }
 
@@ -140,14 +151,14 @@ export function saveAdapter(model: LlamaModel, dir: string, baseModelPath: strin
   if (lora.embedDelta) {
     // PEFT's TrainableTokens stores the rows' full values, not a delta.
     const d = model.config.hiddenSize;
-    const rows = tf.tidy(() => tf.add(tf.gather(model.params.get('model.embed_tokens.weight')!, tf.tensor1d(lora.embedRows, 'int32')), lora.embedDelta!).dataSync() as Float32Array);
-    tensors.set('base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta', { shape: [lora.embedRows.length, d], data: Float32Array.from(rows) });
+    const [rows] = readTensors(() => [tf.add(tf.gather(model.params.get('model.embed_tokens.weight')!, tf.tensor1d(lora.embedRows, 'int32')), lora.embedDelta!)]) as [Float32Array];
+    tensors.set('base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta', { shape: [lora.embedRows.length, d], data: rows });
   }
   if (lora.headDelta) {
     const d = model.config.hiddenSize;
     // lm_head is stored [d, V] here: the rows of its transpose.
-    const rows = tf.tidy(() => tf.add(tf.gather(tf.transpose(model.params.get('lm_head.weight')!), tf.tensor1d(lora.embedRows, 'int32')), lora.headDelta!).dataSync() as Float32Array);
-    tensors.set('base_model.model.lm_head.token_adapter.trainable_tokens_delta', { shape: [lora.embedRows.length, d], data: Float32Array.from(rows) });
+    const [rows] = readTensors(() => [tf.add(tf.gather(tf.transpose(model.params.get('lm_head.weight')!), tf.tensor1d(lora.embedRows, 'int32')), lora.headDelta!)]) as [Float32Array];
+    tensors.set('base_model.model.lm_head.token_adapter.trainable_tokens_delta', { shape: [lora.embedRows.length, d], data: rows });
   }
   writeSafetensors(path.join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
   const config: Record<string, unknown> = {

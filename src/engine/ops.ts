@@ -37,6 +37,26 @@ export const linear = custom<T2>(([x, w], save) => {
 }) as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
 
 /**
+ * y = x @ w for a frozen w (LoRA's base weights, host-offloaded layers): the
+ * backward computes only dx = dy @ wᵀ, not the [in, out] dw that nothing
+ * would use (it costs as much as dx). `wT` [out, in] is used when given,
+ * else wᵀ is made in the backward.
+ */
+export function linearFrozen(x: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D | null): tf.Tensor2D {
+  const op = custom<T2>(([xx], save) => {
+    // Non-input tensors the backward needs go through save() (see constMatMul).
+    save([wT ?? w]);
+    return {
+      value: tf.matMul(xx as T2, w),
+      // Without wT: dx = (w @ dyᵀ)ᵀ, so the product's packed operand is dyᵀ [out, N] (small)
+      // instead of a fresh [out, in] transpose of the weight re-packed on every call.
+      gradFunc: (dy, saved) => [wT ? tf.matMul(dy, saved[0] as T2) : (tf.transpose(tf.matMul(saved[0] as T2, tf.transpose(dy))) as T2)],
+    };
+  });
+  return op(x);
+}
+
+/**
  * Row gather out [M, d] = table [R, d] rows `idx` [M]; the gradient
  * scatter-adds dy into a zero [R, d] (ScatterNd sums duplicate indices).
  */
@@ -118,7 +138,7 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: 
  * the backward needs), which is what keeps the chunks from being held on
  * the tape; `wT` is the head as [V, d] for dh.
  */
-export function headLossWithGrad(h: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D, targets: Int32Array, chunk: number): tf.Scalar {
+export function headLossWithGrad(h: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D | null, targets: Int32Array, chunk: number, trainHead = true): tf.Scalar {
   const [M, d] = h.shape;
   const V = w.shape[1];
   const op = custom<tf.Scalar>(([hh, ww], save) => {
@@ -128,7 +148,7 @@ export function headLossWithGrad(h: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D
     for (let r0 = 0; r0 < M; r0 += chunk) {
       const n = Math.min(chunk, M - r0);
       const hc = tf.slice(hh!, [r0, 0], [n, d]) as T2;
-      const res = tf.tidy(() => {
+      const res: { l: tf.Tensor; dh: tf.Tensor; dw?: tf.Tensor } = tf.tidy(() => {
         const logits = tf.matMul(hc, ww as T2); // [n, V]
         const m = tf.max(logits, 1, true); // [n, 1]
         const e = tf.exp(tf.sub(logits, m)); // [n, V]
@@ -141,13 +161,17 @@ export function headLossWithGrad(h: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D
         // dlogits = softmax − onehot: subtract 1 at the n target entries only.
         const at = tf.tensor2d(pairs(targets.subarray(r0, r0 + n)), [n, 2], 'int32');
         const dlogits = tf.tensorScatterUpdate(p, at, tf.sub(tf.gather(tf.reshape(p, [-1]), flat), 1)) as T2;
-        return { l, dh: tf.matMul(dlogits, wT), dw: tf.matMul(tf.transpose(hc), dlogits) };
+        // Without wT (a frozen [d, V] head): dhᵀ = w @ dlogitsᵀ, with no [V, d] copy of the head.
+        const dh = wT ? tf.matMul(dlogits, wT) : tf.transpose(tf.matMul(ww as T2, tf.transpose(dlogits)));
+        return trainHead ? { l, dh, dw: tf.matMul(tf.transpose(hc), dlogits) } : { l, dh };
       });
       const newLoss = tf.add(loss, res.l);
       loss.dispose();
       res.l.dispose();
       loss = newLoss;
-      if (dw === null) dw = res.dw;
+      if (res.dw === undefined) {
+        // frozen head: no dW
+      } else if (dw === null) dw = res.dw;
       else {
         const newDw: tf.Tensor = tf.add(dw, res.dw);
         dw.dispose();
@@ -157,10 +181,10 @@ export function headLossWithGrad(h: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D
       dhs.push(res.dh);
     }
     const dh = dhs.length === 1 ? dhs[0]! : tf.concat(dhs, 0);
-    save([dh, dw ?? tf.zeros([d, V])]);
+    save(dw ? [dh, dw] : [dh]);
     return {
       value: loss as tf.Scalar,
-      gradFunc: (dy, saved) => [tf.mul(saved[0]!, dy), tf.mul(saved[1]!, dy)],
+      gradFunc: (dy, saved) => [tf.mul(saved[0]!, dy), saved[1] ? tf.mul(saved[1], dy) : tf.zeros([d, V])],
     };
   });
   return op(h, w) as tf.Scalar;

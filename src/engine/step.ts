@@ -11,6 +11,7 @@ import { trainableVariables } from './lora.js';
 import { adamWUpdate, clipGradients, type AdamWOptions, type AdamWState } from './optim.js';
 import type { Rng } from './rng.js';
 import type { LlamaModel } from './types.js';
+import { microBatchGradients } from './layerwise.js';
 
 export interface GradResult {
   /** Summed gradients of (summed CE / step tokens), keyed like trainableVariables. */
@@ -27,6 +28,15 @@ export function accumulateGradients(model: LlamaModel, micro: Batch[], rng?: Rng
   const varList = [...vars.values()];
   const tokens = micro.reduce((n, b) => n + countSupervised(b), 0);
   const scale = 1 / Math.max(1, tokens);
+  if (model.gradientCheckpointing || (model.host?.size ?? 0) > 0) {
+    const acc = new Map<string, tf.Tensor>();
+    let loss = 0;
+    for (const batch of micro) loss += microBatchGradients(model, batch, scale, acc, rng);
+    // A parameter that does not reach the loss gets no entry: zeros.
+    const grads = new Map<string, tf.Tensor>();
+    for (const n of names) grads.set(n, acc.get(n) ?? tf.zerosLike(vars.get(n)!));
+    return { grads, loss, tokens };
+  }
   let acc: tf.Tensor[] | null = null;
   let loss = 0;
   for (const batch of micro) {

@@ -36,6 +36,31 @@ export interface LlamaModel {
   config: LlamaConfig;
   params: Map<string, tf.Variable>;
   lora: LoraState | null;
+  /**
+   * Frozen layer matrices kept outside the wasm heap (its 4 GiB cap), in
+   * their stored dtype and HF layout [out, in]; a layer's are uploaded for
+   * that layer's forward/backward and freed again (see weights.ts).
+   */
+  host?: Map<string, HostTensor>;
+  /** Host matrices uploaded right now: w [in, out] and wT [out, in]. */
+  resident?: Map<string, { w: tf.Tensor2D; wT: tf.Tensor2D }>;
+  /**
+   * The frozen output matrix [d, V], built once at load when the embedding
+   * table stays in host memory (large vocabularies): no [V, d] table and no
+   * per-use transpose in the heap, whose freed 0.5 GB holes XNNPACK's
+   * slightly larger packed copies cannot reuse.
+   */
+  headT?: tf.Tensor2D;
+  /** Recompute each decoder layer in the backward pass (activations O(one layer)). */
+  gradientCheckpointing?: boolean;
+}
+
+/** A tensor in host memory as stored on disk: bf16/f16 words or f32 values. */
+export interface HostTensor {
+  dtype: 'F32' | 'F16' | 'BF16';
+  /** HF shape ([out, in] for linear weights). */
+  shape: number[];
+  data: Float32Array | Uint16Array;
 }
 
 export interface ForwardOptions {

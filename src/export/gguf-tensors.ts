@@ -5,7 +5,6 @@
  */
 import { ChatsftError } from '../errors.js';
 import type { LlamaConfig } from '../hf/config.js';
-import type { StTensor } from '../engine/safetensors.js';
 import { GGML_TYPE_F16, GGML_TYPE_F32, type GgufTensor } from './gguf-file.js';
 
 export type GgufArch = 'llama' | 'qwen2' | 'qwen3';
@@ -113,7 +112,13 @@ export function llama3RopeFactors(c: LlamaConfig): Float32Array | null {
  * blocks, output). 2-D tensors take `dtype`; norms and biases stay F32 as the
  * converter keeps them (ggml adds them to F32 activations).
  */
-export function ggufTensors(c: LlamaConfig, hf: Map<string, StTensor>, dtype: 'f32' | 'f16'): GgufTensor[] {
+/** An HF tensor whose values may be read only when written (streaming export). */
+export interface HfTensorSource {
+  shape: number[];
+  data: Float32Array | (() => Float32Array);
+}
+
+export function ggufTensors(c: LlamaConfig, hf: Map<string, HfTensorSource>, dtype: 'f32' | 'f16'): GgufTensor[] {
   const arch = ggufArch(c);
   if (arch === 'qwen2' && c.numAttentionHeads * c.headDim !== c.hiddenSize) {
     // llama.cpp's qwen2 graph sizes q/o as [n_embd, n_embd] (llama and qwen3 read attention.key_length).
@@ -132,7 +137,8 @@ export function ggufTensors(c: LlamaConfig, hf: Map<string, StTensor>, dtype: 'f
     let data: Float32Array | (() => Float32Array) = t.data;
     if (arch === 'llama' && /attn_[qk]\.(weight|bias)$/.test(gname)) {
       const nHead = gname.includes('attn_q') ? c.numAttentionHeads : c.numKeyValueHeads;
-      data = () => permuteRope(t.data, t.shape[0]!, nHead);
+      const src = t.data;
+      data = () => permuteRope(typeof src === 'function' ? src() : src, t.shape[0]!, nHead);
     }
     out.push({ name: gname, shape: t.shape, type: t.shape.length >= 2 && dtype === 'f16' ? GGML_TYPE_F16 : GGML_TYPE_F32, data });
   }

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { readLlamaConfig, type LlamaConfig } from '../hf/config.js';
-import { readSafetensorsDir } from '../engine/safetensors.js';
+import { openWeights, readF32 } from '../hf/safetensors.js';
 import { kv, writeGguf, type GgufKv } from './gguf-file.js';
 import { ggufTokenizerMetadata, type GgufTokenizerInfo } from './gguf-tokenizer.js';
 import { ggufArch, ggufTensors, type GgufArch } from './gguf-tensors.js';
@@ -116,7 +116,11 @@ export function exportGguf(srcDir: string, outFile: string, opts: GgufExportOpti
   if (tok.info.tokens > cfg.vocabSize) {
     throw new ChatsftError('EXPORT_ERROR', `the tokenizer has ${tok.info.tokens} tokens but the model only ${cfg.vocabSize} embedding rows`, srcDir);
   }
-  const tensors = ggufTensors(cfg, readSafetensorsDir(srcDir), dtype);
+  // Tensors are read from disk one at a time while the file is written: peak memory is
+  // the largest tensor (in f32, plus its f16 copy), not the model.
+  const index = openWeights(srcDir);
+  const lazy = new Map([...index.entries].map(([name, e]) => [name, { shape: e.shape, data: () => readF32(e) }]));
+  const tensors = ggufTensors(cfg, lazy, dtype);
   const kvs: GgufKv[] = [
     kv.str('general.architecture', arch),
     kv.str('general.type', 'model'),

@@ -15,7 +15,7 @@ import { checkOutput, replaceOutputSync, writeJsonAtomic as writeJson, type Repl
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { readLlamaConfig, toHfConfig } from '../hf/config.js';
-import { readSafetensorsDir, writeSafetensors } from '../engine/safetensors.js';
+import { DTYPE_BYTES, numelOf, openWeights, readF32, readRaw, u16View, writeSafetensorsStream, type WriteDtype } from '../hf/safetensors.js';
 import { eosIdField, stopIdsFor } from '../hf/stop_ids.js';
 import { configChatTemplate, readJson, tokenIds, tokenString, type Json } from '../hf/files.js';
 
@@ -30,8 +30,8 @@ export interface HfExportOptions {
   maxShardBytes?: number;
   /** Replace an existing output folder. */
   overwrite?: boolean;
-  /** Tensor type of every weight; default f32 (the engine's). f16 halves the folder; torch_dtype says which. */
-  dtype?: 'f32' | 'f16';
+  /** Tensor type of every weight; default f32 (the engine's). f16/bf16 halve the folder; torch_dtype says which. */
+  dtype?: 'f32' | 'f16' | 'bf16';
   /** Lines for the user (temps of killed exports reclaimed). */
   onNote?: (line: string) => void;
 }
@@ -137,10 +137,16 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
   const eosIds = [eotId, ...policy.filter((id) => id !== eotId)];
   const template = opts.chatTemplate !== undefined ? opts.chatTemplate : configChatTemplate(tc);
 
-  const tensors = readSafetensorsDir(srcDir);
-  const f16 = opts.dtype === 'f16';
-  const sizes: [string, number][] = [...tensors.keys()].sort().map((n) => [n, tensors.get(n)!.data.length * (f16 ? 2 : 4)]);
+  // Streamed: each tensor is read, converted and written on its own (peak memory: the largest tensor).
+  const index = openWeights(srcDir);
+  const outType: WriteDtype = opts.dtype === 'f16' ? 'F16' : opts.dtype === 'bf16' ? 'BF16' : 'F32';
+  const sizes: [string, number][] = [...index.entries.keys()].sort().map((n) => [n, numelOf(index.entries.get(n)!.shape) * DTYPE_BYTES[outType]]);
   const tensorBytes = sizes.reduce((a, [, b]) => a + b, 0);
+  const read = (name: string): Float32Array | Uint16Array => {
+    const e = index.entries.get(name)!;
+    // Same 16-bit type in and out: the stored words are copied through unchanged.
+    return e.dtype === outType && outType !== 'F32' ? u16View(readRaw(e)) : readF32(e);
+  };
 
   return replaceOutputSync(out, (tmp) => {
     const files: string[] = [];
@@ -148,9 +154,9 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
     const weightMap: Record<string, string> = {};
     shards.forEach((shard, i) => {
       const name = shards.length === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
-      const m = new Map(shard.map(([n]) => [n, { shape: tensors.get(n)!.shape, data: tensors.get(n)!.data }]));
+      const specs = shard.map(([n]) => ({ name: n, shape: index.entries.get(n)!.shape, dtype: outType }));
       // transformers refuses safetensors whose metadata `format` is not a known framework.
-      writeSafetensors(path.join(tmp, name), m, { format: 'pt' }, { dtype: f16 ? 'F16' : 'F32' });
+      writeSafetensorsStream(path.join(tmp, name), specs, (s) => read(s.name), { format: 'pt' });
       for (const [n] of shard) weightMap[n] = name;
       files.push(name);
     });
@@ -162,7 +168,7 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
     const hfCfg = toHfConfig(cfg);
     hfCfg['eos_token_id'] = eosIds.length === 1 ? eosIds[0] : eosIds;
     hfCfg['pad_token_id'] = padId;
-    if (f16) hfCfg['torch_dtype'] = 'float16';
+    hfCfg['torch_dtype'] = outType === 'F16' ? 'float16' : outType === 'BF16' ? 'bfloat16' : 'float32';
     writeJson(path.join(tmp, 'config.json'), hfCfg);
     Object.assign(gen, { eos_token_id: eosIds, pad_token_id: padId, bos_token_id: gen['bos_token_id'] ?? cfg.bosTokenId });
     writeJson(path.join(tmp, 'generation_config.json'), gen);

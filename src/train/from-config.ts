@@ -15,7 +15,8 @@ import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { saveTokenizerFiles, stopIdsOf } from '../model/save.js';
-import { checkSlidingWindow, disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, type LoraSpec } from '../engine/index.js';
+import { checkSlidingWindow, disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, storedDtype, type LoraSpec } from '../engine/index.js';
+import { assertPlanFits, describePlan, planMemory, type PlanInput } from '../engine/plan.js';
 import { availableParallelism } from 'node:os';
 import { createProgress } from '../util/progress.js';
 import { heldOutPrompts, splitHeldOut } from '../eval/heldout.js';
@@ -24,7 +25,7 @@ import { stopRateDropWarning, type StopRateSummary } from '../eval/stop_rate.js'
 import { runTraining } from './loop.js';
 import { engineStopRate } from './stop_eval.js';
 import { claimRunDir } from './output.js';
-import { loadOrCreateModel } from './setup.js';
+import { loadOrCreateModel, runConfig } from './setup.js';
 import type { TrainResult } from './types.js';
 import { trainTorchFromConfig, type TorchEngineOptions } from '../torch/from-config.js';
 
@@ -136,9 +137,59 @@ export async function trainFromConfig(
       claim.release(done);
     }
   }
+  const logPlan = (line: string): void => {
+    if (opts.onLog) opts.onLog(line);
+    else if (!opts.quiet) process.stderr.write(line + '\n');
+  };
+  const lora = loraSpecFrom(cfg, setup, setup.vocabSize);
+  // The memory plan comes first: a model that cannot fit is refused before anything is allocated.
+  const rc = runConfig(cfg.model, cfg.model_config);
+  let hostLayers = 0;
+  let hostEmbedding = false;
+  let frozenHead = false;
+  // The embedded engine's checkpointing follows the memory plan (torch's is --gradient-checkpointing).
+  let checkpointing: boolean | undefined;
+  if (rc) {
+    const longest = train.rows.reduce((m, r) => Math.max(m, r.inputIds.length), 0);
+    const inp: PlanInput = {
+      config: { ...rc.config, vocabSize: Math.max(rc.config.vocabSize, setup.vocabSize) },
+      mode: lora ? 'lora' : 'full',
+      batchSize: cfg.batch_size,
+      seqLen: Math.max(1, Math.min(longest, cfg.max_length ?? longest)),
+      ...(lora ? { lora: { r: lora.r, targets: lora.targets, trainRows: lora.trainTokenIds.length } } : {}),
+      ...(checkpointing !== undefined ? { checkpointing } : {}),
+      // Only pretrained weights can stay in host memory (a fresh init lives in the heap).
+      ...(rc.pretrained ? {} : { hostLayers: 0 }),
+    };
+    const plan = planMemory(inp);
+    logPlan(describePlan(plan, inp.mode));
+    assertPlanFits(plan, inp, cfg.model ?? cfg.model_config);
+    hostLayers = plan.hostLayers;
+    // Both keep the vocabulary as loaded: not when embeddings are resized for added tokens.
+    const resized = setup.vocabSize > rc.config.vocabSize;
+    hostEmbedding = plan.hostEmbedding && rc.pretrained && !resized;
+    frozenHead = plan.frozenHead && rc.pretrained && !resized;
+    checkpointing = plan.checkpointing;
+  }
   const wasmThreads = chooseWasmThreads(cfg);
   await initEngine(wasmThreads !== undefined ? { wasmThreads } : {});
-  const { model, pretrained } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
+  const loading = createProgress({ label: 'load', unit: 'MB', silent: Boolean(opts.quiet) });
+  let loadTotalSet = false;
+  const { model, pretrained } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed, {
+    hostLayers,
+    hostEmbedding,
+    frozenHead,
+    allowExtraTensors: cfg.allow_extra_tensors,
+    onProgress: (bytes, total) => {
+      if (!loadTotalSet) {
+        loading.setTotal(Math.round(total / 1e6));
+        loadTotalSet = true;
+      }
+      loading.update(Math.round(bytes / 1e6));
+    },
+  });
+  if (pretrained) loading.done('weights loaded');
+  model.gradientCheckpointing = checkpointing ?? false;
   if (model.config.vocabSize < setup.vocabSize) resizeTokenEmbeddings(model, setup.vocabSize);
   const measureStopRate = engineStopRate(model, prompts, { stopIds, turnHeaders: await turnHeadersOf(setup), maxNewTokens: cfg.eval.max_new_tokens });
   let atStart: StopRateSummary | null = null;
@@ -189,7 +240,9 @@ export async function trainFromConfig(
       ...(cfg.max_steps !== undefined ? { maxSteps: cfg.max_steps } : {}),
       seed: cfg.seed,
     },
-    lora: loraSpecFrom(cfg, setup, setup.vocabSize),
+    lora,
+    // A LoRA run on a bf16/f16 base saves its merged weights in kind (PEFT's merge_and_unload keeps the dtype).
+    ...(lora && pretrained && cfg.model ? { saveDtype: storedDtype(cfg.model) } : {}),
     evalEverySteps: cfg.eval.every_steps,
     ...(prompts.length > 0 ? { measureStopRate } : {}),
     checkpointEvery: cfg.checkpoint_every,

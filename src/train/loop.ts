@@ -18,7 +18,7 @@ import {
   evalLoss,
   initEngine,
   lrAt,
-  mergedTensors,
+  mergedTensor,
   saveAdapter,
   saveModel,
   trainStep,
@@ -171,9 +171,17 @@ function evaluate(run: Run): number | null {
 async function saveFinal(run: Run, evalLossValue: number | null, stop: StopRateSummary | null): Promise<void> {
   const { opts } = run;
   const dir = opts.outputDir;
-  const merged = mergedTensors(opts.model);
-  assertFiniteTensors(merged, dir, run.step);
-  saveModel(opts.model, dir, merged);
+  // Streamed tensor by tensor (O(size)); a non-finite weight aborts the write, whose temp file is removed.
+  saveModel(
+    opts.model,
+    dir,
+    (name) => {
+      const t = mergedTensor(opts.model, name);
+      assertFiniteTensors(new Map([[name, { data: t }]]), dir, run.step);
+      return t;
+    },
+    { dtype: opts.saveDtype ?? 'F32' },
+  );
   if (opts.model.lora) saveAdapter(opts.model, path.join(dir, 'adapter'), opts.baseModelPath ?? null);
   if (evalLossValue !== null || stop !== null) {
     // The final evaluation belongs to the last step's line.

@@ -70,6 +70,8 @@ export interface TrainOptions {
    * the place to write tokenizer files and generation_config.json.
    */
   finalizeFolder?: (dir: string) => void | Promise<void>;
+  /** Dtype of the saved model.safetensors (default F32; a LoRA run on a bf16 base saves BF16, as merging in PEFT would). */
+  saveDtype?: 'F32' | 'F16' | 'BF16';
   /** Stop (as if killed) after this many steps, without the final save; for tests. */
   stopAfterSteps?: number;
 }
