@@ -146,6 +146,8 @@ function pyTrim(s: string): string {
   return pyStrip(s, undefined, 'both');
 }
 
+const generationPrompts = new WeakMap<ChatTemplate, WeakMap<TemplateVars, string>>();
+
 /** Runs of consecutive assistant messages, [first, last] inclusive. */
 function assistantRuns(conv: Conversation): Array<[number, number]> {
   const runs: Array<[number, number]> = [];
@@ -197,12 +199,18 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
     if (!prompts.has(i)) prompts.set(i, render(conv.messages.slice(0, i), true));
     return prompts.get(i);
   };
-  let generationPrompt: string | undefined;
+  // The generation prompt (its first special token opens turns): found once per template and variables.
+  let byVars = generationPrompts.get(tpl);
+  if (!byVars) generationPrompts.set(tpl, (byVars = new WeakMap()));
+  let generationPrompt: string | undefined = byVars.get(vars);
   const firstI = (runs[0] as [number, number])[0];
-  const p0 = promptBefore(firstI);
+  const p0 = generationPrompt === undefined ? promptBefore(firstI) : undefined;
   const b0 = p0 === undefined ? undefined : render(conv.messages.slice(0, firstI), false);
   // What add_generation_prompt appends (some templates also end a non-prompt render with an eos: compare up to where they differ).
-  if (p0 !== undefined && b0 !== undefined) generationPrompt = p0.slice(headerEnd(p0, commonPrefix(p0, b0), specialIndex(specials))) || undefined;
+  if (p0 !== undefined && b0 !== undefined) {
+    generationPrompt = p0.slice(headerEnd(p0, commonPrefix(p0, b0), specialIndex(specials))) || undefined;
+    if (generationPrompt !== undefined) byVars.set(vars, generationPrompt);
+  }
 
   if (tpl.hasGenerationTags) return { text, spans: generationSpans(tpl, conv, vars, text, runs), generationPrompt };
 
