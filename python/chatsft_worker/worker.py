@@ -4,6 +4,7 @@ Events (rank 0 only, one JSON object per line):
   {"event": "ready", ...}  {"event": "resumed", "step", "losses"}
   {"event": "step", "step", "loss", "grad_norm", "seconds", "eval_loss"?}
   {"event": "stopped", "step"}  {"event": "done", "step", "eval_loss"}
+  {"event": "diverged", "step", "loss", "grad_norm", "what"?}  (non-finite numbers as "NaN"/"Infinity")
   {"event": "error", "code", "message", "where"?}
 Anything unexpected: the traceback goes to stderr (a log file the TypeScript
 side names in its error) and an ENGINE_ERROR event is emitted.
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
 import time
 import traceback
@@ -64,6 +66,10 @@ def probe():
     return info
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv):
     if argv[:1] == ["probe"]:
         print(json.dumps(probe()))
@@ -71,6 +77,8 @@ def main(argv):
     if len(argv) != 1:
         sys.stderr.write("usage: python -m chatsft_worker JOB.json | probe\n")
         return 2
+    # SIGTERM (chatsft interrupted, or torchrun stopping its ranks) unwinds like Ctrl-C, so temps are removed.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with open(argv[0]) as f:
             job = json.load(f)

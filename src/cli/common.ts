@@ -9,6 +9,8 @@ import { Command, Option } from 'commander';
 import { isChatsftError } from '../errors.js';
 import { flagTable, loadConfig } from '../config/load.js';
 import type { SftConfig } from '../config/schema.js';
+import { userErrorFromOs } from '../util/fs-errors.js';
+import { installSignalCleanup } from '../util/temps.js';
 
 export const VERSION: string = (
   JSON.parse(readFileSync(fileURLToPath(new URL('../../../package.json', import.meta.url)), 'utf8')) as { version: string }
@@ -46,10 +48,14 @@ export function configFrom(opts: Record<string, unknown>): SftConfig {
 /** Run a command body; user errors print `error[CODE] where: message` and exit 2. */
 export function action<A extends unknown[]>(fn: (...args: A) => Promise<number | void>): (...args: A) => Promise<void> {
   return async (...args: A) => {
+    // Ctrl-C / SIGTERM remove in-progress temp output and exit 130 / 143.
+    installSignalCleanup();
     try {
       const code = await fn(...args);
       process.exitCode = code ?? 0;
-    } catch (e) {
+    } catch (caught) {
+      // An OS error (EACCES, ENOSPC, EISDIR…) is the user's to fix: say which path and why.
+      const e = userErrorFromOs(caught);
       if (isChatsftError(e)) {
         process.stderr.write(`error[${e.code}] ${e.message}\n`);
       } else {

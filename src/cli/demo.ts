@@ -27,6 +27,7 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('train one small model twice (legacy pad = eos labels vs chatsft labels) and measure how often each stops')
     .option('--out <dir>', 'keep the data, both model folders and report.json here')
+    .option('--overwrite', 'replace an earlier demo --out folder (only one the demo wrote; anything else is refused)')
     .option('--json', 'print {"runs": [...]} as JSON on stdout')
     .option('--quick', 'reduced size (CI): fewer conversations, steps and prompts, no continued pair')
     .option('--full', 'also run the forgetting pair (legacy-continued, chatsft-continued) even with --quick')
@@ -58,6 +59,7 @@ export function registerDemo(program: Command): void {
         if (opts['full']) o.continued = true;
         if (opts['continued'] === false) o.continued = false;
         if (typeof opts['out'] === 'string') o.out = opts['out'];
+        if (opts['overwrite']) o.overwrite = true;
         const eng = engineOptions(opts);
         o.engine = eng.engine;
         if (eng.torch) o.torch = eng.torch;

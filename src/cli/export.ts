@@ -5,8 +5,9 @@ import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { loadModelFolder } from '../model/folder.js';
 import { discoverEot } from '../export/eot.js';
-import { exportGguf } from '../export/gguf.js';
-import { exportHf } from '../export/hf.js';
+import { exportGguf, notChatsftGguf } from '../export/gguf.js';
+import { exportHf, notExportFolder } from '../export/hf.js';
+import { checkOutput } from '../util/atomic.js';
 import { readJson } from '../export/tokenizer-files.js';
 import { action, printJson } from './common.js';
 
@@ -65,9 +66,16 @@ export async function runExport(opts: {
   if (!hasWeights(model)) {
     throw new ChatsftError('MODEL_INVALID', `no weights (*.safetensors): ${opts.format === 'gguf' ? 'a GGUF' : 'an export'} needs a trained or pretrained model, not only a tokenizer`, model);
   }
-  if (fs.existsSync(out) && !opts.overwrite) throw new ChatsftError('USAGE', 'output exists (pass --overwrite to replace it)', out);
+  // Refuse an output chatsft may not replace before the slow part (exportHf / exportGguf check again as they swap).
+  checkOutput(out, {
+    kind: opts.format === 'gguf' ? 'file' : 'dir',
+    overwrite: Boolean(opts.overwrite),
+    notOwned: opts.format === 'gguf' ? notChatsftGguf : notExportFolder,
+    protect: [model],
+  });
 
   const warnings: string[] = [];
+  const note = (line: string): void => void process.stderr.write(`note: ${line}\n`);
   let eot: { token: string; source: 'flag' | 'template' };
   if (opts.eot === undefined) {
     eot = { token: (await discoverEot(folder)).token, source: 'template' };
@@ -84,7 +92,7 @@ export async function runExport(opts: {
   const archs = cfg['architectures'];
 
   if (opts.format === 'gguf') {
-    const r = exportGguf(model, out, { eotToken: eot.token, dtype });
+    const r = exportGguf(model, out, { eotToken: eot.token, dtype, overwrite: Boolean(opts.overwrite), onNote: note });
     const t = r.tokenizer;
     if (r.droppedStopIds.length > 0) {
       warnings.push(`generation_config stop ids ${r.droppedStopIds.join(', ')} have no GGUF slot (GGUF carries one eos and one eot); llama.cpp stops on ${t.eosId} and ${t.eotId}`);
@@ -96,7 +104,7 @@ export async function runExport(opts: {
       stop_ids: [...new Set([t.eotId, t.eosId])], files: [path.basename(out)], adapter: null, warnings,
     };
   }
-  const r = exportHf(model, out, { eotToken: eot.token, overwrite: Boolean(opts.overwrite), dtype });
+  const r = exportHf(model, out, { eotToken: eot.token, overwrite: Boolean(opts.overwrite), dtype, onNote: note });
   return {
     format: 'hf', out: r.dir, bytes: folderBytes(r.dir),
     arch: Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : String(cfg['model_type'] ?? 'unknown'),
@@ -127,7 +135,7 @@ export function registerExport(program: Command): void {
     .requiredOption('--out <path>', 'output folder (hf) or .gguf file')
     .option('--dtype <dtype>', 'f32 or f16 (GGUF: matrices, norms stay f32; HF: every tensor). Default f16 for gguf, f32 for hf')
     .option('--eot <token>', 'end-of-turn token (default: found with the chat template)')
-    .option('--overwrite', 'replace an existing output')
+    .option('--overwrite', 'replace an earlier chatsft export (anything else is refused)')
     .option('--json', 'print the result as JSON on stdout')
     .action(
       action(async (opts: Record<string, unknown>) => {

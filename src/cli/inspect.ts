@@ -1,11 +1,12 @@
 // chatsft inspect --model ./qwen3 --data chats.jsonl --index 3 [--html page.html]
 import type { Command } from 'commander';
+import fs from 'node:fs';
 import { resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { readConversations, formatIssue } from '../data/conversations.js';
 import { createEncoder } from '../labels/encode.js';
-import { buildView, renderHtml, renderTerminal, type InspectView } from '../inspect/view.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { buildView, notInspectPage, renderHtml, renderTerminal, type InspectView } from '../inspect/view.js';
+import { checkOutput, replaceOutputSync, type ReplaceOptions } from '../util/atomic.js';
 import { action, addConfigFlags, configFrom, printJson, useColor } from './common.js';
 import { encodeOptionsFrom, PIPELINE_KEYS, setupFromConfig } from './prepare.js';
 
@@ -15,6 +16,7 @@ export function registerInspect(program: Command): void {
     .option('--index <n>', '0-based index of the conversation among the valid lines', '0')
     .option('--count <n>', 'number of conversations to show', '1')
     .option('--html <file>', 'also write a self-contained HTML page')
+    .option('--overwrite', 'replace an earlier --html page (only one chatsft inspect wrote; anything else is refused)')
     .option('--json', 'print tokens and turn counts as JSON')
     .action(
       action(async (opts: Record<string, unknown>) => {
@@ -24,6 +26,11 @@ export function registerInspect(program: Command): void {
         const count = Number(opts['count']);
         if (!Number.isInteger(index) || index < 0) throw new ChatsftError('USAGE', '--index must be a non-negative integer');
         if (!Number.isInteger(count) || count < 1) throw new ChatsftError('USAGE', '--count must be a positive integer');
+        const html = typeof opts['html'] === 'string' ? opts['html'] : undefined;
+        const protect = [cfg.data.train, ...(cfg.model ? [cfg.model] : [])];
+        const replacing: ReplaceOptions = { kind: 'file', overwrite: Boolean(opts['overwrite']), notOwned: notInspectPage, protect, flag: '--html', onNote: (l) => process.stderr.write(`${l}\n`) };
+        // Refuse a page we may not replace before doing any work.
+        if (html !== undefined) checkOutput(html, replacing);
         const setup = setupFromConfig(cfg);
         const encoder = createEncoder(setup, encodeOptionsFrom(cfg));
         const views: InspectView[] = [];
@@ -42,9 +49,11 @@ export function registerInspect(program: Command): void {
           if (views.length >= count || seen >= index + count) break;
         }
         if (views.length === 0) throw new ChatsftError('USAGE', `no conversation to show at index ${index}`, cfg.data.train);
-        if (opts['html']) {
-          writeFileAtomic(opts['html'] as string, renderHtml(views, `chatsft inspect: ${cfg.data.train}`));
-          process.stderr.write(`wrote ${resolve(opts['html'] as string)}\n`);
+        if (html !== undefined) {
+          // Written at a temp sibling and renamed over the old page: never half a page, never someone else's file.
+          const page = renderHtml(views, `chatsft inspect: ${cfg.data.train}`);
+          replaceOutputSync(html, (tmp) => fs.writeFileSync(tmp, page), replacing);
+          process.stderr.write(`wrote ${resolve(html)}\n`);
         }
         if (opts['json']) printJson(views);
         else process.stdout.write(views.map((v) => renderTerminal(v, useColor(process.stdout))).join('\n\n') + '\n');

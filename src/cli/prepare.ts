@@ -33,7 +33,7 @@ export function registerPrepare(program: Command): void {
     .requiredOption('--out <dir>', 'output folder')
     .option('--format <format>', 'parquet or jsonl', 'parquet')
     .option('--shard-rows <n>', 'rows per shard file', '50000')
-    .option('--overwrite', 'replace a non-empty output folder')
+    .option('--overwrite', 'replace an earlier prepared folder (only one chatsft wrote; anything else is refused)')
     .option('--json', 'print the manifest summary as JSON on stdout')
     .option('--quiet', 'no progress or per-line reports')
     .action(
@@ -65,6 +65,7 @@ export function registerPrepare(program: Command): void {
           onIssue: (m) => {
             if (!opts['quiet']) progress.log(`warning: ${m}`);
           },
+          onNote: (m) => progress.log(`note: ${m}`),
         });
         progress.done(`prepared ${manifest.examples} examples, ${manifest.tokens} tokens in ${progress.elapsed().toFixed(1)} s`);
         const summary = {

@@ -28,7 +28,8 @@ export function registerTrain(program: Command): void {
     'allow_no_eot',
     'output_dir',
   ])
-    .option('--resume', 'continue from output_dir/checkpoint')
+    .option('--resume', 'continue the run in output_dir from its newest complete checkpoint')
+    .option('--overwrite', 'replace an earlier chatsft run in output_dir (once the new run succeeds; anything else is refused)')
     .addOption(new Option('--engine <name>', 'embedded (TensorFlow.js, default) or torch (PyTorch worker: GPU, several processes)').choices(['embedded', 'torch']).default('embedded'))
     .option('--nproc <n>', 'torch: processes (DistributedDataParallel; the global batch is batch_size × n)')
     .option('--python <path>', 'torch: the Python interpreter with PyTorch (default /usr/bin/python3, or CHATSFT_PYTHON)')
@@ -40,7 +41,7 @@ export function registerTrain(program: Command): void {
       action(async (opts: Record<string, unknown>) => {
         const cfg = configFrom(opts);
         if (cfg.max_steps === undefined && cfg.epochs === undefined) cfg.epochs = 1;
-        const result = await trainFromConfig(cfg, { resume: Boolean(opts['resume']), quiet: Boolean(opts['quiet']), ...engineOptions(opts) });
+        const result = await trainFromConfig(cfg, { resume: Boolean(opts['resume']), overwrite: Boolean(opts['overwrite']), quiet: Boolean(opts['quiet']), ...engineOptions(opts) });
         if (opts['json']) {
           printJson(result);
           return;
@@ -50,6 +51,7 @@ export function registerTrain(program: Command): void {
           `${chart.join('\n')}\n` +
             `final loss ${result.finalLoss.toFixed(4)}${result.evalLoss !== null ? `  eval loss ${result.evalLoss.toFixed(4)}` : ''}  ` +
             `${result.tokensPerSecond.toFixed(0)} tokens/s  supervised EOT ${result.supervisedEot}\n` +
+            `${result.resumedFrom !== null ? `resumed from step ${result.resumedFrom} (${result.outputDir}/checkpoint)\n` : ''}` +
             `model folder: ${result.outputDir}\n`,
         );
       }),

@@ -4,6 +4,7 @@
  * keys answered with the nearest valid key.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { userErrorFromOs } from '../util/fs-errors.js';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ChatsftError } from '../errors.js';
@@ -162,6 +163,8 @@ export function readConfigFile(file: string): Record<string, unknown> {
   try {
     raw = parseYaml(readFileSync(file, 'utf8'));
   } catch (e) {
+    const os = userErrorFromOs(e, file);
+    if (os !== e) throw os;
     throw new ChatsftError('CONFIG_INVALID', `not valid YAML: ${(e as Error).message}`, file);
   }
   if (raw === null || raw === undefined) return {};

@@ -3,7 +3,8 @@
  * OpenAI `messages` format or ShareGPT `conversations`, detected per line.
  * Files are streamed line by line, never loaded whole.
  */
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { userErrorFromOs } from '../util/fs-errors.js';
 import { createInterface } from 'node:readline';
 import { ChatsftError } from '../errors.js';
 
@@ -133,11 +134,17 @@ export function parseLine(text: string, line: number): ParsedLine {
 /** Stream the lines of a JSONL file, parsed. Line numbers are 1-based. */
 export async function* readConversations(file: string): AsyncGenerator<ParsedLine & { bytes: number }> {
   if (!existsSync(file)) throw new ChatsftError('FILE_MISSING', 'data file not found', file);
+  if (statSync(file).isDirectory()) throw new ChatsftError('IO_ERROR', 'is a folder, not a JSONL file (EISDIR)', file);
   const rl = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
   let line = 0;
-  for await (const text of rl) {
-    line++;
-    yield { ...parseLine(text, line), bytes: Buffer.byteLength(text) + 1 };
+  try {
+    for await (const text of rl) {
+      line++;
+      yield { ...parseLine(text, line), bytes: Buffer.byteLength(text) + 1 };
+    }
+  } catch (e) {
+    // A read error (EACCES, EIO…) carries no path of its own here.
+    throw userErrorFromOs(e, file);
   }
 }
 

@@ -14,8 +14,9 @@
  *
  *   const report = await runDemo({ ...DEMO_DEFAULTS, out: 'demo-out' });
  */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { writeFileAtomic } from '../util/atomic.js';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { replaceOutput, writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { ensureDir } from '../util/fs-errors.js';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { hfLmCollatorLabels, collate } from '../batch/collate.js';
@@ -37,6 +38,8 @@ export type Pipeline = 'legacy' | 'chatsft';
 export interface DemoOptions {
   /** Keep everything here; a temporary folder (removed at the end) when absent. */
   out?: string;
+  /** Replace an earlier demo output at `out` (only one the demo wrote; anything else is refused). */
+  overwrite?: boolean;
   seed: number;
   trainSize: number;
   heldout: number;
@@ -164,111 +167,151 @@ async function evaluateFolder(dir: string, label: string, heldout: string, o: De
   }
 }
 
+/** Written first into a demo's --out folder: --overwrite replaces only a folder that carries it. */
+export const DEMO_MARKER = 'chatsft-demo.json';
+
+/** Why `dir` is not a demo output (null when it is; older demo outputs are recognised by their report.json). */
+export function notDemoFolder(dir: string): string | null {
+  for (const [file, ok] of [
+    [DEMO_MARKER, (m: Record<string, unknown>) => m['generator'] === 'chatsft' && m['kind'] === 'demo'],
+    ['report.json', (m: Record<string, unknown>) => Array.isArray(m['runs']) && Array.isArray(m['verdict']) && typeof m['settings'] === 'object'],
+  ] as const) {
+    try {
+      if (ok(JSON.parse(readFileSync(join(dir, file), 'utf8')) as Record<string, unknown>)) return null;
+    } catch {
+      // missing or not JSON
+    }
+  }
+  return `not a folder written by chatsft demo (no ${DEMO_MARKER})`;
+}
+
+/**
+ * With `out`: built in a temp sibling and swapped in by replaceOutput (the
+ * same ownership rule as prepare/export: a non-empty folder the demo did
+ * not write is refused, --overwrite replaces only an earlier demo output).
+ * Without: a temporary folder, removed at the end.
+ */
 export async function runDemo(o: DemoOptions): Promise<DemoReport> {
+  if (!o.out) {
+    const root = mkdtempSync(join(tmpdir(), 'chatsft-demo-'));
+    try {
+      return await runDemoIn(root, null, o);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  }
+  const final = resolve(o.out);
+  return replaceOutput(final, (tmp) => runDemoIn(tmp, final, o), {
+    kind: 'dir',
+    overwrite: Boolean(o.overwrite),
+    notOwned: notDemoFolder,
+    flag: '--out',
+    onNote: (line) => o.onStage?.(line),
+  });
+}
+
+/** The demo, written under `root`; `final` is where the folder will live (the report names paths there). */
+async function runDemoIn(root: string, final: string | null, o: DemoOptions): Promise<DemoReport> {
   const t0 = performance.now();
   const stage = o.onStage ?? (() => {});
-  const root = o.out ? resolve(o.out) : mkdtempSync(join(tmpdir(), 'chatsft-demo-'));
-  try {
-    mkdirSync(join(root, 'data'), { recursive: true });
-    await initEngine();
-    const totalStages = o.continued ? 6 : 3;
-    let n = 0;
-    const next = (what: string): void => stage(`[${++n}/${totalStages}] ${what}`);
+  if (final) writeJsonAtomic(join(root, DEMO_MARKER), { generator: 'chatsft', kind: 'demo', created: new Date().toISOString() });
+  ensureDir(join(root, 'data'));
+  await initEngine();
+  const totalStages = o.continued ? 6 : 3;
+  let n = 0;
+  const next = (what: string): void => stage(`[${++n}/${totalStages}] ${what}`);
 
-    // Data and the base folder (tokenizer + config.json, random init).
-    next('data, tokenizer and a small model');
-    const a = generateDemoData({ seed: o.seed, train: o.trainSize, heldout: o.heldout, task: 'A' });
-    const b = generateDemoData({ seed: o.seed, train: o.trainSize, heldout: o.heldout, task: 'B' });
-    const files = {
-      trainA: join(root, 'data', 'train.jsonl'),
-      heldoutA: join(root, 'heldout.jsonl'),
-      trainB: join(root, 'data', 'task_b_train.jsonl'),
-      heldoutB: join(root, 'data', 'task_b_heldout.jsonl'),
-    };
-    writeFileAtomic(files.trainA, toJsonl(a.train));
-    writeFileAtomic(files.heldoutA, toJsonl(a.heldout));
-    writeFileAtomic(files.trainB, toJsonl(b.train));
-    writeFileAtomic(files.heldoutB, toJsonl(b.heldout));
-    const base = join(root, 'base');
-    const tok = await writeDemoModelFolder(base, [...a.train, ...b.train].map(renderChatml), { vocabSize: o.vocabSize });
-    const config = makeLlamaConfig({
-      vocabSize: tok.vocabSize,
-      hiddenSize: o.hiddenSize,
-      intermediateSize: o.hiddenSize * 4,
-      numHiddenLayers: o.layers,
-      numAttentionHeads: o.heads,
-      tieWordEmbeddings: true,
-      maxPositionEmbeddings: 512,
-      bosTokenId: tok.ids.endoftext,
-      eosTokenId: tok.ids.imEnd,
+  // Data and the base folder (tokenizer + config.json, random init).
+  next('data, tokenizer and a small model');
+  const a = generateDemoData({ seed: o.seed, train: o.trainSize, heldout: o.heldout, task: 'A' });
+  const b = generateDemoData({ seed: o.seed, train: o.trainSize, heldout: o.heldout, task: 'B' });
+  const files = {
+    trainA: join(root, 'data', 'train.jsonl'),
+    heldoutA: join(root, 'heldout.jsonl'),
+    trainB: join(root, 'data', 'task_b_train.jsonl'),
+    heldoutB: join(root, 'data', 'task_b_heldout.jsonl'),
+  };
+  writeFileAtomic(files.trainA, toJsonl(a.train));
+  writeFileAtomic(files.heldoutA, toJsonl(a.heldout));
+  writeFileAtomic(files.trainB, toJsonl(b.train));
+  writeFileAtomic(files.heldoutB, toJsonl(b.heldout));
+  const base = join(root, 'base');
+  const tok = await writeDemoModelFolder(base, [...a.train, ...b.train].map(renderChatml), { vocabSize: o.vocabSize });
+  const config = makeLlamaConfig({
+    vocabSize: tok.vocabSize,
+    hiddenSize: o.hiddenSize,
+    intermediateSize: o.hiddenSize * 4,
+    numHiddenLayers: o.layers,
+    numAttentionHeads: o.heads,
+    tieWordEmbeddings: true,
+    maxPositionEmbeddings: 512,
+    bosTokenId: tok.ids.endoftext,
+    eosTokenId: tok.ids.imEnd,
+  });
+  writeFileAtomic(join(base, 'config.json'), JSON.stringify(toHfConfig(config), null, 2) + '\n');
+
+  const runs: DemoRun[] = [];
+  let stopIds: number[] = [];
+  let parameters = 0;
+  const train = async (name: string, p: Pipeline, from: string, data: string, heldout: string, steps: number, lr: number, task: 'A' | 'B'): Promise<DemoRun> => {
+    const dir = join(root, name);
+    rmSync(dir, { recursive: true, force: true });
+    const cfg = runConfig(p, from, data, heldout, dir, steps, lr, o);
+    next(`${name}: training ${steps} steps (${p === 'legacy' ? 'pad = eos, left padding, labels masked by pad id' : 'chatsft labels'})`);
+    const quiet = !o.progress;
+    const result = await trainFromConfig(cfg, {
+      quiet,
+      onLog: () => {},
+      ...(p === 'legacy' ? { transformRows: legacyMaskRows } : {}),
+      ...(o.engine ? { engine: o.engine } : {}),
+      ...(o.torch ? { torch: o.torch } : {}),
     });
-    writeFileAtomic(join(base, 'config.json'), JSON.stringify(toHfConfig(config), null, 2) + '\n');
-
-    const runs: DemoRun[] = [];
-    let stopIds: number[] = [];
-    let parameters = 0;
-    const train = async (name: string, p: Pipeline, from: string, data: string, heldout: string, steps: number, lr: number, task: 'A' | 'B'): Promise<DemoRun> => {
-      const dir = join(root, name);
-      rmSync(dir, { recursive: true, force: true });
-      const cfg = runConfig(p, from, data, heldout, dir, steps, lr, o);
-      next(`${name}: training ${steps} steps (${p === 'legacy' ? 'pad = eos, left padding, labels masked by pad id' : 'chatsft labels'})`);
-      const quiet = !o.progress;
-      const result = await trainFromConfig(cfg, {
-        quiet,
-        onLog: () => {},
-        ...(p === 'legacy' ? { transformRows: legacyMaskRows } : {}),
-        ...(o.engine ? { engine: o.engine } : {}),
-        ...(o.torch ? { torch: o.torch } : {}),
-      });
-      const ev = await evaluateFolder(dir, name, heldout, o);
-      stopIds = ev.stop_ids;
-      parameters = ev.parameters;
-      return {
-        name,
-        pipeline: p,
-        supervised_eot: result.supervisedEot,
-        stop_rate: ev.stop_rate ?? 0,
-        mean_new_tokens: ev.mean_new_tokens ?? 0,
-        p95_new_tokens: ev.p95_new_tokens ?? 0,
-        final_loss: result.finalLoss,
-        eval_loss: ev.loss,
-        seconds: result.seconds,
-        eval_seconds: ev.seconds.generation + ev.seconds.loss,
-        runaways: ev.runaways ?? { total: 0, new_turn_header: 0, inside_text: 0 },
-        task,
-        model_dir: o.out ? dir : null,
-      };
+    const ev = await evaluateFolder(dir, name, heldout, o);
+    stopIds = ev.stop_ids;
+    parameters = ev.parameters;
+    return {
+      name,
+      pipeline: p,
+      supervised_eot: result.supervisedEot,
+      stop_rate: ev.stop_rate ?? 0,
+      mean_new_tokens: ev.mean_new_tokens ?? 0,
+      p95_new_tokens: ev.p95_new_tokens ?? 0,
+      final_loss: result.finalLoss,
+      eval_loss: ev.loss,
+      seconds: result.seconds,
+      eval_seconds: ev.seconds.generation + ev.seconds.loss,
+      runaways: ev.runaways ?? { total: 0, new_turn_header: 0, inside_text: 0 },
+      task,
+      model_dir: final ? join(final, name) : null,
     };
+  };
 
-    runs.push(await train('legacy', 'legacy', base, files.trainA, files.heldoutA, o.steps, o.lr, 'A'));
-    runs.push(await train('chatsft', 'chatsft', base, files.trainA, files.heldoutA, o.steps, o.lr, 'A'));
-    if (o.continued) {
-      const start = join(root, 'chatsft');
-      next('chatsft on task B prompts, before continued training');
-      const before = await evaluateFolder(start, 'chatsft (task B)', files.heldoutB, o);
-      for (const p of ['legacy', 'chatsft'] as const) {
-        const run = await train(`${p}-continued`, p, start, files.trainB, files.heldoutB, o.continueSteps, o.continueLr, 'B');
-        runs.push({ ...run, stop_rate_before: before.stop_rate ?? 0 });
-      }
+  runs.push(await train('legacy', 'legacy', base, files.trainA, files.heldoutA, o.steps, o.lr, 'A'));
+  runs.push(await train('chatsft', 'chatsft', base, files.trainA, files.heldoutA, o.steps, o.lr, 'A'));
+  if (o.continued) {
+    const start = join(root, 'chatsft');
+    next('chatsft on task B prompts, before continued training');
+    const before = await evaluateFolder(start, 'chatsft (task B)', files.heldoutB, o);
+    for (const p of ['legacy', 'chatsft'] as const) {
+      const run = await train(`${p}-continued`, p, start, files.trainB, files.heldoutB, o.continueSteps, o.continueLr, 'B');
+      runs.push({ ...run, stop_rate_before: before.stop_rate ?? 0 });
     }
-
-    const report: DemoReport = {
-      runs,
-      settings: { ...DEMO_DEFAULTS, ...pick(o), parameters, stop_ids: stopIds },
-      heldout_examples: a.heldout.length,
-      verdict: verdict(runs),
-      total_seconds: (performance.now() - t0) / 1000,
-      out: o.out ? root : null,
-    };
-    if (o.out) writeFileAtomic(join(root, 'report.json'), JSON.stringify(report, null, 2) + '\n');
-    return report;
-  } finally {
-    if (!o.out) rmSync(root, { recursive: true, force: true });
   }
+
+  const report: DemoReport = {
+    runs,
+    settings: { ...DEMO_DEFAULTS, ...pick(o), parameters, stop_ids: stopIds },
+    heldout_examples: a.heldout.length,
+    verdict: verdict(runs),
+    total_seconds: (performance.now() - t0) / 1000,
+    out: final,
+  };
+  if (final) writeFileAtomic(join(root, 'report.json'), JSON.stringify(report, null, 2) + '\n');
+  return report;
 }
 
 function pick(o: DemoOptions): Omit<DemoOptions, 'out' | 'onStage' | 'progress' | 'torch'> {
-  const { out: _out, onStage: _s, progress: _p, torch: _t, ...rest } = o;
+  const { out: _out, overwrite: _o, onStage: _s, progress: _p, torch: _t, ...rest } = o;
   return rest;
 }
 

@@ -13,6 +13,7 @@ import { kv, writeGguf, type GgufKv } from './gguf-file.js';
 import { ggufTokenizerMetadata, type GgufTokenizerInfo } from './gguf-tokenizer.js';
 import { ggufArch, ggufTensors, type GgufArch } from './gguf-tensors.js';
 import { readJson } from './tokenizer-files.js';
+import { checkOutput, replaceOutputSync } from '../util/atomic.js';
 
 export interface GgufExportOptions {
   /** The token that closes assistant turns (e.g. `<|im_end|>`); written as eot so llama.cpp stops on it. */
@@ -27,6 +28,28 @@ export interface GgufExportOptions {
   name?: string;
   /** Force `tokenizer.ggml.pre` for byte-level BPE tokenizers that are not recognised. */
   preTokenizer?: string;
+  /** Replace an existing GGUF that chatsft wrote (anything else is refused). */
+  overwrite?: boolean;
+  /** Lines for the user (temps of killed exports reclaimed). */
+  onNote?: (line: string) => void;
+}
+
+/** Metadata key that marks a GGUF written by chatsft (llama.cpp ignores keys it does not know). */
+export const GGUF_MARKER_KEY = 'chatsft.generator';
+
+/** Why `file` is not a GGUF chatsft wrote (null when it is): the marker key sits in the first kilobytes of the header. */
+export function notChatsftGguf(file: string): string | null {
+  const buf = Buffer.alloc(65536);
+  let n = 0;
+  const fd = fs.openSync(file, 'r');
+  try {
+    n = fs.readSync(fd, buf, 0, buf.length, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const head = buf.subarray(0, n);
+  if (head.subarray(0, 4).toString('latin1') !== 'GGUF') return 'not a GGUF file';
+  return head.includes(GGUF_MARKER_KEY, 0, 'latin1') ? null : `a GGUF file not written by chatsft (no ${GGUF_MARKER_KEY} in its metadata)`;
 }
 
 export interface GgufExportResult {
@@ -64,6 +87,9 @@ export function ggufModelMetadata(c: LlamaConfig, arch: GgufArch): GgufKv[] {
 
 export function exportGguf(srcDir: string, outFile: string, opts: GgufExportOptions): GgufExportResult {
   const dtype = opts.dtype ?? 'f16';
+  const replacing = { kind: 'file' as const, overwrite: Boolean(opts.overwrite), notOwned: notChatsftGguf, protect: [srcDir], flag: '--out', ...(opts.onNote ? { onNote: opts.onNote } : {}) };
+  // Refuse early, before reading weights.
+  checkOutput(outFile, replacing);
   const cfg = readLlamaConfig(path.join(srcDir, 'config.json'));
   const arch = ggufArch(cfg);
   const eos = cfg.eosTokenId;
@@ -88,13 +114,11 @@ export function exportGguf(srcDir: string, outFile: string, opts: GgufExportOpti
     kv.u32('general.file_type', dtype === 'f16' ? 1 : 0),
     kv.u32('general.quantization_version', 2),
     kv.u32('general.alignment', 32),
+    kv.str(GGUF_MARKER_KEY, 'chatsft'),
     ...ggufModelMetadata(cfg, arch),
     ...tok.kvs,
   ];
-  if (fs.existsSync(outFile) && fs.statSync(outFile).isDirectory()) {
-    throw new ChatsftError('USAGE', 'GGUF output must be a file path, not a directory', outFile);
-  }
-  const { bytes } = writeGguf(outFile, kvs, tensors);
+  const { bytes } = replaceOutputSync(outFile, (tmp) => writeGguf(tmp, kvs, tensors), replacing);
   const genFile = path.join(srcDir, 'generation_config.json');
   const genEos = fs.existsSync(genFile) ? readJson(genFile)['eos_token_id'] : undefined;
   const genIds = (Array.isArray(genEos) ? genEos : [genEos]).filter((x): x is number => typeof x === 'number');

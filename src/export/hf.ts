@@ -5,11 +5,13 @@
  *
  *   exportHf('runs/chatsft', 'out/hf', { eotToken: '<|im_end|>', padToken: '<|endoftext|>' })
  *
- * Everything is written into a temporary sibling folder that is renamed into
- * place at the end, so a failed export never leaves a half-written folder.
+ * Everything is written into a temporary sibling folder that is swapped in
+ * at the end (util/atomic `replaceOutputSync`), so a failed export never
+ * leaves a half-written folder nor loses the one it replaces; the folder
+ * carries `chatsft-export.json`, the mark `--overwrite` needs to replace it.
  */
 import fs from 'node:fs';
-import { writeJsonAtomic as writeJson } from '../util/atomic.js';
+import { checkOutput, replaceOutputSync, writeJsonAtomic as writeJson, type ReplaceOptions } from '../util/atomic.js';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { readLlamaConfig, toHfConfig } from '../engine/config.js';
@@ -29,6 +31,8 @@ export interface HfExportOptions {
   overwrite?: boolean;
   /** Tensor type of every weight; default f32 (the engine's). f16 halves the folder; torch_dtype says which. */
   dtype?: 'f32' | 'f16';
+  /** Lines for the user (temps of killed exports reclaimed). */
+  onNote?: (line: string) => void;
 }
 
 export interface HfExportResult {
@@ -45,6 +49,20 @@ export interface HfExportResult {
 }
 
 const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors'];
+
+/** Written into every exported folder: chatsft replaces (--overwrite) only folders that carry it. */
+export const EXPORT_MARKER = 'chatsft-export.json';
+
+/** Why `dir` is not a folder chatsft exported (null when it is). */
+export function notExportFolder(dir: string): string | null {
+  try {
+    const m = JSON.parse(fs.readFileSync(path.join(dir, EXPORT_MARKER), 'utf8')) as { generator?: unknown };
+    if (m.generator === 'chatsft') return null;
+  } catch {
+    // no marker or unreadable
+  }
+  return `not a folder exported by chatsft (no ${EXPORT_MARKER})`;
+}
 
 /**
  * The PEFT adapter of a LoRA run: `adapter/` (where chatsft's trainer writes
@@ -84,8 +102,9 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
   const maxShard = opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   if (!(maxShard > 0)) throw new ChatsftError('USAGE', `maxShardBytes must be > 0 (got ${maxShard})`);
   const out = path.resolve(outDir);
-  if (out === path.resolve(srcDir)) throw new ChatsftError('USAGE', 'the output folder is the source folder', outDir);
-  if (fs.existsSync(out) && !opts.overwrite) throw new ChatsftError('USAGE', 'output folder exists (pass overwrite to replace it)', outDir);
+  const replacing: ReplaceOptions = { kind: 'dir', overwrite: Boolean(opts.overwrite), notOwned: notExportFolder, protect: [srcDir], flag: '--out', ...(opts.onNote ? { onNote: opts.onNote } : {}) };
+  // Refuse early, before reading weights.
+  checkOutput(out, replacing);
 
   const cfg = readLlamaConfig(path.join(srcDir, 'config.json'));
   const tjFile = path.join(srcDir, 'tokenizer.json');
@@ -113,9 +132,7 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
   const sizes: [string, number][] = [...tensors.keys()].sort().map((n) => [n, tensors.get(n)!.data.length * (f16 ? 2 : 4)]);
   const tensorBytes = sizes.reduce((a, [, b]) => a + b, 0);
 
-  const tmp = path.join(path.dirname(out), `.${path.basename(out)}.tmp-${process.pid}-${Date.now()}`);
-  fs.mkdirSync(tmp, { recursive: true });
-  try {
+  return replaceOutputSync(out, (tmp) => {
     const files: string[] = [];
     const shards = planShards(sizes, maxShard);
     const weightMap: Record<string, string> = {};
@@ -176,22 +193,11 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
       }
     }
 
-    if (fs.existsSync(out)) {
-      // Swap: move the old folder aside first so a failure leaves one complete folder in place.
-      const old = `${tmp}-old`;
-      fs.renameSync(out, old);
-      fs.renameSync(tmp, out);
-      fs.rmSync(old, { recursive: true, force: true });
-    } else {
-      fs.renameSync(tmp, out);
-    }
+    writeJson(path.join(tmp, EXPORT_MARKER), { generator: 'chatsft', kind: 'export-hf', source: path.resolve(srcDir), created: new Date().toISOString() });
     const bos = gen['bos_token_id'];
     return {
       dir: out, files, shards: shards.length, tensorBytes, eosTokenIds: eosIds, padTokenId: padId, eotTokenId: eotId,
       bosTokenId: typeof bos === 'number' ? bos : null, adapterFrom,
     };
-  } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  }, replacing);
 }

@@ -2,6 +2,7 @@
  * `inspect`: a conversation's tokens, trained vs masked, EOT highlighted,
  * as coloured terminal text or a self-contained HTML page.
  */
+import fs from 'node:fs';
 import type { EncodedExample } from '../labels/encode.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { sliceCodePoints } from '../tokenize/encode.js';
@@ -147,6 +148,22 @@ function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
+/** The second line of every page `inspect --html` writes: --overwrite replaces only such a page. */
+export const HTML_MARKER = '<!-- generator: chatsft inspect -->';
+
+/** Why the file at `file` is not a page inspect wrote (null when it is). */
+export function notInspectPage(file: string): string | null {
+  const buf = Buffer.alloc(256);
+  const fd = fs.openSync(file, 'r');
+  let n = 0;
+  try {
+    n = fs.readSync(fd, buf, 0, buf.length, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return buf.subarray(0, n).toString('utf8').includes(HTML_MARKER) ? null : `not a page written by chatsft inspect (no ${HTML_MARKER} at its top)`;
+}
+
 /** A self-contained HTML page of one or more views. */
 export function renderHtml(views: InspectView[], title: string): string {
   const sections = views
@@ -167,6 +184,7 @@ export function renderHtml(views: InspectView[], title: string): string {
     })
     .join('\n');
   return `<!doctype html>
+${HTML_MARKER}
 <html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}

@@ -5,8 +5,10 @@
  * whose `eos_token_id` includes the EOT the model learned — so runtimes
  * that read it stop where the model stops.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
-import { writeJsonAtomic as writeJson } from '../util/atomic.js';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
+import { tempName, writeJsonAtomic as writeJson } from '../util/atomic.js';
+import { ensureDir } from '../util/fs-errors.js';
+import { registerTemp, unregisterTemp } from '../util/temps.js';
 import { join } from 'node:path';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { generationEosIds } from './folder.js';
@@ -27,10 +29,15 @@ export interface SaveTokenizerOptions {
 }
 
 export function saveTokenizerFiles(setup: TokenizerSetup, dir: string, opts: SaveTokenizerOptions): void {
-  mkdirSync(dir, { recursive: true });
-  const tmpTok = join(dir, `tokenizer.json.${process.pid}.tmp`);
-  setup.tokenizer.save(tmpTok);
-  renameSync(tmpTok, join(dir, 'tokenizer.json'));
+  ensureDir(dir);
+  const tmpTok = tempName(join(dir, 'tokenizer.json'));
+  registerTemp(tmpTok);
+  try {
+    setup.tokenizer.save(tmpTok);
+    renameSync(tmpTok, join(dir, 'tokenizer.json'));
+  } finally {
+    unregisterTemp(tmpTok);
+  }
 
   const src = setup.folder;
   const config: Record<string, unknown> = { ...src.tokenizerConfig };

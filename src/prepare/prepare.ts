@@ -4,8 +4,8 @@
  * `prepareRows` keeps rows in memory (the trainer's path); `prepareToDir`
  * writes shards + manifest.json into a staging folder renamed at the end.
  */
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Example, Row } from '../batch/types.js';
 import { packExamples } from '../batch/pack.js';
@@ -15,7 +15,7 @@ import { TEMPLATE_REASONS, type DropReason } from '../labels/types.js';
 import { templateWhere } from '../template/spans.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { writeShard, type ShardFormat } from './shards.js';
-import { writeJsonAtomic } from '../util/atomic.js';
+import { replaceOutput, writeJsonAtomic } from '../util/atomic.js';
 
 export interface SplitStats {
   lines: number;
@@ -218,6 +218,8 @@ export async function prepareRows(setup: TokenizerSetup, file: string, opts: Pre
 
 /** manifest.json (SPEC §5): the train split's statistics and everything needed to use the shards. */
 export interface Manifest extends Omit<SplitStats, 'lines'> {
+  /** chatsft's signature: `--overwrite` replaces only folders that carry it. */
+  generator: typeof GENERATOR;
   chatsft_version: string;
   created: string;
   model: string;
@@ -239,6 +241,7 @@ export interface Manifest extends Omit<SplitStats, 'lines'> {
 }
 
 export const MANIFEST = 'manifest.json';
+export const GENERATOR = 'chatsft';
 
 export interface PrepareToDirOptions extends PrepareOptions {
   out: string;
@@ -249,74 +252,104 @@ export interface PrepareToDirOptions extends PrepareOptions {
   overwrite?: boolean;
   modelDir: string;
   version: string;
+  /** Lines for the user that are not data issues (stale temps reclaimed). */
+  onNote?: (line: string) => void;
+}
+
+/**
+ * Why `dir` is not a folder `prepare` wrote (null when it is): its
+ * manifest.json must parse and carry chatsft's signature (`generator`, or
+ * for manifests older than that field, the keys only chatsft writes).
+ */
+export function notPreparedFolder(dir: string): string | null {
+  const file = join(dir, MANIFEST);
+  if (!existsSync(file)) return 'not a folder prepared by chatsft (no manifest.json)';
+  let m: unknown;
+  try {
+    m = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    return `not a folder prepared by chatsft (${MANIFEST} is not valid JSON)`;
+  }
+  if (typeof m !== 'object' || m === null) return `not a folder prepared by chatsft (${MANIFEST} is not an object)`;
+  const o = m as Record<string, unknown>;
+  if (o['generator'] === GENERATOR) return null;
+  const legacy = ['chatsft_version', 'tokenizer_sha256', 'shards', 'supervised_eot'].every((k) => k in o);
+  return legacy ? null : `not a folder prepared by chatsft (${MANIFEST} has no "generator": "${GENERATOR}")`;
+}
+
+/** One line per drop reason: "invalid 3, too_long 2" (what a zero-example error shows). */
+function reasons(s: SplitStats): string {
+  const parts = Object.entries(s.dropped).map(([k, v]) => `${k} ${v}`);
+  return parts.length ? parts.join(', ') : 'no lines with a conversation';
+}
+
+/** A split that yields no example is an error (SPEC §3), raised before anything replaces the output. */
+export function requireExamples(s: SplitStats, file: string): void {
+  if (s.examples > 0) return;
+  const first = s.issues[0] ? `; first: ${s.issues[0]}` : '';
+  throw new ChatsftError('DATA_INVALID', `no usable example in ${s.lines} line(s): ${reasons(s)}${first}`, file);
 }
 
 export async function prepareToDir(setup: TokenizerSetup, data: string, opts: PrepareToDirOptions): Promise<Manifest> {
   const out = resolve(opts.out);
-  if (existsSync(out) && readdirSync(out).length > 0 && !opts.overwrite) {
-    throw new ChatsftError('USAGE', 'output folder exists and is not empty (pass --overwrite to replace it)', out);
-  }
   const format = opts.format ?? 'parquet';
   const shardRows = opts.shardRows ?? 50000;
-  mkdirSync(dirname(out), { recursive: true });
-  const staging = join(dirname(out), `.${basename(out)}.partial-${process.pid}`);
-  rmSync(staging, { recursive: true, force: true });
-  mkdirSync(staging, { recursive: true });
-  try {
-    const writeSplit = async (split: string, file: string): Promise<{ stats: SplitStats; shards: string[] }> => {
-      const shards: string[] = [];
-      let buffer: Row[] = [];
-      const flush = (): void => {
-        if (buffer.length === 0) return;
-        shards.push(writeShard(staging, split, shards.length, buffer, opts.packing ?? false, format));
-        buffer = [];
+  const protect = [data, opts.modelDir, ...(opts.evalData ? [opts.evalData] : [])];
+  return replaceOutput(
+    out,
+    async (staging) => {
+      const writeSplit = async (split: string, file: string): Promise<{ stats: SplitStats; shards: string[] }> => {
+        const shards: string[] = [];
+        let buffer: Row[] = [];
+        const flush = (): void => {
+          if (buffer.length === 0) return;
+          shards.push(writeShard(staging, split, shards.length, buffer, opts.packing ?? false, format));
+          buffer = [];
+        };
+        const stats = await processFile(setup, file, opts, (rows) => {
+          for (const r of rows) {
+            buffer.push(r);
+            if (buffer.length >= shardRows) flush();
+          }
+        });
+        requireExamples(stats, file);
+        flush();
+        return { stats, shards };
       };
-      const stats = await processFile(setup, file, opts, (rows) => {
-        for (const r of rows) {
-          buffer.push(r);
-          if (buffer.length >= shardRows) flush();
-        }
-      });
-      flush();
-      if (shards.length === 0) shards.push(writeShard(staging, split, 0, [], opts.packing ?? false, format));
-      return { stats, shards };
-    };
-    const train = await writeSplit('train', data);
-    const evalSplit = opts.evalData ? await writeSplit('eval', opts.evalData) : undefined;
-    const s = train.stats;
-    const manifest: Manifest = {
-      chatsft_version: opts.version,
-      created: new Date().toISOString(),
-      model: opts.modelDir,
-      data,
-      ...omitLines(s),
-      pad_token: setup.padToken,
-      pad_token_id: setup.padId,
-      padding_side: setup.paddingSide,
-      added_tokens: setup.addedTokens,
-      vocab_size: setup.vocabSize,
-      train_on: opts.trainOn ?? 'assistant',
-      template: { origin: setup.template.origin, source: setup.template.source, sha256: setup.template.sha256 },
-      tokenizer_sha256: setup.folder.tokenizerSha256,
-      max_length: opts.maxLength ?? null,
-      truncation: opts.truncation ?? 'drop',
-      packing: opts.packing ?? false,
-      format,
-      shards: train.shards,
-      ...(evalSplit && opts.evalData
-        ? { eval: { ...omitLines(evalSplit.stats), shards: evalSplit.shards, data: opts.evalData } }
-        : {}),
-    };
-    writeJsonAtomic(join(staging, MANIFEST), manifest);
-    // The tokenizer the ids refer to (with any tokens chatsft added).
-    setup.tokenizer.save(join(staging, 'tokenizer.json'));
-    if (existsSync(out)) rmSync(out, { recursive: true, force: true });
-    renameSync(staging, out);
-    return manifest;
-  } catch (e) {
-    rmSync(staging, { recursive: true, force: true });
-    throw e;
-  }
+      const train = await writeSplit('train', data);
+      const evalSplit = opts.evalData ? await writeSplit('eval', opts.evalData) : undefined;
+      const s = train.stats;
+      const manifest: Manifest = {
+        generator: GENERATOR,
+        chatsft_version: opts.version,
+        created: new Date().toISOString(),
+        model: opts.modelDir,
+        data,
+        ...omitLines(s),
+        pad_token: setup.padToken,
+        pad_token_id: setup.padId,
+        padding_side: setup.paddingSide,
+        added_tokens: setup.addedTokens,
+        vocab_size: setup.vocabSize,
+        train_on: opts.trainOn ?? 'assistant',
+        template: { origin: setup.template.origin, source: setup.template.source, sha256: setup.template.sha256 },
+        tokenizer_sha256: setup.folder.tokenizerSha256,
+        max_length: opts.maxLength ?? null,
+        truncation: opts.truncation ?? 'drop',
+        packing: opts.packing ?? false,
+        format,
+        shards: train.shards,
+        ...(evalSplit && opts.evalData
+          ? { eval: { ...omitLines(evalSplit.stats), shards: evalSplit.shards, data: opts.evalData } }
+          : {}),
+      };
+      // The tokenizer the ids refer to (with any tokens chatsft added); the manifest last, as the mark of a complete folder.
+      setup.tokenizer.save(join(staging, 'tokenizer.json'));
+      writeJsonAtomic(join(staging, MANIFEST), manifest);
+      return manifest;
+    },
+    { kind: 'dir', overwrite: Boolean(opts.overwrite), notOwned: notPreparedFolder, protect, flag: '--out', ...(opts.onNote ? { onNote: opts.onNote } : {}) },
+  );
 }
 
 function omitLines(s: SplitStats): Omit<SplitStats, 'lines'> {

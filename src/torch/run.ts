@@ -22,6 +22,10 @@ import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics, type Metrics
 import { stopFields, type StopEval, type StopFields, type WorkerGeneration } from './stop.js';
 import type { TrainOptions, TrainResult } from '../train/types.js';
 import { writeJsonAtomic } from '../util/atomic.js';
+import { ensureDir } from '../util/fs-errors.js';
+import { registerInterruptHook, registerTemp, unregisterTemp } from '../util/temps.js';
+import { findCheckpoint } from '../train/checkpoint.js';
+import { divergedError } from '../train/diverge.js';
 import { initialTensors, loraInitTensors, writePlanFile, writeRowsFile } from './job.js';
 import { defaultPython, requireTorch, workerEnv, type TorchInfo } from './python.js';
 
@@ -74,9 +78,11 @@ type WorkerEvent =
   | { event: 'step'; step: number; loss: number; lr: number; grad_norm: number; seconds: number; eval_loss?: number; generations?: WorkerGeneration[] }
   | { event: 'stopped'; step: number }
   | { event: 'done'; step: number; eval_loss: number | null; generations?: WorkerGeneration[] }
+  /** Non-finite loss / grad_norm come as "NaN" / "Infinity" (JSON has no such numbers); `what` names a non-finite weight. */
+  | { event: 'diverged'; step: number; loss: number | string; grad_norm: number | string; what?: string }
   | { event: 'error'; code: string; message: string; where?: string };
 
-const WORKER_CODES: readonly ErrorCode[] = ['MODEL_INVALID', 'CHECKPOINT_INVALID', 'ENGINE_ERROR', 'DATA_INVALID', 'CONFIG_INVALID'];
+const WORKER_CODES: readonly ErrorCode[] = ['MODEL_INVALID', 'CHECKPOINT_INVALID', 'ENGINE_ERROR', 'DATA_INVALID', 'CONFIG_INVALID', 'TRAINING_DIVERGED'];
 
 export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTrainResult> {
   const t0 = performance.now();
@@ -106,10 +112,41 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
   const lrs = Array.from({ length: totalSteps }, (_, s) => lrAt(schedule, s));
 
   const out = opts.outputDir;
-  fs.mkdirSync(out, { recursive: true });
+  ensureDir(out);
+  // The same completeness rule as the embedded engine: the newest complete checkpoint, recovered
+  // from the siblings an interrupted save left (the worker writes complete.json last).
+  const found = opts.resume ? findCheckpoint(out, opts.onLog) : null;
+  if (opts.resume && !found) throw new ChatsftError('CHECKPOINT_INVALID', 'nothing to resume: no complete checkpoint here (set checkpoint_every, or drop --resume to start over)', out);
   const jobDir = path.join(out, JOB_DIR);
   fs.rmSync(jobDir, { recursive: true, force: true });
-  fs.mkdirSync(jobDir, { recursive: true });
+  ensureDir(jobDir);
+  // The job files are temps of this run: removed at the end, on failure and on an interrupt.
+  registerTemp(jobDir);
+  try {
+    return await trainWithWorker(opts, { t0, python, info, nproc, supervisedEot, order, totalSteps, lrs, out, jobDir, found });
+  } finally {
+    fs.rmSync(jobDir, { recursive: true, force: true });
+    unregisterTemp(jobDir);
+  }
+}
+
+interface Prepared {
+  t0: number;
+  python: string;
+  info: TorchInfo;
+  nproc: number;
+  supervisedEot: number;
+  order: DataOrder;
+  totalSteps: number;
+  lrs: number[];
+  out: string;
+  jobDir: string;
+  found: { dir: string; step: number } | null;
+}
+
+async function trainWithWorker(opts: TorchTrainOptions, p: Prepared): Promise<TorchTrainResult> {
+  const { t0, python, nproc, supervisedEot, order, totalSteps, lrs, out, jobDir, found } = p;
+  const { hp } = opts;
   const file = (n: string): string => path.join(jobDir, n);
   writeRowsFile(file('rows.i32'), opts.rows);
   if (opts.evalRows?.length) writeRowsFile(file('eval.i32'), opts.evalRows);
@@ -142,7 +179,7 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
     max_grad_norm: hp.maxGradNorm,
     eval_every: opts.evalEverySteps ?? 0,
     checkpoint_every: opts.checkpointEvery ?? 0,
-    resume: Boolean(opts.resume),
+    resume: found !== null,
     fingerprint,
     stop_after_steps: opts.stopAfterSteps ?? null,
     seed: hp.seed,
@@ -155,8 +192,8 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
     stop_eval: opts.stopEval?.prompts.length ? { prompts: opts.stopEval.prompts, stop_ids: opts.stopEval.stopIds, max_new_tokens: opts.stopEval.maxNewTokens } : null,
   };
   writeJsonAtomic(file('job.json'), job);
-  // As the embedded loop: a fresh run (no --resume, or nothing to resume from) starts a new metrics file.
-  if (!opts.resume || !fs.existsSync(path.join(out, 'checkpoint', 'trainer_state.json'))) fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
+  // As the embedded loop: a fresh run starts a new metrics file.
+  if (!found) fs.rmSync(path.join(out, 'metrics.jsonl'), { force: true });
 
   const losses: number[] = [];
   let resumedFrom: number | null = null;
@@ -166,6 +203,7 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
   const stopOf = (g: WorkerGeneration[] | undefined): StopFields | null => (g && opts.stopEval ? stopFields(g, opts.stopEval) : null);
   let tokens = 0;
   let stopped = false;
+  let diverged: Extract<WorkerEvent, { event: 'diverged' }> | null = null;
   const logFile = path.join(out, WORKER_LOG);
   const args = nproc > 1 ? [...launcherArgs(nproc, await freePort(), file('ranks')), '-m', 'chatsft_worker', file('job.json')] : ['-m', 'chatsft_worker', file('job.json')];
   const failure = await runWorker(python, args, logFile, (ev) => {
@@ -175,12 +213,14 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
         opts.onReady?.(ev);
         opts.onLog?.(`torch ${ev.torch} on ${ev.device_name}${ev.autocast ? ` (${ev.autocast} autocast)` : ''}, ${ev.world_size} process${ev.world_size > 1 ? 'es' : ''}, ${(ev.trainable / 1e6).toFixed(2)} M of ${(ev.parameters / 1e6).toFixed(2)} M parameters trained`);
         break;
-      case 'resumed':
+      case 'resumed': {
         resumedFrom = ev.step;
         losses.push(...ev.losses);
-        truncateMetrics(out, ev.step);
-        opts.onLog?.(`resumed from step ${ev.step} of ${totalSteps}`);
+        const torn = truncateMetrics(out, ev.step);
+        if (torn) opts.onLog?.(torn);
+        opts.onLog?.(`resumed from step ${ev.step} of ${totalSteps} (${found?.dir ?? path.join(out, 'checkpoint')})`);
         break;
+      }
       case 'step': {
         const s = ev.step - 1;
         losses.push(ev.loss);
@@ -208,10 +248,19 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
         finalEval = ev.eval_loss;
         finalStop = stopOf(ev.generations);
         break;
+      case 'diverged':
+        diverged = ev;
+        break;
       case 'error':
         break;
     }
   });
+  const div = diverged as Extract<WorkerEvent, { event: 'diverged' }> | null;
+  if (div) {
+    // The embedded engine's error (src/train/diverge.ts): step, last finite loss, the checkpoint kept, a hint.
+    if (div.what) throw new ChatsftError('TRAINING_DIVERGED', `${div.what}. Try a lower lr or max_grad_norm`, out);
+    throw divergedError({ step: div.step, loss: Number(div.loss), gradNorm: Number(div.grad_norm), losses, lr: hp.lr, maxGradNorm: hp.maxGradNorm, outputDir: out });
+  }
   if (failure) throw failure;
   const finished = ready as WorkerReady | null;
   if (!stopped) {
@@ -231,7 +280,6 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
     }
     fs.writeFileSync(path.join(out, 'loss.svg'), lossCurveSvg(readMetrics(out)));
     await opts.finalizeFolder?.(out);
-    fs.rmSync(jobDir, { recursive: true, force: true });
   }
   const seconds = (performance.now() - t0) / 1000;
   return {
@@ -262,7 +310,10 @@ async function runWorker(python: string, args: string[], logFile: string, onEven
   let errorEvent: { code: string; message: string; where?: string } | null = null;
   let handlerError: unknown = null;
   try {
-    const child = spawn(python, args, { env: workerEnv(), stdio: ['ignore', 'pipe', log] });
+    // Its own process group (torch.distributed.run and its ranks included), stopped as a whole on an interrupt.
+    const child = spawn(python, args, { env: workerEnv(), stdio: ['ignore', 'pipe', log], detached: true });
+    const unhook = registerInterruptHook(() => stopGroup(child.pid));
+    child.on('close', unhook);
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; spawnError?: Error }>((resolve) => {
       child.on('error', (e) => resolve({ code: null, signal: null, spawnError: e }));
       child.on('close', (code, signal) => resolve({ code, signal }));
@@ -301,6 +352,41 @@ async function runWorker(python: string, args: string[], logFile: string, onEven
     return null;
   } finally {
     fs.closeSync(log);
+  }
+}
+
+/**
+ * SIGTERM to the worker's process group, then wait (bounded, synchronously:
+ * this runs inside the signal handler) until its leader has exited, so the
+ * worker has removed its own temps before ours are removed and we exit.
+ * The leader is our child, so it stays a zombie until reaped: "exited" is
+ * state Z in /proc/PID/stat (or no such process).
+ */
+function stopGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGTERM');
+  } catch {
+    return; // already gone
+  }
+  const exited = (): boolean => {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'ENOENT';
+    }
+  };
+  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + 10_000;
+  while (!exited() && Date.now() < deadline) Atomics.wait(sleeper, 0, 0, 20);
+  // Still running after 10 s (stuck in a kernel or a collective): it must not outlive us.
+  if (!exited()) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
   }
 }
 

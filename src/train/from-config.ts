@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Row } from '../batch/types.js';
 import type { SftConfig } from '../config/schema.js';
-import { prepareRows, MANIFEST, type Manifest } from '../prepare/prepare.js';
+import { prepareRows, requireExamples, MANIFEST, type Manifest } from '../prepare/prepare.js';
 import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
@@ -17,6 +17,7 @@ import { disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, type 
 import { availableParallelism } from 'node:os';
 import { createProgress } from '../util/progress.js';
 import { runTraining } from './loop.js';
+import { claimRunDir } from './output.js';
 import { loadOrCreateModel } from './setup.js';
 import type { TrainResult } from './types.js';
 import { trainTorchFromConfig, type TorchEngineOptions } from '../torch/from-config.js';
@@ -32,7 +33,15 @@ export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: str
   if (existsSync(path) && statSync(path).isDirectory()) {
     const manifestPath = join(path, MANIFEST);
     if (!existsSync(manifestPath)) throw new ChatsftError('FILE_MISSING', 'not a prepared folder (no manifest.json)', path);
-    const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
+    let m: Manifest;
+    try {
+      m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
+    } catch (e) {
+      throw new ChatsftError('FILE_CORRUPT', `manifest.json is not valid JSON (${(e as Error).message}); prepare the folder again`, manifestPath);
+    }
+    if (typeof m !== 'object' || m === null || !Array.isArray(m.shards)) {
+      throw new ChatsftError('FILE_CORRUPT', 'manifest.json is not a chatsft manifest (no shards list); prepare the folder again', manifestPath);
+    }
     if (m.tokenizer_sha256 !== setup.folder.tokenizerSha256 || m.vocab_size !== setup.vocabSize) {
       throw new ChatsftError('CONFIG_INVALID', 'prepared with another tokenizer or other added tokens than this model and config', manifestPath);
     }
@@ -41,6 +50,7 @@ export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: str
     return { rows: await readShards(path, split), eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
   }
   const { rows, stats } = await prepareRows(setup, path, { ...encodeOptionsFrom(cfg), packing: cfg.packing });
+  requireExamples(stats, path);
   return { rows, eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
 }
 
@@ -78,6 +88,8 @@ export async function trainFromConfig(
   cfg: SftConfig,
   opts: {
     resume?: boolean;
+    /** Replace an earlier chatsft run in output_dir (never anything else). */
+    overwrite?: boolean;
     quiet?: boolean;
     onLog?: (line: string) => void;
     /**
@@ -96,14 +108,37 @@ export async function trainFromConfig(
   const loaded = await loadSplit(setup, cfg, cfg.data.train, 'train');
   const train = opts.transformRows ? { ...loaded, rows: opts.transformRows(loaded.rows, setup) } : loaded;
   const evalSplit = cfg.data.eval ? await loadSplit(setup, cfg, cfg.data.eval, 'eval') : undefined;
-  if (opts.engine === 'torch') return trainTorchFromConfig(cfg, setup, train, evalSplit, opts);
+  // output_dir is settled after the data loaded (its errors leave output_dir alone), before anything is written.
+  const inputs = [cfg.data.train, ...(cfg.data.eval ? [cfg.data.eval] : []), ...(cfg.model ? [cfg.model] : []), ...(typeof cfg.model_config === 'string' ? [cfg.model_config] : [])];
+  const claimOutput = (log: (line: string) => void) =>
+    claimRunDir(cfg.output_dir as string, { resume: Boolean(opts.resume), overwrite: Boolean(opts.overwrite), inputs, onNote: log });
+  if (opts.engine === 'torch') {
+    const claim = claimOutput(opts.onLog ?? ((line) => void (opts.quiet || process.stderr.write(`${line}\n`))));
+    let done = false;
+    try {
+      const r = await trainTorchFromConfig(cfg, setup, train, evalSplit, opts);
+      done = true;
+      return r;
+    } finally {
+      claim.release(done);
+    }
+  }
   chooseWasmThreads(cfg);
   await initEngine();
   const { model } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
   if (model.config.vocabSize < setup.vocabSize) resizeTokenEmbeddings(model, setup.vocabSize);
   const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
+  const log = (line: string): void => (opts.onLog ? opts.onLog(line) : progress.log(line));
+  let claim: { release: (success: boolean) => void };
+  try {
+    claim = claimOutput(log);
+  } catch (e) {
+    disposeModel(model);
+    throw e;
+  }
   let totalShown = false;
   let result: TrainResult;
+  let ok = false;
   try {
     result = await runTraining({
     model,
@@ -141,11 +176,21 @@ export async function trainFromConfig(
         info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''} lr ${e.lr.toExponential(2)}`,
       });
     },
-    onLog: (line) => (opts.onLog ? opts.onLog(line) : progress.log(line)),
+    onLog: log,
     finalizeFolder: (dir) => saveTokenizerFiles(setup, dir, { eotIds: train.eotIds }),
     });
+    ok = true;
+  } catch (e) {
+    // --overwrite: the new run is discarded and the earlier one put back; say so in the error.
+    if (opts.overwrite && e instanceof ChatsftError) {
+      const own = e.where !== undefined ? e.message.slice(e.where.length + 2) : e.message;
+      throw new ChatsftError(e.code, `${own}. This --overwrite run (with any checkpoint it wrote) was discarded and the earlier run put back`, e.where);
+    }
+    throw e;
   } finally {
     disposeModel(model);
+    // --overwrite: the earlier run is deleted only now that the new one is complete, else put back.
+    claim.release(ok);
   }
   progress.done(`trained ${result.steps} steps in ${result.seconds.toFixed(1)} s`);
   return result;

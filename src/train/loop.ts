@@ -27,7 +27,10 @@ import {
   type Schedule,
   tf,
 } from '../engine/index.js';
-import { hasCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { findCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { assertFiniteTensors, divergedError } from './diverge.js';
+import { ensureDir } from '../util/fs-errors.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import { DataOrder, batches, countSupervisedEot, realTokens } from './data.js';
 import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics } from './metrics.js';
 import type { TrainOptions, TrainResult } from './types.js';
@@ -51,7 +54,7 @@ export async function runTraining(opts: TrainOptions): Promise<TrainResult> {
   const t0 = performance.now();
   const run = await setup(opts);
   try {
-    const { tokens, stopped } = train(run);
+    const { tokens, stopped } = await train(run);
     if (stopped) return result(run, null, t0, tokens);
     const evalLossValue = evaluate(run);
     await saveFinal(run, evalLossValue);
@@ -80,10 +83,15 @@ async function setup(opts: TrainOptions): Promise<Run> {
   const stepsPerEpoch = Math.ceil(order.microPerEpoch / hp.gradAccum);
   const totalSteps = hp.maxSteps ?? Math.max(1, Math.ceil((hp.epochs ?? 1) * stepsPerEpoch));
   const schedule: Schedule = { kind: hp.schedule, lr: hp.lr, warmupSteps: hp.warmupSteps, totalSteps };
-  fs.mkdirSync(opts.outputDir, { recursive: true });
+  ensureDir(opts.outputDir);
   const fingerprint = fingerprintOf(opts, totalSteps);
   const run: Run = { opts, vars, opt, order, schedule, totalSteps, step: 0, rng: new Rng(hp.seed + 2), fingerprint, losses: [], supervisedEot, resumedFrom: null };
-  if (opts.resume && hasCheckpoint(opts.outputDir)) {
+  const found = opts.resume ? findCheckpoint(opts.outputDir, opts.onLog) : null;
+  if (opts.resume && !found) {
+    disposeAdamW(opt);
+    throw new ChatsftError('CHECKPOINT_INVALID', 'nothing to resume: no complete checkpoint here (set checkpoint_every, or drop --resume to start over)', opts.outputDir);
+  }
+  if (found) {
     let st: TrainerState;
     try {
       st = loadCheckpoint(opts.outputDir, vars, opt, fingerprint);
@@ -95,8 +103,9 @@ async function setup(opts: TrainOptions): Promise<Run> {
     run.rng = new Rng(Uint32Array.from(st.rngState));
     run.losses = st.losses;
     run.resumedFrom = st.step;
-    truncateMetrics(opts.outputDir, st.step);
-    opts.onLog?.(`resumed from step ${st.step} of ${totalSteps}`);
+    const torn = truncateMetrics(opts.outputDir, st.step);
+    if (torn) opts.onLog?.(torn);
+    opts.onLog?.(`resumed from step ${st.step} of ${totalSteps} (${found.dir})`);
   } else {
     fs.rmSync(path.join(opts.outputDir, 'metrics.jsonl'), { force: true });
   }
@@ -104,7 +113,7 @@ async function setup(opts: TrainOptions): Promise<Run> {
 }
 
 /** The optimiser steps, with periodic eval and checkpoints. */
-function train(run: Run): { tokens: number; stopped: boolean } {
+async function train(run: Run): Promise<{ tokens: number; stopped: boolean }> {
   const { opts, order, schedule } = run;
   const { hp } = opts;
   let tokens = 0;
@@ -116,6 +125,9 @@ function train(run: Run): { tokens: number; stopped: boolean } {
     const micro = Array.from({ length: hp.gradAccum }, (_, i) => collate(order.micro(first + i), { padId: opts.padId, paddingSide: opts.paddingSide }));
     const lr = lrAt(schedule, run.step);
     const res = trainStep(opts.model, micro, run.opt, lr, { ...ADAMW_DEFAULTS, weightDecay: hp.weightDecay, maxGradNorm: hp.maxGradNorm }, run.rng);
+    if (!Number.isFinite(res.loss) || !Number.isFinite(res.gradNorm)) {
+      throw divergedError({ step: run.step + 1, loss: res.loss, gradNorm: res.gradNorm, losses: run.losses, lr: hp.lr, maxGradNorm: hp.maxGradNorm, outputDir: opts.outputDir });
+    }
     run.step += 1;
     stepsThisSession += 1;
     run.losses.push(res.loss);
@@ -131,6 +143,8 @@ function train(run: Run): { tokens: number; stopped: boolean } {
     if (ck > 0 && run.step % ck === 0 && run.step < run.totalSteps) {
       saveCheckpoint(opts.outputDir, run.vars, run.opt, { step: run.step, microIndex: run.step * hp.gradAccum, rngState: run.rng.state(), fingerprint: run.fingerprint, losses: run.losses });
     }
+    // Let a SIGINT/SIGTERM handler run between steps (the step itself is synchronous).
+    await new Promise<void>((r) => setImmediate(r));
   }
   return { tokens, stopped: false };
 }
@@ -153,14 +167,16 @@ function evaluate(run: Run): number | null {
 async function saveFinal(run: Run, evalLossValue: number | null): Promise<void> {
   const { opts } = run;
   const dir = opts.outputDir;
-  saveModel(opts.model, dir, mergedTensors(opts.model));
+  const merged = mergedTensors(opts.model);
+  assertFiniteTensors(merged, dir, run.step);
+  saveModel(opts.model, dir, merged);
   if (opts.model.lora) saveAdapter(opts.model, path.join(dir, 'adapter'), opts.baseModelPath ?? null);
   if (evalLossValue !== null) {
     const lines = readMetrics(dir);
     const last = lines[lines.length - 1];
     if (last && last.eval_loss === undefined) {
       last.eval_loss = evalLossValue;
-      fs.writeFileSync(path.join(dir, 'metrics.jsonl'), lines.map((l) => JSON.stringify(l) + '\n').join(''));
+      writeFileAtomic(path.join(dir, 'metrics.jsonl'), lines.map((l) => JSON.stringify(l) + '\n').join(''));
     }
   }
   fs.writeFileSync(path.join(dir, 'loss.svg'), lossCurveSvg(readMetrics(dir)));

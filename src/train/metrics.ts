@@ -1,6 +1,8 @@
 /** metrics.jsonl (one JSON object per step) and an SVG loss curve. */
 import fs from 'node:fs';
 import path from 'node:path';
+import { ChatsftError } from '../errors.js';
+import { writeFileAtomic } from '../util/atomic.js';
 
 export interface MetricsLine {
   step: number;
@@ -15,15 +17,38 @@ export interface MetricsLine {
 
 export const METRICS_FILE = 'metrics.jsonl';
 
-/** Keep only lines up to `step` (a resumed run rewrites what came after its checkpoint). */
-export function truncateMetrics(outputDir: string, step: number): void {
+/**
+ * The lines of metrics.jsonl. A kill during an append can leave a torn last
+ * line: it is dropped (and `torn` says so); a bad line before the end is
+ * corruption and an error naming file:line.
+ */
+function parseMetrics(file: string): { lines: MetricsLine[]; torn: string | null } {
+  const text = fs.readFileSync(file, 'utf8');
+  const raw = text.split('\n');
+  const lines: MetricsLine[] = [];
+  let torn: string | null = null;
+  raw.forEach((l, i) => {
+    if (l.trim() === '') return;
+    try {
+      const o = JSON.parse(l) as MetricsLine;
+      if (typeof o !== 'object' || o === null || typeof o.step !== 'number') throw new Error('no step');
+      lines.push(o);
+    } catch {
+      const last = raw.slice(i + 1).every((r) => r.trim() === '');
+      if (!last) throw new ChatsftError('FILE_CORRUPT', 'not a metrics line (only the last line may be torn by a kill)', `${file}:${i + 1}`);
+      torn = `${file}:${i + 1}: dropped a torn last line (${l.length} bytes) left by an interrupted run`;
+    }
+  });
+  return { lines, torn };
+}
+
+/** Keep only lines up to `step` (a resumed run rewrites what came after its checkpoint); returns a note on a dropped torn line. */
+export function truncateMetrics(outputDir: string, step: number): string | null {
   const file = path.join(outputDir, METRICS_FILE);
-  if (!fs.existsSync(file)) return;
-  const kept = fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '' && (JSON.parse(l) as MetricsLine).step <= step);
-  fs.writeFileSync(file, kept.map((l) => l + '\n').join(''));
+  if (!fs.existsSync(file)) return null;
+  const { lines, torn } = parseMetrics(file);
+  writeFileAtomic(file, lines.filter((l) => l.step <= step).map((l) => JSON.stringify(l) + '\n').join(''));
+  return torn;
 }
 
 export function appendMetrics(outputDir: string, line: MetricsLine): void {
@@ -33,7 +58,7 @@ export function appendMetrics(outputDir: string, line: MetricsLine): void {
 export function readMetrics(outputDir: string): MetricsLine[] {
   const file = path.join(outputDir, METRICS_FILE);
   if (!fs.existsSync(file)) return [];
-  return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as MetricsLine);
+  return parseMetrics(file).lines;
 }
 
 /** A self-contained SVG of train loss per step (and eval loss points). */

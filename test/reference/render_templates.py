@@ -190,7 +190,16 @@ def strip_trailer(f, p, specials):
     return f
 
 
-def turn_span(p, f, full, specials, messages, i):
+def trailer_is_ambiguous(f, p, i, messages, specials):
+    """
+    After an assistant message, p's text before its generation prompt is an
+    assistant closer too, so the common suffix may hold more than the
+    trailer: strip_trailer cannot tell where the turn ends.
+    """
+    return i > 0 and messages[i - 1].get("role") == "assistant" and strip_trailer(f, p, specials) != f
+
+
+def turn_span(p, f, full, specials, messages, i, g=""):
     """
     The span of assistant message i in `full`, from p = render(messages[:i],
     add_generation_prompt=True) and f = render(messages[:i+1]).
@@ -203,44 +212,66 @@ def turn_span(p, f, full, specials, messages, i):
     End: the end of f (less a trailing generation prompt, see strip_trailer),
     which must be a prefix of the full render.
     """
+    if trailer_is_ambiguous(f, p, i, messages, specials):
+        return None
     f = strip_trailer(f, p, specials)
     rule = "prefix"
     start = len(p)
     if not f.startswith(p):
-        start = header_end(f, common_prefix(p, f), specials)
-        lost = p[start:]
-        if any(isinstance(m.get("content"), str) and m["content"].strip() and m["content"].strip() in lost for m in messages[:i]):
+        start, rule = diverged_start(p, f, specials, messages, i, g)
+        if start is None:
             return None
-        rule = "gen_prompt_diverges"
-        # The backoff can land before the previous message's closing (Hermes renders a tool
-        # result's closing differently when it is last): when p's last header (its shortest
-        # suffix starting with a special token) occurs after it and before the content, the
-        # turn starts after that header.
-        q = next((p[k:] for k in range(len(p) - 1, -1, -1) if any(p.startswith(s, k) for s in specials)), None)
-        content = visible_content(messages[i])
-        limit = f.find(content, start) if content else len(f)
-        at = f.find(q, start) if q else -1
-        if at >= 0 and limit >= 0 and at + len(q) <= limit:
-            start = at + len(q)
     if not full.startswith(f):
         return None
     end = end_of_turn(full, start, len(f), specials)
-    if visible_content(messages[i]) not in full[start:end]:
+    c = visible_content(messages[i])
+    if c in f and c not in full[start:end]:  # content the template prints must be in the turn (some drop it beside tool calls)
         return None
     return {"start": start, "end": end, "rule": rule, "messages": [i]}
 
 
-def weak_start(p, full, specials, messages, i):
+def diverged_start(p, f, specials, messages, i, g=""):
+    """
+    Where turn i starts in f when p (the prompt with the generation prompt)
+    is not a prefix of f. (None, _) when it cannot be told.
+    - The generation prompt is in f intact, after whitespace the previous
+      turn prints only when it is not last (Tulu's "\n" after eos): the
+      turn starts after it (rule "prefix").
+    - Otherwise p and f diverge after the header (a reasoning opener such as
+      "<think>\n" that finished turns do not render): start at the
+      divergence, backed off to the header's last special token or newline
+      (rule "gen_prompt_diverges"), provided what p has there is no message
+      text and does not reappear later in f (a moved header).
+    """
+    start = header_end(f, common_prefix(p, f), specials)
+    lost = p[start:]
+    if any(isinstance(m.get("content"), str) and m["content"].strip() and m["content"].strip() in lost for m in messages[:i]):
+        return None, None
+    # The generation prompt g (what add_generation_prompt=True adds) intact in f, after scaffolding
+    # the previous message prints differently when it is not last (Hermes' "\n" before <|im_end|>).
+    if g.strip():
+        k = f.find(g, max(0, start - len(g)))
+        if k >= 0 and not any(isinstance(m.get("content"), str) and m["content"].strip() and m["content"].strip() in f[start:k] for m in messages[:i]):
+            return k + len(g), "prefix"
+    # The header p printed may follow in f after a separator (whitespace) the previous turn prints
+    # only when it is not last; then the turn starts after as much of p's tail as f repeats there.
+    ws = len(f[start:]) - len(f[start:].lstrip())
+    if ws and lost.strip():
+        m = common_prefix(lost, f[start + ws:])
+        if m > 0:
+            cut = header_end(lost, m, specials)
+            if cut > 0:
+                return start + ws + cut, ("prefix" if cut == len(lost) else "gen_prompt_diverges")
+    return start, "gen_prompt_diverges"
+
+
+def weak_start(p, full, specials, messages, i, g=""):
     """Where the turn starts in full, when that is known without a full match (None: unknown)."""
     if p is None:
         return None
     if full.startswith(p):
-        # The inference prompt is intact: the turn starts where it ends (as in turn_span's "prefix" rule).
         return len(p)
-    start = header_end(full, common_prefix(p, full), specials)
-    lost = p[start:]
-    if any(isinstance(m.get("content"), str) and m["content"].strip() and m["content"].strip() in lost for m in messages[:i]):
-        return None
+    start, _ = diverged_start(p, full, specials, messages, i, g)
     return start
 
 
@@ -265,31 +296,54 @@ def incremental(r, messages, tools, full, specials):
         except Exception:
             return None
 
+    def prompt(i):
+        """render(messages[:i], add_generation_prompt=True), and the text the generation prompt adds."""
+        if i == 0:
+            return None, ""
+        p, q = safe(messages[:i], True), safe(messages[:i], False)
+        if p is None or q is None:
+            return p, ""
+        return p, p[common_prefix(p, q):]
+
     spans, weak = [], []
     last = len(messages) - 1
     for a, b in assistant_runs(messages):
         per = []
         for i in range(a, b + 1):
-            p = safe(messages[:i], True) if i > 0 else None
+            p, g = prompt(i)
             f = safe(messages[: i + 1], False)
-            per.append(turn_span(p, f, full, specials, messages, i) if p is not None and f is not None else None)
+            per.append(turn_span(p, f, full, specials, messages, i, g) if p is not None and f is not None else None)
         if all(per):
             spans.extend(per)
             continue
+        if any(per):
+            # The template keeps these messages apart (only some fail, e.g. on a trailing eos the
+            # template prints after the last message): each failing one on its own.
+            for i, sp in zip(range(a, b + 1), per):
+                if sp is not None:
+                    spans.append(sp)
+                    continue
+                p_i, g_i = prompt(i)
+                final = turn_span(p_i, full, full, specials, messages, i, g_i) if i == last and p_i is not None else None
+                if final is not None:
+                    spans.append({**final, "rule": "final"})
+                else:
+                    weak.append({"start": weak_start(p_i, full, specials, messages, i, g_i), "messages": [i], "content": [c for c in [visible_content(messages[i])] if c in full]})
+            continue
         # Consecutive assistant messages the template merges: one turn.
-        p_a = safe(messages[:a], True) if a > 0 else None
+        p_a, g_a = prompt(a)
         f_b = safe(messages[: b + 1], False) if b > a else None
-        run = turn_span(p_a, f_b, full, specials, messages, b) if p_a is not None and f_b is not None else None
+        run = turn_span(p_a, f_b, full, specials, messages, b, g_a) if p_a is not None and f_b is not None else None
         if run is not None:
             spans.append({**run, "rule": "run", "messages": list(range(a, b + 1))})
             continue
         # The final turn: render(all[:-1], add_generation_prompt=True) vs render(all).
-        final = turn_span(p_a, full, full, specials, messages, b) if b == last and p_a is not None else None
+        final = turn_span(p_a, full, full, specials, messages, b, g_a) if b == last and p_a is not None else None
         if final is not None:
             spans.append({**final, "rule": "final", "messages": list(range(a, b + 1))})
             continue
         weak.append({
-            "start": weak_start(p_a, full, specials, messages, a),
+            "start": weak_start(p_a, full, specials, messages, a, g_a),
             "messages": list(range(a, b + 1)),
             # Only content the template prints at all (Llama 3.1 and gpt-oss print just the tool call of a turn that also has text).
             "content": [c for c in (visible_content(messages[i]) for i in range(a, b + 1)) if c in full],
