@@ -22,7 +22,7 @@ import { createModel, disposeModel, initEngine, loadModel, makeLlamaConfig, save
 import { engineStepModel } from '../src/generate/engine.js';
 import { generate } from '../src/generate/loop.js';
 import { writeDemoModelFolder } from '../src/demo/tokenizer.js';
-import { discoverEot } from '../src/export/eot.js';
+import { discoverEot } from '../src/model/eot.js';
 import { exportGguf } from '../src/export/gguf.js';
 import { openLlamaCpp } from '../src/export/llamacpp.js';
 

@@ -17,7 +17,7 @@ import { collate } from '../src/batch/collate.js';
 import { ADAMW_DEFAULTS, Rng, createAdamW, createModel, initEngine, makeLlamaConfig, tf, trainStep } from '../src/engine/index.js';
 import { wasmThreads } from '../src/engine/backend.js';
 import type { Row } from '../src/batch/types.js';
-import type { LlamaConfig } from '../src/engine/config.js';
+import type { LlamaConfig } from '../src/hf/config.js';
 import { runTorchTraining } from '../src/torch/run.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -2,6 +2,12 @@
  * chatsft's public API, re-exported by name. Stages pass plain data:
  * data → template → tokenize → labels → batch → train → generate → eval,
  * plus doctor and export. Internals are not imported from outside their folder.
+ *
+ * Three entry points (package.json `exports`), so a user who only prepares
+ * data never loads TensorFlow.js:
+ *   chatsft          the pipeline up to shards, doctor, inspect, the metrics (no TF.js; a test checks it)
+ *   chatsft/engine   the embedded engine: models, training, generation, evaluation (src/public/engine.ts)
+ *   chatsft/export   HF folder and GGUF export (src/public/export.ts; no TF.js either)
  */
 
 // Errors
@@ -36,12 +42,10 @@ export { readShards, writeShard, type ShardFormat } from './prepare/shards.js';
 export { buildView, renderHtml, renderTerminal, type InspectView } from './inspect/view.js';
 export { runDoctor, formatReport, type DoctorOptions, type DoctorReport, type Finding, type FindingCode } from './doctor/index.js';
 
-// Engine, training, generation, evaluation (SPEC §8, §9)
-export { initEngine, loadModel, saveModel, createModel, readSafetensors, writeSafetensors, type LlamaModel, type LlamaConfig } from './engine/index.js';
-export { runTraining, loadOrCreateModel, type TrainOptions, type TrainResult } from './train/index.js';
-export { generate, stopIdsFor, engineStepModel, type StepModel, type RowResult, type GenerateOptions } from './generate/index.js';
-export { stopRateMetrics } from './eval/metrics.js';
-
-// Export (SPEC §9)
-export { exportGguf, type GgufExportOptions, type GgufExportResult } from './export/gguf.js';
-export { exportHf, type HfExportOptions } from './export/hf.js';
+// Generation on ids, stop ids and stop-rate metrics (SPEC §8, §9): plain functions, no engine
+export { generate, type AsyncStepModel } from './generate/loop.js';
+export type { StepModel, RowResult, GenerateOptions } from './generate/types.js';
+export { stopIdsFor, type StopIdSources } from './hf/stop_ids.js';
+export { stopRateMetrics, type StopRateMetrics } from './eval/metrics.js';
+export { summarizeGenerations, type StopRateSummary } from './eval/stop_rate.js';
+export { readManifest, checkManifest, ManifestSchema, type ParsedManifest } from './prepare/manifest.js';

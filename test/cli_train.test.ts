@@ -70,16 +70,62 @@ test('train on a prepared folder; a folder prepared with another tokenizer is re
   const p = run(['prepare', '--model', model, '--data', data, '--out', prepared, '--quiet']);
   assert.equal(p.code, 0, p.stderr);
   const out = join(tempRoot(), 'run-prepared');
-  const r = run(['train', '--model', model, '--data', prepared, '--output-dir', out, '--max-steps', '2', '--batch-size', '4', '--json', '--quiet']);
+  // --eval-samples 0: no slice held out for the stop rate, so every prepared row trains.
+  const r = run(['train', '--model', model, '--data', prepared, '--output-dir', out, '--max-steps', '2', '--batch-size', '4', '--eval-samples', '0', '--json', '--quiet']);
   assert.equal(r.code, 0, r.stderr);
   const result = JSON.parse(r.stdout) as { steps: number; supervisedEot: number };
   const manifest = JSON.parse(readFileSync(join(prepared, 'manifest.json'), 'utf8')) as { supervised_eot: number; tokenizer_sha256: string };
   assert.equal(result.steps, 2);
   assert.equal(result.supervisedEot, manifest.supervised_eot, 'the trainer counts the EOT the manifest recorded');
 
+  // The saved folder carries the template the data were prepared with.
+  const savedTemplate = (JSON.parse(readFileSync(join(out, 'tokenizer_config.json'), 'utf8')) as { chat_template: string }).chat_template;
+  const preparedTemplate = (manifest as unknown as { template: { source: string } }).template.source;
+  assert.equal(savedTemplate, preparedTemplate);
+
+  // The same template text plus a comment: renders identically, but it is not the template the data were prepared with.
+  const otherTemplate = join(tempRoot(), 'other.jinja');
+  writeFileSync(otherTemplate, '{# another template #}' + preparedTemplate);
+  // Each prepared-with setting that differs from the config is refused, naming the field.
+  for (const [flags, field] of [[['--train-on', 'last'], 'train_on'], [['--max-length', '64'], 'max_length'], [['--packing'], 'packing'], [['--template', otherTemplate], 'template']] as const) {
+    const r2 = run(['train', '--model', model, '--data', prepared, '--output-dir', join(tempRoot(), 'never'), '--max-steps', '1', ...flags]);
+    assert.equal(r2.code, 2, `${field}: ${r2.stderr}`);
+    assert.match(r2.stderr, new RegExp(`error\\[CONFIG_INVALID\\].*${field}: prepared with`), field);
+  }
+  const { pad_token: _p, ...noPad } = manifest as unknown as Record<string, unknown>;
+  writeFileSync(join(prepared, 'manifest.json'), JSON.stringify(noPad));
+  const corrupt = run(['train', '--model', model, '--data', prepared, '--output-dir', join(tempRoot(), 'never'), '--max-steps', '1']);
+  assert.equal(corrupt.code, 2);
+  assert.match(corrupt.stderr, /error\[FILE_CORRUPT\].*pad_token/);
+
   writeFileSync(join(prepared, 'manifest.json'), JSON.stringify({ ...manifest, tokenizer_sha256: 'other' }));
   const bad = run(['train', '--model', model, '--data', prepared, '--output-dir', join(tempRoot(), 'never'), '--max-steps', '1']);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /error\[CONFIG_INVALID\].*another tokenizer/);
   assert.equal(existsSync(join(tempRoot(), 'never', 'model.safetensors')), false);
+});
+
+test('train measures the stop rate at each evaluation: metrics.jsonl, loss.svg, --json and the report carry it', () => {
+  const out = join(tempRoot(), 'run-stop');
+  const args = ['train', '--model', model, '--data', data, '--output-dir', out, '--max-steps', '4', '--batch-size', '8', '--eval-every-steps', '2', '--eval-samples', '4', '--eval-max-new-tokens', '6'];
+  const r = run([...args, '--json', '--quiet']);
+  assert.equal(r.code, 0, r.stderr);
+  const result = JSON.parse(r.stdout) as { stopRates: Array<{ step: number; stop_rate: number; mean_new_tokens: number; runaway_new_turn: number }> };
+  assert.deepEqual(result.stopRates.map((p) => p.step), [2, 4], 'every_steps and the end');
+  const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+  for (const l of lines) {
+    const measured = l['step'] === 2 || l['step'] === 4;
+    assert.equal('stop_rate' in l, measured, `step ${l['step']}`);
+    if (!measured) continue;
+    assert.ok(l['stop_rate']! >= 0 && l['stop_rate']! <= 1);
+    // max_new_tokens is read: no generation is longer than the budget.
+    assert.ok(l['mean_new_tokens']! >= 0 && l['mean_new_tokens']! <= 6, String(l['mean_new_tokens']));
+    assert.ok(l['runaway_new_turn']! >= 0 && l['runaway_new_turn']! <= 1 - l['stop_rate']! + 1e-9);
+  }
+  const svg = readFileSync(join(out, 'loss.svg'), 'utf8');
+  assert.match(svg, /stop rate on held-out prompts/);
+  assert.match(svg, />4<\/text>/, 'labelled step ticks');
+  const text = run([...args.slice(0, 6), join(tempRoot(), 'run-stop-text'), ...args.slice(7), '--quiet']);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /stop rate on held-out prompts \d+% → \d+% \(step 2, 4\)/);
 });

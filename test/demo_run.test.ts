@@ -43,6 +43,7 @@ test('the verdict is computed from the runs', () => {
   const run = (name: string, eot: number, stop: number): DemoRun => ({
     name, pipeline: name === 'legacy' ? 'legacy' : 'chatsft', supervised_eot: eot, stop_rate: stop, mean_new_tokens: 10, p95_new_tokens: 12,
     final_loss: 1, eval_loss: 1, seconds: 1, eval_seconds: 1, runaways: { total: 0, new_turn_header: 0, inside_text: 0 }, task: 'A', model_dir: null,
+    stop_rate_curve: [], stop_rate_warning: null,
   });
   const lines = verdict([run('legacy', 0, 0.02), run('chatsft', 120, 0.97)]);
   assert.equal(lines.length, 2);

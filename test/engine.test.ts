@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { collate } from '../src/batch/collate.js';
 import type { Batch, Row } from '../src/batch/types.js';
 import { initEngine, tf } from '../src/engine/backend.js';
-import { makeLlamaConfig } from '../src/engine/config.js';
+import { makeLlamaConfig } from '../src/hf/config.js';
 import { evalLoss, logits } from '../src/engine/forward.js';
 import { createKvCache, disposeKvCache, forwardWithCache } from '../src/engine/infer.js';
 import { addLora, mergedTensors, trainableVariables } from '../src/engine/lora.js';

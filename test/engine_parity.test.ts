@@ -13,7 +13,7 @@ import path from 'node:path';
 import { collate } from '../src/batch/collate.js';
 import type { Batch, Row } from '../src/batch/types.js';
 import { initEngine } from '../src/engine/backend.js';
-import { makeLlamaConfig, parseLlamaConfig, toHfConfig, type LlamaConfig } from '../src/engine/config.js';
+import { makeLlamaConfig, parseLlamaConfig, toHfConfig, type LlamaConfig } from '../src/hf/config.js';
 import { evalLoss, lossForGrad } from '../src/engine/forward.js';
 import { createModel, disposeModel, exportTensors, isLinearWeight, loadModel, modelFromTensors, saveModel, transpose2d } from '../src/engine/model.js';
 import { accumulateGradients } from '../src/engine/step.js';

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ChatsftError } from '../src/errors.js';
 import { readSafetensors, readSafetensorsDir, writeSafetensors } from '../src/engine/safetensors.js';
-import { parseLlamaConfig, toHfConfig } from '../src/engine/config.js';
+import { parseLlamaConfig, toHfConfig } from '../src/hf/config.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'chatsft-st-'));
 

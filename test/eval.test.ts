@@ -100,7 +100,7 @@ test('loss is the mean CE over supervised tokens as prepared; no tensors leak', 
       sum += one.sum;
       count += one.count;
     }
-    assert.ok(Math.abs(meanLoss(model, rows, setup, 5).loss - sum / count) < 1e-4);
+    assert.ok(Math.abs((await meanLoss(model, rows, setup, 5)).loss - sum / count) < 1e-4);
 
     await evaluateModel({ setup, data: heldout, model, maxNewTokens: 3, lossOnly: true }); // warm-up
     const before = tf.memory().numTensors;
@@ -122,7 +122,8 @@ test('turn headers and stop ids of other templates: Llama 3 and Gemma 3', async 
   const id = (s: string): number => llama.tokenizer.tokenToId(s)!;
   assert.ok(rl.stopIds.includes(id('<|eot_id|>')), 'template EOT');
   assert.ok(rl.stopIds.includes(128001) && rl.stopIds.includes(128008));
-  assert.deepEqual(rl.turnHeaders, [[id('<|start_header_id|>')], [id('<|end_header_id|>')]]);
+  // The first token of the generation prompt (eval/turn_header.ts, shared with the llama.cpp path).
+  assert.deepEqual(rl.turnHeaders, [[id('<|start_header_id|>')]]);
 
   // This Gemma 3 tokenizer's eos is <end_of_turn>; generation_config adds <eos>.
   const gemma = setupForInference(loadModelFolder(buildFixture('gemma3', { generationConfig: { eos_token_id: 1 } })), 'model');

@@ -18,7 +18,7 @@ import { Tokenizer } from 'tokenizers';
 import { makeLlamaConfig, toHfConfig, writeSafetensors, readSafetensors, expectedShapes } from '../src/engine/index.js';
 import { roundToF16 } from '../src/util/f16.js';
 import { writeDemoModelFolder, type DemoTokenizerInfo } from '../src/demo/tokenizer.js';
-import { discoverEot } from '../src/export/eot.js';
+import { discoverEot } from '../src/model/eot.js';
 import { generateWithLlamaCpp } from '../src/export/llamacpp.js';
 import { buildFixture, cleanupTemp, REPO_ROOT } from './helpers/fixtures.js';
 

@@ -100,6 +100,15 @@ test('an EOT that is not the eos token is added to the stop ids, first', () => {
   assert.deepEqual(readJson(path.join(out, 'config.json'))['eos_token_id'], [3, 2]);
 });
 
+test('ids only the source generation_config names stay stop ids (one policy with the trainer)', () => {
+  const extra = path.join(tmp, 'src-extra');
+  fs.cpSync(src, extra, { recursive: true });
+  fs.writeFileSync(path.join(extra, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: [2, 7] }));
+  const r = exportHf(extra, path.join(tmp, 'out-extra'), { eotToken: '<0x00>' });
+  assert.deepEqual(r.eosTokenIds, [3, 2, 7]);
+  assert.deepEqual(readJson(path.join(tmp, 'out-extra', 'generation_config.json'))['eos_token_id'], [3, 2, 7]);
+});
+
 test('sharded export: index covers every tensor, shards respect the limit, tensors identical', () => {
   const out = path.join(tmp, 'out-sharded');
   const limit = 1_100_000; // each [32000, 16] f32 matrix is 2 048 000 bytes: it gets a shard of its own

@@ -73,3 +73,10 @@ export function hfLmCollatorLabels(batch: Batch, padId: number, base: 'input_ids
   for (let i = 0; i < out.length; i++) if (batch.inputIds[i] === padId) out[i] = IGNORE_INDEX;
   return out;
 }
+
+/** Rows in order, `batchSize` at a time, collated (eval loss; no shuffling). */
+export function batches(rows: Row[], batchSize: number, padId: number, paddingSide: 'left' | 'right'): Batch[] {
+  const out: Batch[] = [];
+  for (let i = 0; i < rows.length; i += batchSize) out.push(collate(rows.slice(i, i + batchSize), { padId, paddingSide }));
+  return out;
+}

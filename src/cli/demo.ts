@@ -79,6 +79,8 @@ export function registerDemo(program: Command): void {
               final_loss: r.final_loss,
               seconds: r.seconds,
               ...(r.stop_rate_before !== undefined ? { stop_rate_before: r.stop_rate_before } : {}),
+              stop_rate_curve: r.stop_rate_curve.map((p) => ({ step: p.step, stop_rate: p.stop_rate })),
+              ...(r.stop_rate_warning ? { warning: r.stop_rate_warning } : {}),
               task: r.task,
             })),
             total_seconds: report.total_seconds,
@@ -87,6 +89,7 @@ export function registerDemo(program: Command): void {
           return;
         }
         process.stdout.write(formatDemoTable(report));
+        for (const r of report.runs) if (r.stop_rate_warning) process.stdout.write(`${r.name}: ${r.stop_rate_warning}\n`);
         process.stdout.write(`total time ${formatDuration(report.total_seconds)} (${report.total_seconds.toFixed(1)} s)${report.out ? `; files in ${report.out}` : ''}\n`);
       }),
     );

@@ -1,13 +1,11 @@
 // chatsft eval --model out/ --data heldout.jsonl [--max-new-tokens 64] [--loss-only] [--json]   |   chatsft eval --engine llama.cpp --model m.gguf --data heldout.jsonl
 import type { Command } from 'commander';
 import { ChatsftError } from '../errors.js';
-import { disposeModel } from '../engine/index.js';
 import { decodeIds, evaluateModel, type EvalReport, type EvalRow } from '../eval/evaluate.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { createProgress, type Progress } from '../util/progress.js';
 import { action, addConfigFlags, configFrom, printJson } from './common.js';
 import { encodeOptionsFrom } from './prepare.js';
-import { loadGenerator } from './generate.js';
 import { evaluateGguf, type GgufEvalReport, type GgufEvalRow } from '../eval/gguf.js';
 
 function formatGgufTable(file: string, r: GgufEvalReport, samples: GgufEvalRow[]): string {
@@ -114,6 +112,9 @@ export function registerEval(program: Command): void {
         const engine = String(opts['engine']);
         if (engine === 'llama.cpp') return evalWithLlamaCpp(cfg.model, data, opts, maxNewTokens, limit, samples);
         if (engine !== 'chatsft') throw new ChatsftError('USAGE', `--engine must be chatsft or llama.cpp, not ${engine}`);
+        // The engine (TensorFlow.js) loads only for this path, not for --engine llama.cpp.
+        const { loadGenerator } = await import('./generate.js');
+        const { disposeModel } = await import('../engine/index.js');
         const { setup, model } = await loadGenerator(cfg.model, cfg.template);
         const silent = Boolean(opts['quiet']) || Boolean(opts['lossOnly']);
         let progress: Progress | undefined; // created at the first batch, when the total is known

@@ -4,11 +4,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { loadModelFolder } from '../model/folder.js';
-import { discoverEot } from '../export/eot.js';
+import { discoverEot } from '../model/eot.js';
 import { exportGguf, notChatsftGguf } from '../export/gguf.js';
 import { exportHf, notExportFolder } from '../export/hf.js';
 import { checkOutput } from '../util/atomic.js';
-import { readJson } from '../export/tokenizer-files.js';
+import { readJson } from '../hf/files.js';
 import { action, printJson } from './common.js';
 
 /** What `--json` prints; the text output shows the same fields. */

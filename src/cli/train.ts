@@ -3,6 +3,7 @@ import { Option, type Command } from 'commander';
 import { ChatsftError } from '../errors.js';
 import type { TorchEngineOptions } from '../torch/from-config.js';
 import { trainFromConfig } from '../train/from-config.js';
+import type { TrainResult } from '../train/types.js';
 import { lineChart } from '../util/termchart.js';
 import { action, addConfigFlags, configFrom, printJson } from './common.js';
 import { PIPELINE_KEYS } from './prepare.js';
@@ -52,6 +53,7 @@ export function registerTrain(program: Command): void {
             `final loss ${result.finalLoss.toFixed(4)}${result.evalLoss !== null ? `  eval loss ${result.evalLoss.toFixed(4)}` : ''}  ` +
             `${result.tokensPerSecond.toFixed(0)} tokens/s  supervised EOT ${result.supervisedEot}\n` +
             `${result.resumedFrom !== null ? `resumed from step ${result.resumedFrom} (${result.outputDir}/checkpoint)\n` : ''}` +
+            stopRateReport(result) +
             `model folder: ${result.outputDir}\n`,
         );
       }),
@@ -76,4 +78,17 @@ export function engineOptions(opts: Record<string, unknown>): { engine: 'embedde
   if (typeof opts['device'] === 'string') t.device = opts['device'] as 'auto' | 'cuda' | 'cpu';
   if (opts['gradientCheckpointing']) t.gradientCheckpointing = true;
   return { engine, torch: t };
+}
+
+/** "stop rate 0% → 12% → 94% (steps 0, 50, 100)"; empty when the run measured none. */
+function stopRateReport(result: TrainResult): string {
+  const points = [...(result.stopRateAtStart != null ? [{ step: 0, stop_rate: result.stopRateAtStart }] : []), ...result.stopRates];
+  if (points.length === 0) return '';
+  const pct = (x: number): string => `${Math.round(x * 100)}%`;
+  const last = result.stopRates[result.stopRates.length - 1];
+  const tail = last ? `  mean new tokens ${last.mean_new_tokens.toFixed(1)}  runaway into a new turn ${pct(last.runaway_new_turn)}` : '';
+  return (
+    `stop rate on held-out prompts ${points.map((p) => pct(p.stop_rate)).join(' → ')} (step ${points.map((p) => p.step).join(', ')})${tail}\n` +
+    (result.stopRateWarning ? `${result.stopRateWarning}\n` : '')
+  );
 }

@@ -56,11 +56,17 @@ export const ConfigSchema = z
     seed: z.number().int().default(0).describe('seed for init, data order and dropout'),
     eval: z
       .object({
-        every_steps: z.number().int().min(0).default(0).describe('eval loss every N steps (0: only at the end)'),
+        every_steps: z.number().int().min(0).default(0).describe('eval loss and stop rate every N steps (0: only at the end)'),
         max_new_tokens: positiveInt.default(128).describe('generation budget for stop-rate evaluation'),
+        samples: z
+          .number()
+          .int()
+          .min(0)
+          .default(32)
+          .describe('held-out prompts generated from at each evaluation (data.eval, else a slice held out of data.train); 0: no stop rate'),
       })
       .strict()
-      .default({ every_steps: 0, max_new_tokens: 128 }),
+      .default({ every_steps: 0, max_new_tokens: 128, samples: 32 }),
     checkpoint_every: z.number().int().min(0).default(0).describe('checkpoint every N steps (0: only at the end)'),
     allow_no_eot: z.boolean().default(false).describe('train even when the data supervise no EOT'),
     output_dir: z.string().optional().describe('where the trained model folder goes'),

@@ -28,6 +28,7 @@ import { loadModelFolder } from '../model/folder.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { setupForInference } from '../eval/runtime.js';
 import { trainFromConfig } from '../train/from-config.js';
+import type { StopRatePoint } from '../train/metrics.js';
 import { generateDemoData, renderChatml, toJsonl } from './data.js';
 import { writeDemoModelFolder } from './tokenizer.js';
 import { createProgress, type Progress } from '../util/progress.js';
@@ -82,6 +83,10 @@ export interface DemoRun {
   runaways: { total: number; new_turn_header: number; inside_text: number };
   /** Continued runs: the stop rate of the starting model on the same prompts. */
   stop_rate_before?: number;
+  /** Stop rate measured during training (metrics.jsonl), step by step. */
+  stop_rate_curve: StopRatePoint[];
+  /** Set when the run started from a stopping model and unlearned it. */
+  stop_rate_warning: string | null;
   task: 'A' | 'B';
   model_dir: string | null;
 }
@@ -139,6 +144,8 @@ function runConfig(p: Pipeline, model: string, train: string, evalData: string, 
     lr,
     warmup_steps: Math.min(20, Math.floor(steps / 10)),
     seed: o.seed,
+    // Five evaluations per run give metrics.jsonl and loss.svg a stop-rate curve.
+    eval: { every_steps: Math.max(1, Math.floor(steps / 5)), max_new_tokens: o.maxNewTokens, samples: 32 },
     ...(p === 'legacy' ? { pad: 'eos', padding_side: 'left', allow_no_eot: true } : {}),
   });
 }
@@ -281,6 +288,8 @@ async function runDemoIn(root: string, final: string | null, o: DemoOptions): Pr
       seconds: result.seconds,
       eval_seconds: ev.seconds.generation + ev.seconds.loss,
       runaways: ev.runaways ?? { total: 0, new_turn_header: 0, inside_text: 0 },
+      stop_rate_curve: result.stopRates,
+      stop_rate_warning: result.stopRateWarning ?? null,
       task,
       model_dir: final ? join(final, name) : null,
     };

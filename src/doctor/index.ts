@@ -17,7 +17,10 @@ import { checkTorchEngine } from './checks/engine.js';
 import { checkStopIds, runtimeStopIds } from './checks/stop_ids.js';
 import { checkTemplate, templateMissingFinding } from './checks/template.js';
 import { checkBos, checkPad, checkPaddingSide } from './checks/tokenizer.js';
-import { tok, type CollatorName, type DoctorContext, type Finding, type Severity } from './types.js';
+import { tok, type CollatorName, type DoctorCheck, type DoctorContext, type DoctorFacts, type Finding, type Severity } from './types.js';
+
+/** The checks over the gathered facts, in report order (before sorting by severity). */
+const CHECKS: DoctorCheck[] = [checkPad, checkPaddingSide, checkBos, checkStopIds, checkNewTokens, checkCollators];
 
 export { COLLATORS, type CollatorName, type Finding, type FindingCode, type Severity, type Evidence } from './types.js';
 export { formatReport } from './report.js';
@@ -84,16 +87,11 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   const data = await scanData(ctx, sim, file);
   const counts = sim.results();
 
-  findings.push(
-    ...checkPad(ctx, counts),
-    ...checkPaddingSide(ctx),
-    ...(await checkBos(ctx, probe.probe.text)),
-    ...checkStopIds(ctx),
-    ...checkNewTokens(ctx),
-    ...(opts.engine?.name === 'torch' ? checkTorchEngine(opts.engine.python) : []),
-    ...data.findings,
-    ...(ctx.eot ? checkCollators(ctx, counts, data.sample) : []),
-  );
+  const facts: DoctorFacts = { ...ctx, probeText: probe.probe.text, counts, sample: data.sample };
+  findings.push(...data.findings);
+  for (const check of CHECKS) findings.push(...(await check(facts)));
+  // Not a check over the facts: it probes the Python worker of --engine torch.
+  if (opts.engine?.name === 'torch') findings.push(...checkTorchEngine(opts.engine.python));
   findings.sort((a, b) => ORDER[a.severity] - ORDER[b.severity]);
 
   const count = (s: Severity): number => findings.filter((f) => f.severity === s).length;

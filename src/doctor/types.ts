@@ -4,6 +4,7 @@
  */
 import type { SftConfig } from '../config/schema.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
+import type { CollatorCount } from './checks/collator.js';
 
 export type Severity = 'error' | 'warning' | 'info';
 
@@ -79,6 +80,23 @@ export interface DoctorContext {
   eot: EotInfo | undefined;
   simulate: CollatorName[];
 }
+
+/**
+ * Everything the checks read, gathered once by runDoctor: the context, the
+ * template probe's rendered text, the collator simulation's counts and the
+ * data sample's description. Every check has one signature over it
+ * (DoctorCheck), so adding one is a function plus a line in runDoctor's list.
+ */
+export interface DoctorFacts extends DoctorContext {
+  /** The template probe's rendered text (undefined when the template could not render it). */
+  probeText: string | undefined;
+  /** Per simulated collator: trained assistant turns and supervised EOTs over the data. */
+  counts: Record<CollatorName, CollatorCount>;
+  /** What data the counts come from (a file and its line count, or the probe). */
+  sample: string;
+}
+
+export type DoctorCheck = (facts: DoctorFacts) => Finding[] | Promise<Finding[]>;
 
 /** A token as people read it in evidence: `<|im_end|> (32000)`. */
 export function tok(setup: TokenizerSetup, id: number | undefined): string {

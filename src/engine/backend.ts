@@ -66,12 +66,21 @@ export async function wasmThreads(): Promise<number> {
   return wasm.getThreadsCount();
 }
 
+export interface EngineOptions {
+  /**
+   * Threads of the wasm backend (1..8; 1 = no worker threads at all). Default:
+   * the user's `CHATSFT_WASM_THREADS`, else 1. The library never writes the
+   * environment: callers that choose a count pass it here.
+   */
+  wasmThreads?: number;
+}
+
 /**
- * Initialise the engine once per process. `CHATSFT_BACKEND=wasm|cpu` forces
- * a backend; `CHATSFT_WASM_THREADS=N` (1..8, default 1) sets the wasm
- * backend's threads (1 = no worker threads at all).
+ * Initialise the engine once per process; the first call's options decide
+ * (the backend cannot be re-initialised). `CHATSFT_BACKEND=wasm|cpu` forces a
+ * backend.
  */
-export function initEngine(): Promise<{ backend: string }> {
+export function initEngine(opts: EngineOptions = {}): Promise<{ backend: string }> {
   ready ??= (async () => {
     const forced = process.env['CHATSFT_BACKEND'];
     if (forced === 'cpu') {
@@ -80,9 +89,11 @@ export function initEngine(): Promise<{ backend: string }> {
       // Default 1: XNNPACK's pool threads spin while waiting for work, which
       // made concurrent processes (the test suite) 1.3–1.6× slower; a single
       // large training run on idle cores gains ~1.5× with CHATSFT_WASM_THREADS=2.
-      const threads = Number(process.env['CHATSFT_WASM_THREADS'] ?? '1');
+      const threads = opts.wasmThreads ?? Number(process.env['CHATSFT_WASM_THREADS'] ?? '1');
       if (!Number.isInteger(threads) || threads < 1 || threads > 8) {
-        throw new ChatsftError('USAGE', `CHATSFT_WASM_THREADS must be an integer in 1..8, got ${process.env['CHATSFT_WASM_THREADS']}`);
+        const given = opts.wasmThreads !== undefined ? `wasmThreads ${opts.wasmThreads}` : `CHATSFT_WASM_THREADS ${process.env['CHATSFT_WASM_THREADS']}`;
+        ready = undefined;
+        throw new ChatsftError('USAGE', `wasm threads must be an integer in 1..8, got ${given}`);
       }
       await initWasm(threads);
     }

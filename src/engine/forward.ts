@@ -5,7 +5,7 @@
 import { tf } from './backend.js';
 import type { Batch } from '../batch/types.js';
 import { IGNORE_INDEX } from '../batch/types.js';
-import type { LlamaConfig } from './config.js';
+import type { LlamaConfig } from '../hf/config.js';
 import { attention, constMatMul, custom, gatherRows, headLoss, headLossWithGrad, linear } from './ops.js';
 import type { ForwardOptions, LlamaModel } from './types.js';
 import { loraDelta } from './lora.js';

@@ -1,9 +1,9 @@
 /** The engine's public surface; other modules import from here only. */
-export { initEngine, tf } from './backend.js';
+export { initEngine, tf, type EngineOptions } from './backend.js';
 export type { StDtype, StTensor } from './safetensors.js';
 export { readSafetensors, readSafetensorsDir, writeSafetensors } from './safetensors.js';
-export type { LlamaConfig, ModelType, RopeScalingLlama3 } from './config.js';
-export { makeLlamaConfig, parseLlamaConfig, readLlamaConfig, toHfConfig } from './config.js';
+export type { LlamaConfig, ModelType, RopeScalingLlama3 } from '../hf/config.js';
+export { checkSlidingWindow, makeLlamaConfig, parseLlamaConfig, readLlamaConfig, toHfConfig } from '../hf/config.js';
 export type { ForwardOptions, LlamaModel, LoraSpec, LoraState } from './types.js';
 export { countParameters, createModel, disposeModel, exportTensors, expectedShapes, loadModel, modelFromTensors, resizeTokenEmbeddings, saveModel } from './model.js';
 export { countSupervised, evalLoss, logits, lossForGrad, supervisedTargets } from './forward.js';

@@ -8,7 +8,7 @@ import { writeJsonAtomic } from '../util/atomic.js';
 import path from 'node:path';
 import { tf, variableFrom } from './backend.js';
 import { ChatsftError } from '../errors.js';
-import { type LlamaConfig, readLlamaConfig, toHfConfig } from './config.js';
+import { type LlamaConfig, readLlamaConfig, toHfConfig } from '../hf/config.js';
 import { Rng } from './rng.js';
 import { readSafetensorsDir, writeSafetensors, type StTensor } from './safetensors.js';
 import type { LlamaModel } from './types.js';

@@ -1,6 +1,6 @@
 /** Engine data types shared by the model, LoRA, optimiser and trainer. */
 import type { tf } from './backend.js';
-import type { LlamaConfig } from './config.js';
+import type { LlamaConfig } from '../hf/config.js';
 import type { Rng } from './rng.js';
 
 export interface LoraSpec {

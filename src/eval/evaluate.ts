@@ -15,12 +15,14 @@ import { existsSync } from 'node:fs';
 import { ChatsftError } from '../errors.js';
 import type { Row } from '../batch/types.js';
 import { readConversations, type Message } from '../data/conversations.js';
-import { evalLoss, type LlamaModel } from '../engine/index.js';
-import { engineStepModel, generate, type RowResult } from '../generate/index.js';
+// Types only: this module loads the engine (TensorFlow.js) on demand, when it
+// is given an engine model, so the llama.cpp path and the library root never load it.
+import type { LlamaModel } from '../engine/index.js';
+import type { RowResult } from '../generate/types.js';
 import type { EncodeOptions } from '../labels/encode.js';
 import { prepareRows } from '../prepare/prepare.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
-import { batches } from '../train/data.js';
+import { batches } from '../batch/collate.js';
 import { classifyEnding, stopRateMetrics, type Ending, type StopRateMetrics } from './metrics.js';
 import { chatRuntime, encodeText, promptIds, type ChatRuntime } from './runtime.js';
 
@@ -110,7 +112,8 @@ export async function evalPrompts(setup: TokenizerSetup, data: string, limit?: n
 }
 
 /** Mean supervised cross-entropy of rows, in batches (no gradients). */
-export function meanLoss(model: LlamaModel, rows: Row[], setup: TokenizerSetup, batchSize = 16): { loss: number; tokens: number } {
+export async function meanLoss(model: LlamaModel, rows: Row[], setup: TokenizerSetup, batchSize = 16): Promise<{ loss: number; tokens: number }> {
+  const { evalLoss } = await import('../engine/index.js');
   let sum = 0;
   let count = 0;
   for (const b of batches(rows, batchSize, setup.padId, setup.paddingSide)) {
@@ -124,7 +127,10 @@ export function meanLoss(model: LlamaModel, rows: Row[], setup: TokenizerSetup, 
 
 /** The embedded engine as a GenerateBatch: KV cache, greedy unless sampling options are given. */
 export function engineGenerateBatch(model: LlamaModel, sampling: { temperature?: number; topK?: number; topP?: number; seed?: number } = {}): GenerateBatch {
-  return (prompts, opts) => generate(engineStepModel(model), prompts, { ...sampling, ...opts });
+  return async (prompts, opts) => {
+    const { engineStepModel, generate } = await import('../generate/index.js');
+    return generate(engineStepModel(model), prompts, { ...sampling, ...opts });
+  };
 }
 
 export async function evaluateModel(opts: EvaluateOptions): Promise<{ report: EvalReport; rows: EvalRow[] }> {
@@ -141,7 +147,7 @@ export async function evaluateModel(opts: EvaluateOptions): Promise<{ report: Ev
   if (model) {
     const { rows } = await prepareRows(setup, opts.data, opts.encode ?? {});
     lossExamples = rows.length;
-    if (rows.length > 0) ({ loss, tokens: lossTokens } = meanLoss(model, rows, setup, opts.batchSize ?? 16));
+    if (rows.length > 0) ({ loss, tokens: lossTokens } = await meanLoss(model, rows, setup, opts.batchSize ?? 16));
   }
   const lossSeconds = (performance.now() - t0) / 1000;
 

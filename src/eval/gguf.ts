@@ -13,6 +13,7 @@ import { ChatsftError } from '../errors.js';
 import { readConversations, type Conversation } from '../data/conversations.js';
 import { compileTemplate, renderChat, type ChatTemplate, type TemplateVars } from '../template/render.js';
 import { openLlamaCpp, type LlamaCppRunner } from '../export/llamacpp.js';
+import { turnHeaderIds, turnHeaderText } from '../template/turn_header.js';
 import { classifyEnding, stopRateMetrics, type Ending, type StopRateMetrics } from './metrics.js';
 
 export interface GgufEvalOptions {
@@ -72,14 +73,10 @@ async function readChat(file: string): Promise<GgufChat> {
   return { template: compileTemplate(source, 'model'), vars: { bos_token: bos ?? '', eos_token: eos ?? '' } };
 }
 
-/** The ids that open a new turn: the start of the generation prompt the template appends. */
+/** The ids that open a new turn (turn_header.ts), tokenized by llama.cpp. */
 function turnHeader(chat: GgufChat, runner: LlamaCppRunner): number[][] {
-  const conv: Conversation = { messages: [{ role: 'user', content: 'x' }] };
-  const without = renderChat(chat.template, conv, { vars: chat.vars });
-  const withPrompt = renderChat(chat.template, conv, { vars: chat.vars, addGenerationPrompt: true });
-  if (!withPrompt.startsWith(without) || withPrompt.length === without.length) return [];
-  const ids = runner.tokenize(withPrompt.slice(without.length));
-  return ids.length > 0 ? [[ids[0] as number]] : [];
+  const text = turnHeaderText(chat.template, chat.vars);
+  return turnHeaderIds(text === null ? [] : runner.tokenize(text));
 }
 
 export async function evaluateGguf(o: GgufEvalOptions): Promise<{ report: GgufEvalReport; rows: GgufEvalRow[] }> {

@@ -13,7 +13,9 @@ import { generationEosIds, type ModelFolder } from '../model/folder.js';
 import { probeTemplate } from '../template/probe.js';
 import { renderChat } from '../template/render.js';
 import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
-import { stopIdsFor } from '../generate/index.js';
+import { stopIdsOf } from '../model/save.js';
+import { templateEotIds } from '../model/eot.js';
+import { turnHeaderIds, turnHeaderText } from '../template/turn_header.js';
 
 export interface ChatRuntime {
   /** Union of the three sources below, sorted. */
@@ -39,11 +41,6 @@ export function setupForInference(folder: ModelFolder, template: string): Tokeni
   return setupTokenizer(folder, { template, pad });
 }
 
-/** Ids the template closes generations with (empty when the template closes turns with no token). See template/probe.ts. */
-export async function templateEotIds(setup: TokenizerSetup): Promise<number[]> {
-  return (await probeTemplate(setup)).stopIds;
-}
-
 /** Token ids of `text` as a runtime sees it: no special tokens added, BOS prepended when the tokenizer adds one. */
 export async function encodeText(setup: TokenizerSetup, text: string): Promise<number[]> {
   const enc = await setup.tokenizer.encode(text, null, { addSpecialTokens: false });
@@ -58,12 +55,18 @@ export async function promptIds(setup: TokenizerSetup, messages: readonly Messag
   return encodeText(setup, text);
 }
 
+/** The turn headers (template/turn_header.ts) of the setup's template, in its tokenizer's ids. */
+export async function turnHeadersOf(setup: TokenizerSetup): Promise<number[][]> {
+  const text = turnHeaderText(setup.template, setup.vars);
+  return turnHeaderIds(text === null ? [] : (await setup.tokenizer.encode(text, null, { addSpecialTokens: false })).getIds());
+}
+
 export async function chatRuntime(setup: TokenizerSetup): Promise<ChatRuntime> {
   const probe = await probeTemplate(setup);
-  const templateEot = probe.stopIds;
+  const templateEot = await templateEotIds(setup, probe);
   const generationConfigEos = generationEosIds(setup.folder);
   const tokenizerEos = setup.eosId ?? null;
-  const stopIds = stopIdsFor({ eotIds: templateEot, generationConfigEos, tokenizerEos });
+  const stopIds = stopIdsOf(setup, templateEot);
   if (stopIds.length === 0) {
     throw new ChatsftError(
       'MODEL_INVALID',
@@ -71,7 +74,7 @@ export async function chatRuntime(setup: TokenizerSetup): Promise<ChatRuntime> {
       setup.folder.dir,
     );
   }
-  // Turn headers come from the probe; a stop id is never a header.
+  // Turn headers come from the probe (template/turn_header.ts's definition); a stop id is never a header.
   const stops = new Set(stopIds);
   return {
     stopIds,

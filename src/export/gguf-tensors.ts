@@ -4,7 +4,7 @@
  * `LlamaModel`).
  */
 import { ChatsftError } from '../errors.js';
-import type { LlamaConfig } from '../engine/config.js';
+import type { LlamaConfig } from '../hf/config.js';
 import type { StTensor } from '../engine/safetensors.js';
 import { GGML_TYPE_F16, GGML_TYPE_F32, type GgufTensor } from './gguf-file.js';
 

@@ -19,7 +19,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { kv, type GgufKv } from './gguf-file.js';
-import { configChatTemplate, readJson, tokenString, type AddedToken, type Json } from './tokenizer-files.js';
+import { addsBos, configChatTemplate, postProcessorAdds, readJson, tokenString, type AddedToken, type Json } from '../hf/files.js';
 
 /** llama.cpp `llama_token_type`. */
 const TT = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
@@ -100,21 +100,6 @@ function spmAddsSpacePrefix(tj: Json): boolean {
   const pts = pt?.['type'] === 'Sequence' ? ((pt['pretokenizers'] as Json[]) ?? []) : pt ? [pt] : [];
   const meta = pts.find((p) => p['type'] === 'Metaspace');
   if (meta) return meta['prepend_scheme'] !== undefined ? meta['prepend_scheme'] !== 'never' : meta['add_prefix_space'] !== false;
-  return false;
-}
-
-/** Whether the post-processor adds `tokenId` first (`first`) or last (`last`) to a single sequence. */
-function postProcessorAdds(tj: Json, token: string | null, where: 'first' | 'last'): boolean {
-  if (!token) return false;
-  const pp = tj['post_processor'] as Json | null | undefined;
-  const procs = pp?.['type'] === 'Sequence' ? ((pp['processors'] as Json[]) ?? []) : pp ? [pp] : [];
-  for (const p of procs) {
-    if (p['type'] !== 'TemplateProcessing' || !Array.isArray(p['single'])) continue;
-    const single = p['single'] as Json[];
-    const item = where === 'first' ? single[0] : single[single.length - 1];
-    const sp = item?.['SpecialToken'] as Json | undefined;
-    if (sp && sp['id'] === token) return true;
-  }
   return false;
 }
 
@@ -206,7 +191,7 @@ export function ggufTokenizerMetadata(modelDir: string, opts: GgufTokenizerOptio
   const eosId = resolve(tokenString(tc['eos_token']), 'eos_token') ?? opts.configEosId ?? eotId;
   const padTok = opts.padToken !== undefined ? opts.padToken : tokenString(tc['pad_token']);
   const padId = resolve(padTok, 'pad token');
-  const addBos = typeof tc['add_bos_token'] === 'boolean' ? (tc['add_bos_token'] as boolean) : postProcessorAdds(tj, bosTok, 'first');
+  const addBos = addsBos(tc, tj, bosTok);
   const addEos = typeof tc['add_eos_token'] === 'boolean' ? (tc['add_eos_token'] as boolean) : postProcessorAdds(tj, tokenString(tc['eos_token']), 'last');
   if (addBos && bosId === null) throw new ChatsftError('EXPORT_ERROR', 'add_bos_token is true but no bos token is set', tcFile);
 

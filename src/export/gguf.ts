@@ -7,12 +7,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
-import { readLlamaConfig, type LlamaConfig } from '../engine/config.js';
+import { readLlamaConfig, type LlamaConfig } from '../hf/config.js';
 import { readSafetensorsDir } from '../engine/safetensors.js';
 import { kv, writeGguf, type GgufKv } from './gguf-file.js';
 import { ggufTokenizerMetadata, type GgufTokenizerInfo } from './gguf-tokenizer.js';
 import { ggufArch, ggufTensors, type GgufArch } from './gguf-tensors.js';
-import { readJson } from './tokenizer-files.js';
+import { readJson } from '../hf/files.js';
+import { eosIdField, stopIdsFor } from '../hf/stop_ids.js';
 import { checkOutput, replaceOutputSync } from '../util/atomic.js';
 
 export interface GgufExportOptions {
@@ -85,6 +86,16 @@ export function ggufModelMetadata(c: LlamaConfig, arch: GgufArch): GgufKv[] {
   ];
 }
 
+/**
+ * The folder's stop ids under the one policy (hf/stop_ids.ts). GGUF carries
+ * two of them (eos, eot slots); the exporter reports the others as dropped.
+ */
+export function policyStopIds(srcDir: string, cfg: LlamaConfig, tok: { eosId: number; eotId: number }): number[] {
+  const genFile = path.join(srcDir, 'generation_config.json');
+  const gen = fs.existsSync(genFile) ? readJson(genFile) : {};
+  return stopIdsFor({ eotIds: [tok.eotId], generationConfigEos: eosIdField(gen['eos_token_id']), configEos: cfg.eosTokenId, tokenizerEos: tok.eosId });
+}
+
 export function exportGguf(srcDir: string, outFile: string, opts: GgufExportOptions): GgufExportResult {
   const dtype = opts.dtype ?? 'f16';
   const replacing = { kind: 'file' as const, overwrite: Boolean(opts.overwrite), notOwned: notChatsftGguf, protect: [srcDir], flag: '--out', ...(opts.onNote ? { onNote: opts.onNote } : {}) };
@@ -119,9 +130,6 @@ export function exportGguf(srcDir: string, outFile: string, opts: GgufExportOpti
     ...tok.kvs,
   ];
   const { bytes } = replaceOutputSync(outFile, (tmp) => writeGguf(tmp, kvs, tensors), replacing);
-  const genFile = path.join(srcDir, 'generation_config.json');
-  const genEos = fs.existsSync(genFile) ? readJson(genFile)['eos_token_id'] : undefined;
-  const genIds = (Array.isArray(genEos) ? genEos : [genEos]).filter((x): x is number => typeof x === 'number');
-  const droppedStopIds = genIds.filter((id) => id !== tok.info.eosId && id !== tok.info.eotId);
+  const droppedStopIds = policyStopIds(srcDir, cfg, tok.info).filter((id) => id !== tok.info.eosId && id !== tok.info.eotId);
   return { file: outFile, bytes, arch, tensors: tensors.length, tokenizer: tok.info, droppedStopIds };
 }

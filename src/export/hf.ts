@@ -14,9 +14,10 @@ import fs from 'node:fs';
 import { checkOutput, replaceOutputSync, writeJsonAtomic as writeJson, type ReplaceOptions } from '../util/atomic.js';
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
-import { readLlamaConfig, toHfConfig } from '../engine/config.js';
+import { readLlamaConfig, toHfConfig } from '../hf/config.js';
 import { readSafetensorsDir, writeSafetensors } from '../engine/safetensors.js';
-import { configChatTemplate, readJson, tokenIds, tokenString, type Json } from './tokenizer-files.js';
+import { eosIdField, stopIdsFor } from '../hf/stop_ids.js';
+import { configChatTemplate, readJson, tokenIds, tokenString, type Json } from '../hf/files.js';
 
 export interface HfExportOptions {
   /** The token that closes assistant turns; added to generation_config's eos_token_id. */
@@ -122,9 +123,18 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
   const padTok = opts.padToken !== undefined ? opts.padToken : tokenString(tc['pad_token']);
   const padId = padTok === null ? null : idOf(padTok, 'pad token');
   const eosTok = tokenString(tc['eos_token']);
-  const cfgEos = cfg.eosTokenId === null ? [] : Array.isArray(cfg.eosTokenId) ? cfg.eosTokenId : [cfg.eosTokenId];
-  // Every id a runtime should stop on: the EOT the model learned first, then the tokenizer's and config's eos.
-  const eosIds = [...new Set([eotId, ...(eosTok !== null ? [idOf(eosTok, 'eos_token')] : []), ...cfgEos])];
+  const srcGen = path.join(srcDir, 'generation_config.json');
+  const gen: Json = fs.existsSync(srcGen) ? readJson(srcGen) : {};
+  // Every id a runtime should stop on, under the one policy: the EOT the model
+  // learned, the source generation_config's and config's eos ids, the tokenizer's eos.
+  const policy = stopIdsFor({
+    eotIds: [eotId],
+    generationConfigEos: eosIdField(gen['eos_token_id']),
+    configEos: cfg.eosTokenId,
+    tokenizerEos: eosTok !== null ? idOf(eosTok, 'eos_token') : null,
+  });
+  // The EOT first: code that reads one eos from a list takes the first.
+  const eosIds = [eotId, ...policy.filter((id) => id !== eotId)];
   const template = opts.chatTemplate !== undefined ? opts.chatTemplate : configChatTemplate(tc);
 
   const tensors = readSafetensorsDir(srcDir);
@@ -154,8 +164,6 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
     hfCfg['pad_token_id'] = padId;
     if (f16) hfCfg['torch_dtype'] = 'float16';
     writeJson(path.join(tmp, 'config.json'), hfCfg);
-    const srcGen = path.join(srcDir, 'generation_config.json');
-    const gen: Json = fs.existsSync(srcGen) ? readJson(srcGen) : {};
     Object.assign(gen, { eos_token_id: eosIds, pad_token_id: padId, bos_token_id: gen['bos_token_id'] ?? cfg.bosTokenId });
     writeJson(path.join(tmp, 'generation_config.json'), gen);
     files.push('config.json', 'generation_config.json');

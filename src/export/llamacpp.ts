@@ -45,19 +45,51 @@ export interface LlamaCppRunner {
   close(): Promise<void>;
 }
 
-import type { Token } from 'node-llama-cpp';
+/*
+ * node-llama-cpp is an optional dependency (its prebuilt CUDA/Vulkan binaries
+ * are most of a default install), loaded on first use. These are the few
+ * parts of its API used here, declared locally so chatsft builds and imports
+ * without it.
+ */
+interface LlamaSequenceApi {
+  clearHistory(): Promise<void>;
+  evaluate(tokens: number[], o: { temperature: number; yieldEogToken: boolean }): AsyncIterable<number>;
+}
+interface LlamaContextApi {
+  readonly contextSize: number;
+  getSequence(): LlamaSequenceApi;
+  dispose(): Promise<void>;
+}
+interface LlamaModelApi {
+  tokenize(text: string, specialTokens: boolean): number[];
+  detokenize(ids: number[], specialTokens: boolean): string;
+  isEogToken(id: number): boolean;
+  readonly tokens: { eos: number | null; eot: number | null };
+  createContext(o: { contextSize: number; sequences: number; threads?: number }): Promise<LlamaContextApi>;
+  dispose(): Promise<void>;
+}
+interface Llama {
+  loadModel(o: { modelPath: string; gpuLayers: 'auto' | number }): Promise<LlamaModelApi>;
+}
+interface NodeLlamaCpp {
+  getLlama(o: { gpu: 'auto' | false; build: 'never'; progressLogs: boolean; logLevel: unknown }): Promise<Llama>;
+  LlamaLogLevel: { error: unknown };
+}
 
-type NodeLlamaCpp = typeof import('node-llama-cpp');
-type Llama = Awaited<ReturnType<NodeLlamaCpp['getLlama']>>;
+/** The package name, not a literal in import(): TypeScript must not require it at build time. */
+const NODE_LLAMA_CPP = 'node-llama-cpp';
+export const LLAMA_CPP_INSTALL_HINT = 'eval --engine llama.cpp needs the optional llama.cpp runtime: npm install node-llama-cpp@3.21.1';
 
 const llamas = new Map<string, Promise<Llama>>();
 
 async function loadBinding(gpu: 'auto' | false): Promise<{ mod: NodeLlamaCpp; llama: Llama }> {
   let mod: NodeLlamaCpp;
   try {
-    mod = await import('node-llama-cpp');
+    mod = (await import(NODE_LLAMA_CPP)) as NodeLlamaCpp;
   } catch (e) {
-    throw new ChatsftError('ENGINE_ERROR', `node-llama-cpp is not installed (npm i -E node-llama-cpp@3.21.1): ${(e as Error).message}`);
+    const code = (e as { code?: string }).code;
+    if (code === 'ERR_MODULE_NOT_FOUND') throw new ChatsftError('ENGINE_ERROR', LLAMA_CPP_INSTALL_HINT);
+    throw new ChatsftError('ENGINE_ERROR', `node-llama-cpp did not load: ${(e as Error).message}`);
   }
   const key = String(gpu);
   let p = llamas.get(key);
@@ -77,7 +109,7 @@ async function loadBinding(gpu: 'auto' | false): Promise<{ mod: NodeLlamaCpp; ll
 /** Load a GGUF for generation; `contextSize` must cover prompt + new tokens. */
 export async function openLlamaCpp(ggufPath: string, contextSize: number, opts: LlamaCppOptions = {}): Promise<LlamaCppRunner> {
   const { llama } = await loadBinding(opts.gpu ?? false);
-  let model: Awaited<ReturnType<Llama['loadModel']>>;
+  let model: LlamaModelApi;
   try {
     model = await llama.loadModel({ modelPath: ggufPath, gpuLayers: opts.gpu === 'auto' ? 'auto' : 0 });
   } catch (e) {
@@ -92,8 +124,8 @@ export async function openLlamaCpp(ggufPath: string, contextSize: number, opts: 
 
   const runner: LlamaCppRunner = {
     tokenize: (text) => model.tokenize(text, true).map(Number),
-    detokenize: (ids) => model.detokenize(ids as Token[], true),
-    isEog: (id) => model.isEogToken(id as Token),
+    detokenize: (ids) => model.detokenize(ids, true),
+    isEog: (id) => model.isEogToken(id),
     eosId: model.tokens.eos === null ? null : Number(model.tokens.eos),
     eotId: model.tokens.eot === null ? null : Number(model.tokens.eot),
     async generate(prompt, maxNewTokens, stopIds, onToken) {
@@ -111,7 +143,7 @@ export async function openLlamaCpp(ggufPath: string, contextSize: number, opts: 
         // temperature 0 = greedy (argmax) in llama.cpp's sampler chain; no repeat penalty is set.
         // yieldEogToken: node-llama-cpp would otherwise end silently on EOG, hiding which id stopped it
         // and ending generation even when the caller chose other stop ids.
-        for await (const t of sequence.evaluate(ids as Token[], { temperature: 0, yieldEogToken: true })) {
+        for await (const t of sequence.evaluate([...ids], { temperature: 0, yieldEogToken: true })) {
           const id = Number(t);
           onToken?.(id);
           if (isStop(id)) {

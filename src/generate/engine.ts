@@ -12,7 +12,7 @@
  * reference the cached path must match (tests) and costs O(T^2).
  */
 import { ChatsftError } from '../errors.js';
-import { createKvCache, disposeKvCache, forwardWithCache, logits, type KvCache, type LlamaModel } from '../engine/index.js';
+import { checkSlidingWindow, createKvCache, disposeKvCache, forwardWithCache, logits, type KvCache, type LlamaModel } from '../engine/index.js';
 import type { Batch } from '../batch/types.js';
 import { noCacheStepModel } from './no_cache.js';
 import type { StepModel } from './types.js';
@@ -43,6 +43,7 @@ export function engineStepModel(model: LlamaModel): StepModel {
     vocabSize: model.config.vocabSize,
     start(prompts, { maxNewTokens }) {
       const T = Math.max(...prompts.map((p) => p.length));
+      checkSlidingWindow(model.config, T + maxNewTokens, 'prompt + max_new_tokens');
       cache = createKvCache(model, prompts.length, T + maxNewTokens);
       const ids = prompts.map((p) => [...Array<number>(T - p.length).fill(PAD_SLOT_ID), ...p]);
       const mask = prompts.map((p) => [...Array<number>(T - p.length).fill(0), ...Array<number>(p.length).fill(1)]);

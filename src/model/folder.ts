@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { Tokenizer } from 'tokenizers';
 import { ChatsftError } from '../errors.js';
+import { addsBos } from '../hf/files.js';
+import { eosIdField } from '../hf/stop_ids.js';
 
 export type PaddingSide = 'left' | 'right';
 
@@ -87,13 +89,6 @@ function parseTemplates(raw: unknown, file: string): { chatTemplate?: string; ch
   throw new ChatsftError('FILE_CORRUPT', 'chat_template: expected a string or a list of {name, template}', file);
 }
 
-/** Does the tokenizer.json post-processor prepend BOS (Llama 3 style TemplateProcessing)? */
-function postProcessorAddsBos(tokJson: Record<string, unknown>, bos: string | undefined): boolean {
-  if (!bos) return false;
-  const text = JSON.stringify(tokJson['post_processor'] ?? null);
-  return text.includes(JSON.stringify(bos)) && text.includes('"single"');
-}
-
 export function loadModelFolder(dir: string): ModelFolder {
   if (!existsSync(dir)) throw new ChatsftError('FILE_MISSING', 'model folder not found', dir);
   const tokPath = join(dir, 'tokenizer.json');
@@ -132,8 +127,7 @@ export function loadModelFolder(dir: string): ModelFolder {
   if (side !== undefined && side !== 'left' && side !== 'right') {
     throw new ChatsftError('FILE_CORRUPT', `padding_side: expected "left" or "right", got ${JSON.stringify(side)}`, cfgPath);
   }
-  const addBosRaw = tokenizerConfig['add_bos_token'];
-  const addBosToken = typeof addBosRaw === 'boolean' ? addBosRaw : postProcessorAddsBos(tokJson, bosToken);
+  const addBosToken = addsBos(tokenizerConfig, tokJson, bosToken);
   const parsed = parseTemplates(tokenizerConfig['chat_template'], cfgPath);
   // chat_template.jinja (what transformers >= 4.43 saves, and chatsft's export writes) wins over
   // tokenizer_config.json's chat_template, as in transformers.
@@ -176,10 +170,7 @@ export function loadModelFolder(dir: string): ModelFolder {
 
 /** `eos_token_id` of generation_config.json (int or list), as a list. */
 export function generationEosIds(folder: ModelFolder): number[] {
-  const v = folder.generationConfig?.['eos_token_id'] ?? folder.modelConfig?.['eos_token_id'];
-  if (typeof v === 'number') return [v];
-  if (Array.isArray(v)) return v.filter((x): x is number => typeof x === 'number');
-  return [];
+  return eosIdField(folder.generationConfig?.['eos_token_id'] ?? folder.modelConfig?.['eos_token_id']);
 }
 
 export function tokenId(folder: ModelFolder, token: string | undefined): number | undefined {

@@ -11,16 +11,21 @@ import { ensureDir } from '../util/fs-errors.js';
 import { registerTemp, unregisterTemp } from '../util/temps.js';
 import { join } from 'node:path';
 import type { TokenizerSetup } from '../tokenize/setup.js';
-import { generationEosIds } from './folder.js';
+import { eosIdField, stopIdsFor } from '../hf/stop_ids.js';
 
-/** Stop ids a runtime should use: the EOTs, generation_config's eos ids and the tokenizer eos. */
-export function stopIdsOf(setup: TokenizerSetup, eotIds: number[]): number[] {
-  const ids = new Set<number>([...eotIds, ...generationEosIds(setup.folder)]);
-  if (setup.eosId !== undefined) ids.add(setup.eosId);
-  // The base tokenizer's own eos too (</s> of a Mistral turned ChatML): stopping on it is never wrong.
+/**
+ * Stop ids of a tokenizer setup under the one policy (hf/stop_ids.ts): the
+ * EOTs, generation_config's and config.json's eos ids, the setup's eos and
+ * the base tokenizer's own eos (</s> of a Mistral turned ChatML).
+ */
+export function stopIdsOf(setup: TokenizerSetup, eotIds: readonly number[]): number[] {
   const baseEos = setup.folder.eosToken === undefined ? null : setup.tokenizer.tokenToId(setup.folder.eosToken);
-  if (baseEos !== null && baseEos !== undefined) ids.add(baseEos);
-  return [...ids].sort((a, b) => a - b);
+  return stopIdsFor({
+    eotIds,
+    generationConfigEos: eosIdField(setup.folder.generationConfig?.['eos_token_id']),
+    configEos: eosIdField(setup.folder.modelConfig?.['eos_token_id']),
+    tokenizerEos: [...(setup.eosId !== undefined ? [setup.eosId] : []), ...(baseEos !== null && baseEos !== undefined ? [baseEos] : [])],
+  });
 }
 
 export interface SaveTokenizerOptions {

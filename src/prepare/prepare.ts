@@ -16,6 +16,7 @@ import { templateWhere } from '../template/spans.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { writeShard, type ShardFormat } from './shards.js';
 import { replaceOutput, writeJsonAtomic } from '../util/atomic.js';
+import { MANIFEST } from './manifest.js';
 
 export interface SplitStats {
   lines: number;
@@ -240,7 +241,7 @@ export interface Manifest extends Omit<SplitStats, 'lines'> {
   eval?: Omit<SplitStats, 'lines'> & { shards: string[]; data: string };
 }
 
-export const MANIFEST = 'manifest.json';
+export { MANIFEST };
 export const GENERATOR = 'chatsft';
 
 export interface PrepareToDirOptions extends PrepareOptions {

@@ -21,6 +21,7 @@ import { createEncoder, type EncodeResult } from '../labels/encode.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { renderChat } from './render.js';
 import { renderWithSpans, templateWhere } from './spans.js';
+import { turnHeaderIds, turnHeaderText } from './turn_header.js';
 
 export type ClosingKind = 'final' | 'earlier' | 'tool_call';
 
@@ -212,14 +213,13 @@ export async function probeTemplate(setup: TokenizerSetup): Promise<TemplateProb
   const eotIds = uniq(closings.map(last));
   const stopIds = uniq(closings.filter((c) => c.kind !== 'earlier').map(last));
 
-  // Turn headers: special tokens of the generation prompt that are not stop ids or BOS
-  // (<|im_start|> for ChatML, <|start_header_id|> for Llama 3, <start_of_turn> for Gemma).
-  const headerIds: number[] = [];
-  if (generationPrompt) {
-    const enc = await setup.tokenizer.encode(generationPrompt, null, { addSpecialTokens: false });
-    const stops = new Set(eotIds);
-    for (const id of enc.getIds()) if (setup.specialIds.has(id) && !stops.has(id) && id !== setup.bosId && !headerIds.includes(id)) headerIds.push(id);
-  }
+  // Turn headers: the one definition both eval engines share (turn_header.ts): the first
+  // token of the generation prompt (<|im_start|>, <|start_header_id|>, <start_of_turn>).
+  const headerText = turnHeaderText(setup.template, setup.vars);
+  const stops = new Set(eotIds);
+  const turnHeaders = turnHeaderIds(headerText === null ? [] : (await setup.tokenizer.encode(headerText, null, { addSpecialTokens: false })).getIds()).filter(
+    (h) => !h.some((id) => stops.has(id)),
+  );
 
   return {
     template,
@@ -228,7 +228,7 @@ export async function probeTemplate(setup: TokenizerSetup): Promise<TemplateProb
     eotIds,
     stopIds,
     generationPrompt,
-    turnHeaders: headerIds.map((id) => [id]),
+    turnHeaders,
     text,
     promptIsPrefix: await promptPrefix(setup, basic),
     dropsEarlierReasoning,

@@ -56,11 +56,12 @@ export async function trainTorchFromConfig(
   setup: TokenizerSetup,
   train: LoadedSplit,
   evalSplit: LoadedSplit | undefined,
-  opts: { resume?: boolean; quiet?: boolean; onLog?: (line: string) => void; torch?: TorchEngineOptions },
+  opts: { resume?: boolean; quiet?: boolean; onLog?: (line: string) => void; torch?: TorchEngineOptions; stopEval?: StopEval },
 ): Promise<TorchTrainResult> {
   const { config, init } = modelSource(cfg.model, cfg.model_config);
   const vocabSize = Math.max(config.vocabSize, setup.vocabSize);
-  const stopEval = await stopEvalFor(cfg, setup);
+  // trainFromConfig passes the held-out prompts the embedded engine uses (data.eval rows or a training slice).
+  const stopEval = opts.stopEval ?? (await stopEvalFor(cfg, setup));
   const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
   let totalShown = false;
   const t = opts.torch ?? {};

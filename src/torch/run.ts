@@ -18,7 +18,7 @@ import readline from 'node:readline';
 import { ChatsftError, type ErrorCode } from '../errors.js';
 import { ADAMW_DEFAULTS, lrAt, toHfConfig, writeSafetensors, type LlamaConfig, type Schedule } from '../engine/index.js';
 import { DataOrder, countSupervisedEot } from '../train/data.js';
-import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics, type MetricsLine } from '../train/metrics.js';
+import { appendMetrics, lossCurveSvg, readMetrics, stopRateCurve, truncateMetrics, type MetricsLine } from '../train/metrics.js';
 import { stopFields, type StopEval, type StopFields, type WorkerGeneration } from './stop.js';
 import type { TrainOptions, TrainResult } from '../train/types.js';
 import { writeJsonAtomic } from '../util/atomic.js';
@@ -287,6 +287,7 @@ async function trainWithWorker(opts: TorchTrainOptions, p: Prepared): Promise<To
     losses,
     finalLoss: losses[losses.length - 1] ?? NaN,
     evalLoss: stopped ? null : finalEval,
+    stopRates: stopRateCurve(readMetrics(out)),
     seconds,
     tokensPerSecond: tokens / seconds,
     outputDir: out,

@@ -1,11 +1,10 @@
 /**
  * Stop rate during training on the torch engine (SPEC §8, issue 13 §1): the
  * worker generates greedily from held-out prompts and returns token ids;
- * the metrics come from the same pure function `chatsft eval` uses
- * (src/eval/metrics.ts). A thin adapter: once issue 13's shared
- * training-time stop-rate function lands, this calls it instead.
+ * the metrics come from the one training-time summary both engines use
+ * (summarizeGenerations, src/eval/stop_rate.ts).
  */
-import { stopRateMetrics, type GenerationOutcome } from '../eval/metrics.js';
+import { summarizeGenerations } from '../eval/stop_rate.js';
 
 export interface StopEval {
   /** Prompt ids (everything before the last assistant turn + the generation prompt). */
@@ -30,7 +29,10 @@ export interface StopFields {
 }
 
 export function stopFields(gens: WorkerGeneration[], se: StopEval): StopFields {
-  const outcomes: GenerationOutcome[] = gens.map((g) => ({ tokens: g.tokens, stoppedBy: g.stopped_by, hitMaxNewTokens: g.hit_max }));
-  const m = stopRateMetrics(outcomes, { maxNewTokens: se.maxNewTokens, turnHeaders: se.turnHeaders });
-  return { stop_rate: m.stop_rate, mean_new_tokens: m.mean_new_tokens, runaway_new_turn: m.runaways.new_turn_header };
+  // The one summary both engines use (eval/stop_rate.ts), over the sequences as emitted.
+  const s = summarizeGenerations(
+    gens.map((g) => (g.stopped_by === null ? g.tokens : [...g.tokens, g.stopped_by])),
+    { stopIds: se.stopIds, turnHeaders: se.turnHeaders, maxNewTokens: se.maxNewTokens },
+  );
+  return { stop_rate: s.stop_rate, mean_new_tokens: s.mean_new_tokens, runaway_new_turn: s.runaway_new_turn };
 }

@@ -39,11 +39,7 @@ export class DataOrder {
   }
 }
 
-export function batches(rows: Row[], batchSize: number, padId: number, paddingSide: 'left' | 'right'): Batch[] {
-  const out: Batch[] = [];
-  for (let i = 0; i < rows.length; i += batchSize) out.push(collate(rows.slice(i, i + batchSize), { padId, paddingSide }));
-  return out;
-}
+export { batches } from '../batch/collate.js';
 
 /** Supervised positions whose label is an EOT id (what "the model learns to stop" needs). */
 export function countSupervisedEot(rows: Row[], eotIds: number[]): number {

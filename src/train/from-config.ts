@@ -3,20 +3,25 @@
  * model (pretrained or from config, embeddings grown for added tokens) →
  * the engine's loop → a complete model folder. The CLI and the demo call it.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChatsftError } from '../errors.js';
 import type { Row } from '../batch/types.js';
 import type { SftConfig } from '../config/schema.js';
-import { prepareRows, requireExamples, MANIFEST, type Manifest } from '../prepare/prepare.js';
+import { prepareRows, requireExamples } from '../prepare/prepare.js';
+import { checkManifest, MANIFEST, readManifest } from '../prepare/manifest.js';
 import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
-import { saveTokenizerFiles } from '../model/save.js';
-import { disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, type LoraSpec } from '../engine/index.js';
+import { saveTokenizerFiles, stopIdsOf } from '../model/save.js';
+import { checkSlidingWindow, disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, type LoraSpec } from '../engine/index.js';
 import { availableParallelism } from 'node:os';
 import { createProgress } from '../util/progress.js';
+import { heldOutPrompts, splitHeldOut } from '../eval/heldout.js';
+import { turnHeadersOf } from '../eval/runtime.js';
+import { stopRateDropWarning, type StopRateSummary } from '../eval/stop_rate.js';
 import { runTraining } from './loop.js';
+import { engineStopRate } from './stop_eval.js';
 import { claimRunDir } from './output.js';
 import { loadOrCreateModel } from './setup.js';
 import type { TrainResult } from './types.js';
@@ -31,20 +36,8 @@ export interface LoadedSplit {
 /** Rows of a split: a prepared folder (checked against this tokenizer) or a JSONL file prepared in memory. */
 export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: string, split: 'train' | 'eval'): Promise<LoadedSplit> {
   if (existsSync(path) && statSync(path).isDirectory()) {
-    const manifestPath = join(path, MANIFEST);
-    if (!existsSync(manifestPath)) throw new ChatsftError('FILE_MISSING', 'not a prepared folder (no manifest.json)', path);
-    let m: Manifest;
-    try {
-      m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
-    } catch (e) {
-      throw new ChatsftError('FILE_CORRUPT', `manifest.json is not valid JSON (${(e as Error).message}); prepare the folder again`, manifestPath);
-    }
-    if (typeof m !== 'object' || m === null || !Array.isArray(m.shards)) {
-      throw new ChatsftError('FILE_CORRUPT', 'manifest.json is not a chatsft manifest (no shards list); prepare the folder again', manifestPath);
-    }
-    if (m.tokenizer_sha256 !== setup.folder.tokenizerSha256 || m.vocab_size !== setup.vocabSize) {
-      throw new ChatsftError('CONFIG_INVALID', 'prepared with another tokenizer or other added tokens than this model and config', manifestPath);
-    }
+    const m = readManifest(path);
+    checkManifest(m, setup, { train_on: cfg.train_on, max_length: cfg.max_length ?? null, packing: cfg.packing }, join(path, MANIFEST));
     const stats = split === 'eval' ? m.eval : m;
     if (!stats) throw new ChatsftError('FILE_MISSING', 'the prepared folder has no eval split', path);
     return { rows: await readShards(path, split), eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot };
@@ -70,10 +63,10 @@ function estimateParameters(cfg: SftConfig): number {
  * so they are the default only for models of 5 M parameters and more, unless
  * CHATSFT_WASM_THREADS says otherwise.
  */
-function chooseWasmThreads(cfg: SftConfig): void {
-  if (process.env['CHATSFT_WASM_THREADS'] !== undefined) return;
+export function chooseWasmThreads(cfg: SftConfig, env: NodeJS.ProcessEnv = process.env): number | undefined {
+  if (env['CHATSFT_WASM_THREADS'] !== undefined) return undefined; // initEngine reads the user's setting
   const cores = availableParallelism();
-  if (cores >= 2 && estimateParameters(cfg) >= 5e6) process.env['CHATSFT_WASM_THREADS'] = String(Math.min(cores, 4));
+  return cores >= 2 && estimateParameters(cfg) >= 5e6 ? Math.min(cores, 4) : undefined;
 }
 
 export function loraSpecFrom(cfg: SftConfig, setup: TokenizerSetup, vocabSize: number): LoraSpec | null {
@@ -108,6 +101,12 @@ export async function trainFromConfig(
   const loaded = await loadSplit(setup, cfg, cfg.data.train, 'train');
   const train = opts.transformRows ? { ...loaded, rows: opts.transformRows(loaded.rows, setup) } : loaded;
   const evalSplit = cfg.data.eval ? await loadSplit(setup, cfg, cfg.data.eval, 'eval') : undefined;
+  // Stop-rate prompts: data.eval's, else a slice of the training rows held out of training.
+  let trainRows = train.rows;
+  let heldOut = evalSplit?.rows ?? [];
+  if (!evalSplit && cfg.eval.samples > 0) ({ train: trainRows, heldOut } = splitHeldOut(train.rows, cfg.eval.samples));
+  const prompts = heldOutPrompts(heldOut, cfg.eval.samples);
+  const stopIds = stopIdsOf(setup, train.eotIds);
   // output_dir is settled after the data loaded (its errors leave output_dir alone), before anything is written.
   const inputs = [cfg.data.train, ...(cfg.data.eval ? [cfg.data.eval] : []), ...(cfg.model ? [cfg.model] : []), ...(typeof cfg.model_config === 'string' ? [cfg.model_config] : [])];
   const claimOutput = (log: (line: string) => void) =>
@@ -116,17 +115,29 @@ export async function trainFromConfig(
     const claim = claimOutput(opts.onLog ?? ((line) => void (opts.quiet || process.stderr.write(`${line}\n`))));
     let done = false;
     try {
-      const r = await trainTorchFromConfig(cfg, setup, train, evalSplit, opts);
+      // Same held-out prompts, stop ids and turn headers; the worker generates, eval/stop_rate.ts counts.
+      const stopEval = prompts.length > 0 ? { prompts, stopIds, maxNewTokens: cfg.eval.max_new_tokens, turnHeaders: await turnHeadersOf(setup) } : undefined;
+      const r = await trainTorchFromConfig(cfg, setup, { ...train, rows: trainRows }, evalSplit, { ...opts, ...(stopEval ? { stopEval } : {}) });
       done = true;
       return r;
     } finally {
       claim.release(done);
     }
   }
-  chooseWasmThreads(cfg);
-  await initEngine();
-  const { model } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
+  const wasmThreads = chooseWasmThreads(cfg);
+  await initEngine(wasmThreads !== undefined ? { wasmThreads } : {});
+  const { model, pretrained } = loadOrCreateModel(cfg.model, cfg.model_config, cfg.seed);
   if (model.config.vocabSize < setup.vocabSize) resizeTokenEmbeddings(model, setup.vocabSize);
+  const measureStopRate = engineStopRate(model, prompts, { stopIds, turnHeaders: await turnHeadersOf(setup), maxNewTokens: cfg.eval.max_new_tokens });
+  let atStart: StopRateSummary | null = null;
+  try {
+    checkSlidingWindow(model.config, [...trainRows, ...heldOut].reduce((n, r) => Math.max(n, r.inputIds.length), 0), 'training rows');
+    // A pretrained start is measured first, so a run that unlearns stopping can say so.
+    if (pretrained && prompts.length > 0) atStart = await measureStopRate();
+  } catch (e) {
+    disposeModel(model);
+    throw e;
+  }
   const progress = createProgress({ label: 'train', unit: 'steps', silent: Boolean(opts.quiet) });
   const log = (line: string): void => (opts.onLog ? opts.onLog(line) : progress.log(line));
   let claim: { release: (success: boolean) => void };
@@ -137,12 +148,18 @@ export async function trainFromConfig(
     throw e;
   }
   let totalShown = false;
+  // The latest stop rate stays on the progress line between evaluations.
+  let lastStop: number | undefined = atStart?.stop_rate;
+  const stopShown = (now: number | undefined): string => {
+    const v = now ?? lastStop;
+    return v === undefined ? '' : ` stop ${Math.round(v * 100)}%`;
+  };
   let result: TrainResult;
   let ok = false;
   try {
     result = await runTraining({
     model,
-    rows: train.rows,
+    rows: trainRows,
     ...(evalSplit ? { evalRows: evalSplit.rows } : {}),
     padId: setup.padId,
     paddingSide: setup.paddingSide,
@@ -162,18 +179,20 @@ export async function trainFromConfig(
     },
     lora: loraSpecFrom(cfg, setup, setup.vocabSize),
     evalEverySteps: cfg.eval.every_steps,
+    ...(prompts.length > 0 ? { measureStopRate } : {}),
     checkpointEvery: cfg.checkpoint_every,
     outputDir: resolve(cfg.output_dir),
     resume: Boolean(opts.resume),
     baseModelPath: cfg.model ?? null,
     onStep: (e) => {
+      if (e.stopRate !== undefined) lastStop = e.stopRate;
       if (!totalShown) {
         progress.setTotal(e.totalSteps);
         totalShown = true;
       }
       progress.update(e.step, {
         tokens: e.inputTokens,
-        info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''} lr ${e.lr.toExponential(2)}`,
+        info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''}${stopShown(e.stopRate)} lr ${e.lr.toExponential(2)}`,
       });
     },
     onLog: log,
@@ -193,6 +212,9 @@ export async function trainFromConfig(
     claim.release(ok);
   }
   progress.done(`trained ${result.steps} steps in ${result.seconds.toFixed(1)} s`);
-  return result;
+  const end = result.stopRates[result.stopRates.length - 1]?.stop_rate ?? null;
+  const warning = stopRateDropWarning(atStart?.stop_rate, end);
+  if (warning) opts.onLog?.(warning);
+  return { ...result, stopRateAtStart: atStart?.stop_rate ?? null, stopRateWarning: warning };
 }
 

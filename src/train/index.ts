@@ -2,5 +2,5 @@
 export { runTraining } from './loop.js';
 export type { StepEvent, TrainHyperParams, TrainOptions, TrainResult } from './types.js';
 export { batches, countSupervisedEot } from './data.js';
-export { lossCurveSvg, readMetrics, type MetricsLine } from './metrics.js';
+export { lossCurveSvg, readMetrics, stopRateCurve, type MetricsLine, type StopRatePoint } from './metrics.js';
 export { loadOrCreateModel } from './setup.js';

@@ -32,7 +32,8 @@ import { assertFiniteTensors, divergedError } from './diverge.js';
 import { ensureDir } from '../util/fs-errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { DataOrder, batches, countSupervisedEot, realTokens } from './data.js';
-import { appendMetrics, lossCurveSvg, readMetrics, truncateMetrics } from './metrics.js';
+import type { StopRateSummary } from '../eval/stop_rate.js';
+import { appendMetrics, lossCurveSvg, readMetrics, stopFields, stopRateCurve, truncateMetrics } from './metrics.js';
 import type { TrainOptions, TrainResult } from './types.js';
 
 interface Run {
@@ -57,7 +58,8 @@ export async function runTraining(opts: TrainOptions): Promise<TrainResult> {
     const { tokens, stopped } = await train(run);
     if (stopped) return result(run, null, t0, tokens);
     const evalLossValue = evaluate(run);
-    await saveFinal(run, evalLossValue);
+    const stop = (await opts.measureStopRate?.()) ?? null;
+    await saveFinal(run, evalLossValue, stop);
     return result(run, evalLossValue, t0, tokens);
   } finally {
     cleanup(run);
@@ -135,10 +137,12 @@ async function train(run: Run): Promise<{ tokens: number; stopped: boolean }> {
     tokens += real;
     const seconds = (performance.now() - t) / 1000;
     const every = opts.evalEverySteps ?? 0;
-    const ev = every > 0 && run.step % every === 0 && run.step < run.totalSteps ? evaluate(run) : null;
-    const line = { step: run.step, loss: res.loss, lr, grad_norm: res.gradNorm, tokens: res.tokens, tokens_per_s: real / seconds, epoch: order.epochOf(first + hp.gradAccum), ...(ev !== null ? { eval_loss: ev } : {}) };
+    const evalNow = every > 0 && run.step % every === 0 && run.step < run.totalSteps;
+    const ev = evalNow ? evaluate(run) : null;
+    const stop = evalNow ? ((await opts.measureStopRate?.()) ?? null) : null;
+    const line = { step: run.step, loss: res.loss, lr, grad_norm: res.gradNorm, tokens: res.tokens, tokens_per_s: real / seconds, epoch: order.epochOf(first + hp.gradAccum), ...(ev !== null ? { eval_loss: ev } : {}), ...stopFields(stop) };
     appendMetrics(opts.outputDir, line);
-    opts.onStep?.({ step: run.step, totalSteps: run.totalSteps, loss: res.loss, lr, gradNorm: res.gradNorm, tokens: res.tokens, inputTokens: real, tokensPerSecond: real / seconds, ...(ev !== null ? { evalLoss: ev } : {}) });
+    opts.onStep?.({ step: run.step, totalSteps: run.totalSteps, loss: res.loss, lr, gradNorm: res.gradNorm, tokens: res.tokens, inputTokens: real, tokensPerSecond: real / seconds, ...(ev !== null ? { evalLoss: ev } : {}), ...(stop ? { stopRate: stop.stop_rate } : {}) });
     const ck = opts.checkpointEvery ?? 0;
     if (ck > 0 && run.step % ck === 0 && run.step < run.totalSteps) {
       saveCheckpoint(opts.outputDir, run.vars, run.opt, { step: run.step, microIndex: run.step * hp.gradAccum, rngState: run.rng.state(), fingerprint: run.fingerprint, losses: run.losses });
@@ -164,18 +168,20 @@ function evaluate(run: Run): number | null {
 }
 
 /** The output folder: merged weights + config.json, adapter, metrics, loss curve, caller's files; then the last checkpoint. */
-async function saveFinal(run: Run, evalLossValue: number | null): Promise<void> {
+async function saveFinal(run: Run, evalLossValue: number | null, stop: StopRateSummary | null): Promise<void> {
   const { opts } = run;
   const dir = opts.outputDir;
   const merged = mergedTensors(opts.model);
   assertFiniteTensors(merged, dir, run.step);
   saveModel(opts.model, dir, merged);
   if (opts.model.lora) saveAdapter(opts.model, path.join(dir, 'adapter'), opts.baseModelPath ?? null);
-  if (evalLossValue !== null) {
+  if (evalLossValue !== null || stop !== null) {
+    // The final evaluation belongs to the last step's line.
     const lines = readMetrics(dir);
     const last = lines[lines.length - 1];
-    if (last && last.eval_loss === undefined) {
-      last.eval_loss = evalLossValue;
+    if (last && (last.eval_loss === undefined || last.stop_rate === undefined)) {
+      if (evalLossValue !== null && last.eval_loss === undefined) last.eval_loss = evalLossValue;
+      if (last.stop_rate === undefined) Object.assign(last, stopFields(stop));
       writeFileAtomic(path.join(dir, 'metrics.jsonl'), lines.map((l) => JSON.stringify(l) + '\n').join(''));
     }
   }
@@ -197,6 +203,7 @@ function result(run: Run, evalLossValue: number | null, t0: number, tokens: numb
     losses: run.losses,
     finalLoss: run.losses[run.losses.length - 1] ?? NaN,
     evalLoss: evalLossValue,
+    stopRates: stopRateCurve(readMetrics(run.opts.outputDir)),
     seconds,
     tokensPerSecond: tokens / seconds,
     outputDir: run.opts.outputDir,

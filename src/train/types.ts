@@ -1,6 +1,8 @@
 /** Plain options and results of a training run (the CLI maps its config onto these). */
 import type { Row } from '../batch/types.js';
 import type { LlamaModel, LoraSpec } from '../engine/index.js';
+import type { StopRateSummary } from '../eval/stop_rate.js';
+import type { StopRatePoint } from './metrics.js';
 
 export interface TrainHyperParams {
   lr: number;
@@ -29,6 +31,8 @@ export interface StepEvent {
   /** All tokens (incl. prompt, excl. padding) per second of this step. */
   tokensPerSecond: number;
   evalLoss?: number;
+  /** Stop rate on the held-out prompts, at evaluation steps. */
+  stopRate?: number;
 }
 
 export interface TrainOptions {
@@ -46,6 +50,12 @@ export interface TrainOptions {
   lora?: LoraSpec | null;
   /** Eval loss every N steps (0: only at the end, when evalRows are given). */
   evalEverySteps?: number;
+  /**
+   * Stop rate on held-out prompts, called at each evaluation (every
+   * evalEverySteps and at the end): the caller generates (either engine),
+   * the loop records the result in metrics.jsonl.
+   */
+  measureStopRate?: () => Promise<StopRateSummary | null>;
   /** Checkpoint every N steps (0: none; the final model is always saved). */
   checkpointEvery?: number;
   outputDir: string;
@@ -70,6 +80,12 @@ export interface TrainResult {
   losses: number[];
   finalLoss: number;
   evalLoss: number | null;
+  /** Stop rate at each evaluation that measured one (metrics.jsonl), in step order. */
+  stopRates: StopRatePoint[];
+  /** Stop rate of a pretrained model before training (trainFromConfig), null when not measured. */
+  stopRateAtStart?: number | null;
+  /** The one-line warning when a model that stopped ends stopping much less often. */
+  stopRateWarning?: string | null;
   seconds: number;
   tokensPerSecond: number;
   outputDir: string;

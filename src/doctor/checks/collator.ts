@@ -13,7 +13,7 @@
 import { collate, hfLmCollatorLabels } from '../../batch/collate.js';
 import { IGNORE_INDEX } from '../../batch/types.js';
 import type { LabelledExample } from '../../labels/types.js';
-import { firstFew, masksByPadId, tok, type CollatorName, type DoctorContext, type Finding } from '../types.js';
+import { firstFew, masksByPadId, tok, type CollatorName, type DoctorFacts, type Finding } from '../types.js';
 
 /** What the simulation reads of a labelled example. */
 export type SimExample = Pick<LabelledExample, 'line' | 'inputIds' | 'labels' | 'turns'>;
@@ -125,8 +125,9 @@ export function createSimulator(opts: SimOptions): Simulator {
 }
 
 /** EOT_UNSUPERVISED for each simulated collator that loses an EOT; an info line for the others. */
-export function checkCollators(ctx: DoctorContext, counts: Record<CollatorName, CollatorCount>, sample: string): Finding[] {
-  const { setup, cfg } = ctx;
+export function checkCollators(ctx: DoctorFacts): Finding[] {
+  const { setup, cfg, counts, sample } = ctx;
+  if (!ctx.eot) return []; // without an EOT there is nothing to lose
   const out: Finding[] = [];
   const padIsEot = ctx.eot?.ids.includes(setup.padId) ?? false;
   for (const name of ctx.simulate) {

@@ -5,9 +5,9 @@
  * already has can't be judged trained or not without the weights; the only
  * cheap signal is an id past config.json's vocab_size (no row at all).
  */
-import { tok, type DoctorContext, type Finding } from '../types.js';
+import { tok, type DoctorFacts, type Finding } from '../types.js';
 
-export function checkNewTokens(ctx: DoctorContext): Finding[] {
+export function checkNewTokens(ctx: DoctorFacts): Finding[] {
   const { setup, cfg } = ctx;
   if (!cfg.lora || cfg.lora.train_embeddings !== 'none') return [];
   const fresh = new Map<number, string>();

@@ -5,7 +5,7 @@
  * to emit the EOT and the runtime keeps generating past it.
  */
 import { generationEosIds } from '../../model/folder.js';
-import { tok, type DoctorContext, type Finding } from '../types.js';
+import { tok, type DoctorContext, type DoctorFacts, type Finding } from '../types.js';
 
 export function runtimeStopIds(ctx: DoctorContext): { ids: number[]; source: string } {
   const folder = ctx.setup.folder;
@@ -18,7 +18,7 @@ export function runtimeStopIds(ctx: DoctorContext): { ids: number[]; source: str
   return { ids: eos === undefined ? [] : [eos], source: 'tokenizer_config.json eos_token' };
 }
 
-export function checkStopIds(ctx: DoctorContext): Finding[] {
+export function checkStopIds(ctx: DoctorFacts): Finding[] {
   const { setup, eot } = ctx;
   if (!eot) return []; // a template finding already explains why there is no EOT
   const runtime = runtimeStopIds(ctx);

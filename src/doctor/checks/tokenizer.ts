@@ -3,9 +3,7 @@
  * pad-id-masking collator would erase), the padding side, and BOS added
  * twice when other trainers call `tokenizer(rendered_text)`.
  */
-import { masksByPadId, tok, type DoctorContext, type Evidence, type Finding } from '../types.js';
-import type { CollatorCount } from './collator.js';
-import type { CollatorName } from '../types.js';
+import { masksByPadId, tok, type DoctorContext, type DoctorFacts, type Evidence, type Finding } from '../types.js';
 
 function idOf(ctx: DoctorContext, token: string | undefined): number | undefined {
   return token === undefined ? undefined : (ctx.setup.tokenizer.tokenToId(token) ?? undefined);
@@ -21,8 +19,8 @@ function eosLike(ctx: DoctorContext): Map<number, string> {
   return out;
 }
 
-export function checkPad(ctx: DoctorContext, counts: Record<CollatorName, CollatorCount>): Finding[] {
-  const { setup, cfg } = ctx;
+export function checkPad(ctx: DoctorFacts): Finding[] {
+  const { setup, cfg, counts } = ctx;
   const folder = setup.folder;
   const out: Finding[] = [];
   const tokPadId = idOf(ctx, folder.padToken);
@@ -94,7 +92,7 @@ export function checkPad(ctx: DoctorContext, counts: Record<CollatorName, Collat
   return out;
 }
 
-export function checkPaddingSide(ctx: DoctorContext): Finding[] {
+export function checkPaddingSide(ctx: DoctorFacts): Finding[] {
   const { setup, cfg } = ctx;
   const fromTokenizer = setup.folder.paddingSide === 'left';
   const fromConfig = cfg.padding_side === 'left';
@@ -120,8 +118,8 @@ export function checkPaddingSide(ctx: DoctorContext): Finding[] {
   ];
 }
 
-export async function checkBos(ctx: DoctorContext, probeText: string | undefined): Promise<Finding[]> {
-  const { setup } = ctx;
+export async function checkBos(ctx: DoctorFacts): Promise<Finding[]> {
+  const { setup, probeText } = ctx;
   const bos = setup.folder.bosToken;
   const bosId = idOf(ctx, bos);
   if (!probeText || bos === undefined || bosId === undefined || !probeText.startsWith(bos) || !setup.folder.addBosToken) return [];

@@ -7,11 +7,14 @@
  * gives its own EOT, and a harmony (gpt-oss) folder gives `<|return|>`, never `<|end|>`.
  *
  *   const eot = await discoverEot('runs/chatsft');   // { token: '<|im_end|>', id: 151645, ... }
+ *
+ * This module is the one entry point to EOT discovery for export, eval and
+ * the trainer's stop ids; both functions read template/'s single probe.
  */
 import { ChatsftError, isChatsftError } from '../errors.js';
-import { probeTemplate } from '../template/probe.js';
+import { probeTemplate, type TemplateProbe } from '../template/probe.js';
 import { loadModelFolder, type ModelFolder } from '../model/folder.js';
-import { setupTokenizer } from '../tokenize/setup.js';
+import { setupTokenizer, type TokenizerSetup } from '../tokenize/setup.js';
 
 export interface DiscoveredEot {
   token: string;
@@ -45,4 +48,13 @@ export async function discoverEot(folderOrDir: ModelFolder | string): Promise<Di
   const token = setup.tokenizer.idToToken(id);
   if (token === null || token === undefined) throw new ChatsftError('TOKENIZER_ERROR', `EOT id ${id} has no token string`, folder.dir);
   return { token, id, template: setup.template.origin };
+}
+
+/**
+ * Ids the template closes generations with (the probe's stop ids: EOT of
+ * final and tool-call turns; empty when turns close with no token). Pass
+ * the probe when the caller already has it.
+ */
+export async function templateEotIds(setup: TokenizerSetup, probe?: TemplateProbe): Promise<number[]> {
+  return (probe ?? (await probeTemplate(setup))).stopIds;
 }

@@ -37,6 +37,13 @@ export interface LlamaConfig {
   initializerRange: number;
   bosTokenId: number | null;
   eosTokenId: number | number[] | null;
+  /**
+   * Mistral's (and Qwen2's, with use_sliding_window) attention window: a
+   * token attends to at most this many previous positions. The engine does
+   * not mask by window, so it refuses sequences longer than this
+   * (slidingWindowCheck) instead of silently attending past it; null = none.
+   */
+  slidingWindow?: number | null;
   padTokenId: number | null;
   /** The original JSON, so unknown keys survive a round trip. */
   raw: Record<string, unknown>;
@@ -132,8 +139,32 @@ export function parseLlamaConfig(raw: Record<string, unknown>, where = 'config.j
     bosTokenId: optId(raw['bos_token_id']),
     eosTokenId: Array.isArray(eos) ? eos.filter((x): x is number => typeof x === 'number') : optId(eos),
     padTokenId: optId(raw['pad_token_id']),
+    slidingWindow: slidingWindowOf(raw, mt),
     raw,
   };
+}
+
+/** `sliding_window` when the family applies it: Mistral always, Qwen2/Qwen3 only with use_sliding_window. */
+function slidingWindowOf(raw: Record<string, unknown>, mt: ModelType): number | null {
+  const w = raw['sliding_window'];
+  if (typeof w !== 'number' || !Number.isInteger(w) || w <= 0) return null;
+  if (mt === 'mistral') return w;
+  if ((mt === 'qwen2' || mt === 'qwen3') && raw['use_sliding_window'] === true) return w;
+  return null;
+}
+
+/**
+ * Refuse a sequence of `length` tokens that the model's sliding window would
+ * cut: past the window, the engine's full causal attention would differ from
+ * the model's (and from what transformers computes).
+ */
+export function checkSlidingWindow(c: LlamaConfig, length: number, what: string): void {
+  const w = c.slidingWindow ?? null;
+  if (w === null || length <= w) return;
+  throw new ChatsftError(
+    'CONFIG_INVALID',
+    `${what} reach ${length} tokens, past the model's sliding_window of ${w} (config.json); the engine does not mask by window, so keep sequences ≤ ${w} tokens (max_length, max_new_tokens)`,
+  );
 }
 
 /** Read and validate `config.json`. */

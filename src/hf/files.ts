@@ -1,6 +1,6 @@
 /**
- * Reading the tokenizer files of a Hugging Face folder, as both exporters
- * need them: `tokenizer.json` (vocab, added tokens) and
+ * The Hugging Face folder format (SPEC §2), as every reader shares it: JSON
+ * files, `tokenizer.json` (vocab, added tokens, post-processor) and
  * `tokenizer_config.json` (special tokens, chat template).
  */
 import fs from 'node:fs';
@@ -52,4 +52,29 @@ export function tokenIds(tokenizerJson: Json): Map<string, number> {
   const ids = new Map<string, number>(Array.isArray(vocab) ? [] : Object.entries(vocab));
   for (const a of (tokenizerJson['added_tokens'] as AddedToken[] | undefined) ?? []) ids.set(a.content, a.id);
   return ids;
+}
+
+/**
+ * Whether tokenizer.json's post-processor adds `token` first (`first`, a BOS)
+ * or last (`last`, an EOS) to a single sequence: its TemplateProcessing
+ * `single` list, parsed (a Sequence of processors is searched too).
+ */
+export function postProcessorAdds(tokenizerJson: Json, token: string | null | undefined, where: 'first' | 'last'): boolean {
+  if (!token) return false;
+  const pp = tokenizerJson['post_processor'] as Json | null | undefined;
+  const procs = pp?.['type'] === 'Sequence' ? ((pp['processors'] as Json[]) ?? []) : pp ? [pp] : [];
+  for (const p of procs) {
+    if (p['type'] !== 'TemplateProcessing' || !Array.isArray(p['single'])) continue;
+    const single = p['single'] as Json[];
+    const item = where === 'first' ? single[0] : single[single.length - 1];
+    const sp = item?.['SpecialToken'] as Json | undefined;
+    if (sp && sp['id'] === token) return true;
+  }
+  return false;
+}
+
+/** Whether the tokenizer adds BOS: tokenizer_config's `add_bos_token` when set, else the post-processor. */
+export function addsBos(tokenizerConfig: Json, tokenizerJson: Json, bosToken: string | null | undefined): boolean {
+  const v = tokenizerConfig['add_bos_token'];
+  return typeof v === 'boolean' ? v : postProcessorAdds(tokenizerJson, bosToken, 'first');
 }
