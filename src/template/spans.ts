@@ -151,6 +151,8 @@ function pyTrim(s: string): string {
   return pyStrip(s, undefined, 'both');
 }
 
+const generationPrompts = new WeakMap<ChatTemplate, WeakMap<TemplateVars, string>>();
+
 /** Runs of consecutive assistant messages, [first, last] inclusive. */
 function assistantRuns(conv: Conversation): Array<[number, number]> {
   const runs: Array<[number, number]> = [];
@@ -202,12 +204,18 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
     if (!prompts.has(i)) prompts.set(i, render(conv.messages.slice(0, i), true));
     return prompts.get(i);
   };
-  let generationPrompt: string | undefined;
+  // The generation prompt (its first special token opens turns): found once per template and variables.
+  let byVars = generationPrompts.get(tpl);
+  if (!byVars) generationPrompts.set(tpl, (byVars = new WeakMap()));
+  let generationPrompt: string | undefined = byVars.get(vars);
   const firstI = (runs[0] as [number, number])[0];
-  const p0 = promptBefore(firstI);
+  const p0 = generationPrompt === undefined ? promptBefore(firstI) : undefined;
   const b0 = p0 === undefined ? undefined : render(conv.messages.slice(0, firstI), false);
   // What add_generation_prompt appends (some templates also end a non-prompt render with an eos: compare up to where they differ).
-  if (p0 !== undefined && b0 !== undefined) generationPrompt = p0.slice(headerEnd(p0, commonPrefix(p0, b0), specialIndex(specials))) || undefined;
+  if (p0 !== undefined && b0 !== undefined) {
+    generationPrompt = p0.slice(headerEnd(p0, commonPrefix(p0, b0), specialIndex(specials))) || undefined;
+    if (generationPrompt !== undefined) byVars.set(vars, generationPrompt);
+  }
 
   if (tpl.hasGenerationTags) return { text, spans: generationSpans(tpl, conv, vars, text, runs), generationPrompt };
 
@@ -215,17 +223,13 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
   const located: Array<{ msg: number; span?: AssistantSpan }> = [];
   for (const [first, last] of runs) {
     // Each message alone first; a run the template merges is one turn.
-    const single: AssistantSpan[] = [];
-    for (let i = first; i <= last; i++) {
-      const found = prefixSpan(conv, i, i, promptBefore(i), upTo(i), text, sp);
-      if (!found) break;
-      single.push(found);
-    }
-    if (single.length === last - first + 1) {
-      for (const one of single) located.push({ msg: one.messageIndex, span: one });
+    const single: Array<AssistantSpan | undefined> = [];
+    for (let i = first; i <= last; i++) single.push(prefixSpan(conv, i, i, promptBefore(i), upTo(i), text, sp, generationPrompt));
+    if (single.every((x) => x !== undefined)) {
+      for (const one of single) located.push({ msg: (one as AssistantSpan).messageIndex, span: one as AssistantSpan });
       continue;
     }
-    const merged = first < last ? prefixSpan(conv, first, last, promptBefore(first), upTo(last), text, sp) : undefined;
+    const merged = first < last ? prefixSpan(conv, first, last, promptBefore(first), upTo(last), text, sp, generationPrompt) : undefined;
     if (merged) {
       located.push({ msg: first, span: merged });
       continue;
@@ -241,7 +245,7 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
   };
   if (located.some((l) => !l.span)) fillByTurnText(conv, text, located, promptBefore, upTo, sp);
   if (located.some((l) => !l.span)) fillFinalTurn(conv, text, located, generationPrompt, sp);
-  if (located.some((l) => !l.span)) fillBySentinels(tpl, conv, vars, text, located, promptBefore, sp);
+  if (located.some((l) => !l.span)) fillBySentinels(tpl, conv, vars, text, located, promptBefore, sp, generationPrompt);
   const spans: AssistantSpan[] = [];
   for (const l of located) {
     // A message the template prints nothing for (DeepSeek-R1 skips an assistant message with null content) has no turn.
@@ -331,7 +335,21 @@ function stripTrailer(f: string, p: string, sp: SpecialIndex): string {
  * token, e.g. `<|im_start|>assistant\n`) occurs after that point and before
  * the message's content, the turn starts after it.
  */
-function afterLastHeader(f: string, start: number, prompt: string, content: string, sp: SpecialIndex): number {
+function afterLastHeader(f: string, start: number, prompt: string, content: string, sp: SpecialIndex, g?: string): number {
+  // The generation prompt intact after the backoff point (the previous turn prints a separator only when not last: Tulu).
+  if (g && pyStrip(g, undefined, 'both') !== '') {
+    const at = f.indexOf(g, Math.max(0, start - g.length));
+    const limit = content ? f.indexOf(content, start) : f.length;
+    if (at >= 0 && limit >= 0 && at + g.length <= Math.max(limit, start)) return Math.max(start, at + g.length);
+  }
+  // The prompt's header may follow in f after whitespace the previous turn prints only when it is not
+  // last (Tulu's "\n" after eos): the turn starts after as much of the prompt's tail as f repeats there.
+  let ws = start;
+  while (ws < f.length && isPySpace(f[ws] as string)) ws++;
+  if (ws > start) {
+    const m = commonPrefix(prompt.slice(start), f.slice(ws));
+    if (m > 0) return ws + m;
+  }
   let q: string | undefined;
   for (let k = prompt.length - 1; k >= 0; k--) {
     if (startsWithSpecial(prompt, k, sp) !== undefined) {
@@ -371,6 +389,7 @@ function prefixSpan(
   upTo: string | undefined,
   full: string,
   sp: SpecialIndex,
+  g?: string,
 ): AssistantSpan | undefined {
   if (prompt === undefined || upTo === undefined) return undefined;
   const f = stripTrailer(upTo, prompt, sp);
@@ -382,7 +401,7 @@ function prefixSpan(
       const c = typeof m.content === 'string' ? pyTrim(m.content) : '';
       if (c && lost.includes(c)) return undefined;
     }
-    start = afterLastHeader(f, start, prompt, visibleContent(conv.messages[first] as Message), sp);
+    start = afterLastHeader(f, start, prompt, visibleContent(conv.messages[first] as Message), sp, g);
   }
   if (!full.startsWith(f) || f.length <= start) return undefined;
   const indices = [];
@@ -489,6 +508,7 @@ function fillBySentinels(
   located: Array<{ msg: number; span?: AssistantSpan }>,
   promptBefore: (i: number) => string | undefined,
   sp: SpecialIndex,
+  g: string | undefined,
 ): void {
   const todo = located.filter((l) => !l.span);
   /** Where turn i starts in the full render: after its prompt, or where the prompt diverges, backed off to the header end. */
@@ -502,7 +522,7 @@ function fillBySentinels(
       const c = typeof m.content === 'string' ? pyTrim(m.content) : '';
       if (c && lost.includes(c)) return undefined;
     }
-    start = afterLastHeader(text, start, prompt, visibleContent(conv.messages[i] as Message), sp);
+    start = afterLastHeader(text, start, prompt, visibleContent(conv.messages[i] as Message), sp, g);
     return start <= limit ? start : undefined;
   };
   // An empty turn (no content, no tool calls, no reasoning) renders nothing
