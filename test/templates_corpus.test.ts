@@ -36,8 +36,11 @@ import { loadModelFolder, type ModelFolder } from '../src/model/folder.js';
 import { setupTokenizer } from '../src/tokenize/setup.js';
 import { prepareRows } from '../src/prepare/prepare.js';
 import type { Row } from '../src/batch/types.js';
+import type { DropReason } from '../src/labels/types.js';
 
 const PYTHON = '/usr/bin/python3';
+/** Reasons an example is dropped while encoding; the data report prints them where invalid data prints a field. */
+const ENCODE_REASONS: ReadonlySet<string> = new Set<DropReason>(['special_tokens_in_content', 'template_error', 'span_not_found', 'eot_not_found', 'too_long', 'no_supervised_tokens']);
 const FIXTURES = join(REPO_ROOT, 'test', 'fixtures', 'templates');
 const INDEX = join(FIXTURES, 'index.json');
 const CONVERSATIONS = join(FIXTURES, 'conversations.jsonl');
@@ -407,9 +410,10 @@ if (jinjaMissing) {
         const setup = setupTokenizer(fixture.folder, { template: templateFile(t), templateVars: t.vars ?? {} });
         const out = await prepareRows(setup, dataFile, {
           onIssue: (message) => {
-            // "file:LINE dropped (REASON): detail" (invalid data: "file:LINE field: message")
-            const m = /:(\d+)(?: dropped \(([a-z_]+)\))?:? ?(.*)$/.exec(message.slice(dataFile.length));
-            if (m) dropsByLine.set(Number(m[1]), { reason: m[2] ?? 'invalid', detail: m[3] ?? message });
+            // The data report's "file:LINE FIELD: problem"; a line dropped while encoding names its reason as the field
+            // ("file:LINE template_error: detail"), invalid data names the message field ("file:LINE messages[3].role: …").
+            const m = /^:(\d+) ([^:]*): ?(.*)$/s.exec(message.slice(dataFile.length));
+            if (m) dropsByLine.set(Number(m[1]), { reason: ENCODE_REASONS.has(m[2] as string) ? (m[2] as string) : 'invalid', detail: m[3] ?? message });
           },
         });
         rows = out.rows;

@@ -229,7 +229,10 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
       for (const one of single) located.push({ msg: (one as AssistantSpan).messageIndex, span: one as AssistantSpan });
       continue;
     }
-    const merged = first < last ? prefixSpan(conv, first, last, promptBefore(first), upTo(last), text, sp, generationPrompt) : undefined;
+    // A run where some messages are located alone is not merged (gpt-oss prints a turn header
+    // between them and only its last message closes with <|return|>): the rest are found below,
+    // each a turn of its own, so the header between them is never supervised.
+    const merged = first < last && single.every((x) => x === undefined) ? prefixSpan(conv, first, last, promptBefore(first), upTo(last), text, sp, generationPrompt) : undefined;
     if (merged) {
       located.push({ msg: first, span: merged });
       continue;
