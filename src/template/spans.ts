@@ -12,7 +12,9 @@
  *    and F = render(messages[:j+1]) (j = i, or the last of a run of
  *    consecutive assistant messages the template may merge), the turn is
  *    F minus P — provided P is a prefix of F and F a prefix of the full
- *    render, which is checked. This is what an inference runtime sees: the
+ *    render, which is checked. A run is merged only when none of its
+ *    messages is located alone, and split again where the template prints
+ *    the generation prompt between its messages (the header is masked). This is what an inference runtime sees: the
  *    prompt P, then what the model must generate.
  * 3. Content sentinels, for turns where (2) fails (templates that drop the
  *    reasoning of earlier turns, gpt-oss' `<|end|>` vs `<|return|>`,
@@ -234,7 +236,7 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
     // each a turn of its own, so the header between them is never supervised.
     const merged = first < last && single.every((x) => x === undefined) ? prefixSpan(conv, first, last, promptBefore(first), upTo(last), text, sp, generationPrompt) : undefined;
     if (merged) {
-      located.push({ msg: first, span: merged });
+      for (const span of splitAtHeaders(conv, text, merged, generationPrompt, sp)) located.push({ msg: span.messageIndex, span });
       continue;
     }
     for (let i = first; i <= last; i++) {
@@ -420,6 +422,35 @@ function prefixSpan(
     method: 'prefix',
     toolCalls: indices.some((i) => hasToolCalls(conv.messages[i] as Message)),
   };
+}
+
+/**
+ * A run the prefix renders take as one turn may still print the generation
+ * prompt (the assistant header) between its messages (Qwen3:
+ * `<|im_end|>\n<|im_start|>assistant\n` when neither message renders alone
+ * as it does in the run). The header is never supervised (SPEC §4), so the
+ * run becomes one turn per message, each ending on its own closing token.
+ * Split only when every piece holds its message's content and ends on a
+ * special token; otherwise the template really merges them: one turn.
+ */
+function splitAtHeaders(conv: Conversation, text: string, run: AssistantSpan, g: string | undefined, sp: SpecialIndex): AssistantSpan[] {
+  const n = run.messageIndices.length;
+  if (n < 2 || !g || pyTrim(g) === '') return [run];
+  const cuts: number[] = [];
+  for (let k = text.indexOf(g, run.start); k >= 0 && k + g.length <= run.end; k = text.indexOf(g, k + g.length)) cuts.push(k);
+  if (cuts.length !== n - 1) return [run];
+  const pieces: AssistantSpan[] = [];
+  for (let k = 0; k < n; k++) {
+    const start = k === 0 ? run.start : (cuts[k - 1] as number) + g.length;
+    const end = k < n - 1 ? (cuts[k] as number) : run.end;
+    let closer = end;
+    while (closer > start && isPySpace(text[closer - 1] as string)) closer--;
+    const i = run.messageIndices[k] as number;
+    if (!text.slice(start, end).includes(visibleContent(conv.messages[i] as Message)) || endsWithSpecial(text, closer, sp) === undefined) return [run];
+    const toolCalls = hasToolCalls(conv.messages[i] as Message);
+    pieces.push({ messageIndex: i, messageIndices: [i], start, end, closed: true, method: 'prefix', toolCalls });
+  }
+  return pieces;
 }
 
 /** No content (null, absent or ''), no tool calls, no reasoning. */

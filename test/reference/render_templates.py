@@ -13,7 +13,8 @@ Prints one JSON object: for every template and conversation, the full render
   add_generation_prompt=True) must be a prefix of render(messages[:i+1]),
   which must be a prefix of the full render (rule "prefix"); a run of
   consecutive assistant messages the template merges is taken as one turn
-  (rule "run"); when the prefix property fails, the final turn is still
+  (rule "run"), split at the generation prompt when the template prints it
+  between the messages (rule "run_split": the header is never supervised); when the prefix property fails, the final turn is still
   derived from render(all[:-1], add_generation_prompt=True) vs render(all)
   (rule "final"); any other turn is reported as "weak" (not checkable by
   prefix: e.g. templates that drop earlier reasoning): only its start and the
@@ -289,6 +290,35 @@ def assistant_runs(messages):
     return runs
 
 
+def split_run(run, full, g, specials, messages, a, b):
+    """
+    A run the template renders as one piece of text may still print the
+    generation prompt (the assistant header) between its messages (Qwen3:
+    "<|im_end|>\n<|im_start|>assistant\n"): the header is never supervised,
+    so the run is one turn per message there, each ending at its last special
+    token. Split only when every piece holds its own message's content;
+    otherwise the run is one turn (the template really merges the messages).
+    """
+    whole = [{**run, "rule": "run", "messages": list(range(a, b + 1))}]
+    if not g.strip():
+        return whole
+    cuts, k = [], full.find(g, run["start"])
+    while 0 <= k and k + len(g) <= run["end"]:
+        cuts.append(k)
+        k = full.find(g, k + len(g))
+    if len(cuts) != b - a:
+        return whole
+    starts = [run["start"]] + [c + len(g) for c in cuts]
+    ends = cuts + [run["end"]]
+    pieces = []
+    for n, (s, e) in enumerate(zip(starts, ends)):
+        e = end_of_turn(full, s, e, specials)
+        if visible_content(messages[a + n]) not in full[s:e] or not any(full[s:e].endswith(t) for t in specials):
+            return whole
+        pieces.append({"start": s, "end": e, "rule": "run_split", "messages": [a + n]})
+    return pieces
+
+
 def incremental(r, messages, tools, full, specials):
     def safe(msgs, gen):
         try:
@@ -335,7 +365,7 @@ def incremental(r, messages, tools, full, specials):
         f_b = safe(messages[: b + 1], False) if b > a else None
         run = turn_span(p_a, f_b, full, specials, messages, b, g_a) if p_a is not None and f_b is not None else None
         if run is not None:
-            spans.append({**run, "rule": "run", "messages": list(range(a, b + 1))})
+            spans.extend(split_run(run, full, g_a, specials, messages, a, b))
             continue
         # The final turn: render(all[:-1], add_generation_prompt=True) vs render(all).
         final = turn_span(p_a, full, full, specials, messages, b, g_a) if b == last and p_a is not None else None
