@@ -27,35 +27,109 @@ export type ShapeName = 'smollm2-135m' | 'qwen2.5-0.5b' | 'qwen2.5-1.5b' | 'tiny
 /** config.json of each release (fields the engine reads; values from the HF hub configs). */
 export const SHAPES: Record<ShapeName, Record<string, unknown>> = {
   'smollm2-135m': {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30,
-    num_attention_heads: 9, num_key_value_heads: 3, vocab_size: 49152, tie_word_embeddings: true, rope_theta: 100000,
-    rms_norm_eps: 1e-5, max_position_embeddings: 8192, hidden_act: 'silu', attention_bias: false, torch_dtype: 'bfloat16',
-    bos_token_id: 1, eos_token_id: 32000, pad_token_id: null, initializer_range: 0.041666666666666664,
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    hidden_size: 576,
+    intermediate_size: 1536,
+    num_hidden_layers: 30,
+    num_attention_heads: 9,
+    num_key_value_heads: 3,
+    vocab_size: 49152,
+    tie_word_embeddings: true,
+    rope_theta: 100000,
+    rms_norm_eps: 1e-5,
+    max_position_embeddings: 8192,
+    hidden_act: 'silu',
+    attention_bias: false,
+    torch_dtype: 'bfloat16',
+    bos_token_id: 1,
+    eos_token_id: 32000,
+    pad_token_id: null,
+    initializer_range: 0.041666666666666664,
   },
   'qwen2.5-0.5b': {
-    architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24,
-    num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true, rope_theta: 1000000,
-    rms_norm_eps: 1e-6, max_position_embeddings: 32768, hidden_act: 'silu', torch_dtype: 'bfloat16', bos_token_id: 151643,
-    eos_token_id: 151645, initializer_range: 0.02, use_sliding_window: false, sliding_window: 32768, max_window_layers: 21,
+    architectures: ['Qwen2ForCausalLM'],
+    model_type: 'qwen2',
+    hidden_size: 896,
+    intermediate_size: 4864,
+    num_hidden_layers: 24,
+    num_attention_heads: 14,
+    num_key_value_heads: 2,
+    vocab_size: 151936,
+    tie_word_embeddings: true,
+    rope_theta: 1000000,
+    rms_norm_eps: 1e-6,
+    max_position_embeddings: 32768,
+    hidden_act: 'silu',
+    torch_dtype: 'bfloat16',
+    bos_token_id: 151643,
+    eos_token_id: 151645,
+    initializer_range: 0.02,
+    use_sliding_window: false,
+    sliding_window: 32768,
+    max_window_layers: 21,
   },
   'qwen2.5-1.5b': {
-    architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 1536, intermediate_size: 8960, num_hidden_layers: 28,
-    num_attention_heads: 12, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true, rope_theta: 1000000,
-    rms_norm_eps: 1e-6, max_position_embeddings: 32768, hidden_act: 'silu', torch_dtype: 'bfloat16', bos_token_id: 151643,
-    eos_token_id: 151645, initializer_range: 0.02, use_sliding_window: false, sliding_window: 32768, max_window_layers: 21,
+    architectures: ['Qwen2ForCausalLM'],
+    model_type: 'qwen2',
+    hidden_size: 1536,
+    intermediate_size: 8960,
+    num_hidden_layers: 28,
+    num_attention_heads: 12,
+    num_key_value_heads: 2,
+    vocab_size: 151936,
+    tie_word_embeddings: true,
+    rope_theta: 1000000,
+    rms_norm_eps: 1e-6,
+    max_position_embeddings: 32768,
+    hidden_act: 'silu',
+    torch_dtype: 'bfloat16',
+    bos_token_id: 151643,
+    eos_token_id: 151645,
+    initializer_range: 0.02,
+    use_sliding_window: false,
+    sliding_window: 32768,
+    max_window_layers: 21,
   },
   // Test-time variants: the same layouts (tied, GQA, q/k/v bias, bf16 shards) at a few MB.
   'tiny-qwen2': {
-    architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 16, intermediate_size: 32, num_hidden_layers: 3,
-    num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true, rope_theta: 1000000,
-    rms_norm_eps: 1e-6, max_position_embeddings: 512, hidden_act: 'silu', torch_dtype: 'bfloat16', bos_token_id: 151643,
-    eos_token_id: 151645, initializer_range: 0.02,
+    architectures: ['Qwen2ForCausalLM'],
+    model_type: 'qwen2',
+    hidden_size: 16,
+    intermediate_size: 32,
+    num_hidden_layers: 3,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 151936,
+    tie_word_embeddings: true,
+    rope_theta: 1000000,
+    rms_norm_eps: 1e-6,
+    max_position_embeddings: 512,
+    hidden_act: 'silu',
+    torch_dtype: 'bfloat16',
+    bos_token_id: 151643,
+    eos_token_id: 151645,
+    initializer_range: 0.02,
   },
   'tiny-llama': {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2,
-    num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 32002, tie_word_embeddings: false, rope_theta: 10000,
-    rms_norm_eps: 1e-5, max_position_embeddings: 512, hidden_act: 'silu', attention_bias: false, torch_dtype: 'bfloat16',
-    bos_token_id: 1, eos_token_id: 32000, initializer_range: 0.02,
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    hidden_size: 16,
+    intermediate_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 32002,
+    tie_word_embeddings: false,
+    rope_theta: 10000,
+    rms_norm_eps: 1e-5,
+    max_position_embeddings: 512,
+    hidden_act: 'silu',
+    attention_bias: false,
+    torch_dtype: 'bfloat16',
+    bos_token_id: 1,
+    eos_token_id: 32000,
+    initializer_range: 0.02,
   },
 };
 
@@ -131,20 +205,31 @@ export function makeCheckpoint(shape: ShapeName, dir: string, opts: { shardBytes
   const bound = Math.sqrt(3) * 0.02;
   shards.forEach((group, i) => {
     const file = `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
-    writeSafetensorsStream(path.join(dir, file), group, (s) => {
-      const n = numelOf(s.shape);
-      params += n;
-      total += 2 * n;
-      if (s.name.endsWith('norm.weight')) return new Uint16Array(n).fill(0x3f80); // bf16 1.0
-      if (s.name.endsWith('.bias')) return new Uint16Array(n);
-      return randomBf16(n, (opts.seed ?? 1) * 7919 + specs.indexOf(s) * 104729, bound);
-    }, { format: 'pt' });
+    writeSafetensorsStream(
+      path.join(dir, file),
+      group,
+      (s) => {
+        const n = numelOf(s.shape);
+        params += n;
+        total += 2 * n;
+        if (s.name.endsWith('norm.weight')) return new Uint16Array(n).fill(0x3f80); // bf16 1.0
+        if (s.name.endsWith('.bias')) return new Uint16Array(n);
+        return randomBf16(n, (opts.seed ?? 1) * 7919 + specs.indexOf(s) * 104729, bound);
+      },
+      { format: 'pt' },
+    );
     for (const s of group) weightMap[s.name] = file;
   });
-  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2));
+  fs.writeFileSync(
+    path.join(dir, 'model.safetensors.index.json'),
+    JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2),
+  );
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(raw, null, 2));
   const qwen = config.modelType === 'qwen2';
-  fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ bos_token_id: raw['bos_token_id'], eos_token_id: raw['eos_token_id'] }, null, 2));
+  fs.writeFileSync(
+    path.join(dir, 'generation_config.json'),
+    JSON.stringify({ bos_token_id: raw['bos_token_id'], eos_token_id: raw['eos_token_id'] }, null, 2),
+  );
   writeTokenizer(dir, qwen);
   return { dir, shards: shards.length, bytes: total, parameters: params };
 }
@@ -163,5 +248,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
   }
   const t = performance.now();
   const info = makeCheckpoint(shape, out, { shardBytes: Number(arg('shard-mb') ?? 500) * 1e6 });
-  console.log(`${shape}: ${(info.parameters / 1e6).toFixed(1)} M parameters, ${(info.bytes / 1e9).toFixed(2)} GB bf16 in ${info.shards} shard(s) → ${info.dir} (${((performance.now() - t) / 1000).toFixed(1)} s)`);
+  console.log(
+    `${shape}: ${(info.parameters / 1e6).toFixed(1)} M parameters, ${(info.bytes / 1e9).toFixed(2)} GB bf16 in ${info.shards} shard(s) → ${info.dir} (${((performance.now() - t) / 1000).toFixed(1)} s)`,
+  );
 }

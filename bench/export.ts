@@ -30,22 +30,38 @@ if (!fs.existsSync(path.join(src, 'model.safetensors.index.json'))) {
 }
 const index = openWeights(src);
 const largest = Math.max(...[...index.entries.values()].map((e) => numelOf(e.shape)));
-console.log(`${shape}: ${(index.totalBytes / 1e9).toFixed(2)} GB bf16 in ${index.files.length} shards; largest tensor ${(largest / 1e6).toFixed(1)} M values = ${((largest * 4) / 2 ** 20).toFixed(0)} MiB as f32`);
+console.log(
+  `${shape}: ${(index.totalBytes / 1e9).toFixed(2)} GB bf16 in ${index.files.length} shards; largest tensor ${(largest / 1e6).toFixed(1)} M values = ${((largest * 4) / 2 ** 20).toFixed(0)} MiB as f32`,
+);
 console.log('| export | seconds | output | peak RSS | peak RSS − largest tensor (f32) |');
 console.log('|---|---|---|---|---|');
-for (const [format, dtype, out] of [['gguf', 'f16', path.join(root, 'bench-export.gguf')], ['hf', 'bf16', path.join(root, 'bench-export-hf')], ['hf', 'f32', path.join(root, 'bench-export-hf32')]] as const) {
+for (const [format, dtype, out] of [
+  ['gguf', 'f16', path.join(root, 'bench-export.gguf')],
+  ['hf', 'bf16', path.join(root, 'bench-export-hf')],
+  ['hf', 'f32', path.join(root, 'bench-export-hf32')],
+] as const) {
   fs.rmSync(out, { recursive: true, force: true });
   const t = performance.now();
-  const r = spawnSync('/usr/bin/time', ['-v', process.execPath, cli, 'export', '--model', src, '--format', format, '--dtype', dtype, '--out', out, '--json'], { encoding: 'utf8' });
+  const r = spawnSync(
+    '/usr/bin/time',
+    ['-v', process.execPath, cli, 'export', '--model', src, '--format', format, '--dtype', dtype, '--out', out, '--json'],
+    { encoding: 'utf8' },
+  );
   const seconds = (performance.now() - t) / 1000;
   const rssKb = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr)?.[1] ?? NaN);
   if (r.status !== 0) {
-    console.log(`| ${format} ${dtype} | failed (exit ${r.status}) | ${r.stderr.split('\n').filter((l) => l.startsWith('error'))[0] ?? ''} | | |`);
+    console.log(
+      `| ${format} ${dtype} | failed (exit ${r.status}) | ${r.stderr.split('\n').filter((l) => l.startsWith('error'))[0] ?? ''} | | |`,
+    );
     continue;
   }
-  const bytes = fs.statSync(out).isDirectory() ? fs.readdirSync(out).reduce((n, f) => n + (fs.statSync(path.join(out, f)).isFile() ? fs.statSync(path.join(out, f)).size : 0), 0) : fs.statSync(out).size;
+  const bytes = fs.statSync(out).isDirectory()
+    ? fs.readdirSync(out).reduce((n, f) => n + (fs.statSync(path.join(out, f)).isFile() ? fs.statSync(path.join(out, f)).size : 0), 0)
+    : fs.statSync(out).size;
   const rss = rssKb * 1024;
-  console.log(`| ${format} ${dtype} | ${seconds.toFixed(1)} | ${(bytes / 1e9).toFixed(2)} GB | ${(rss / 2 ** 20).toFixed(0)} MiB | ${((rss - largest * 4) / 2 ** 20).toFixed(0)} MiB |`);
+  console.log(
+    `| ${format} ${dtype} | ${seconds.toFixed(1)} | ${(bytes / 1e9).toFixed(2)} GB | ${(rss / 2 ** 20).toFixed(0)} MiB | ${((rss - largest * 4) / 2 ** 20).toFixed(0)} MiB |`,
+  );
   fs.rmSync(out, { recursive: true, force: true });
 }
 if (!args.includes('--keep')) fs.rmSync(src, { recursive: true, force: true });

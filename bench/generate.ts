@@ -55,7 +55,15 @@ async function main(): Promise<void> {
   const only = str('only');
   for (const [name, c] of Object.entries(CONFIGS)) {
     if (only && only !== name) continue;
-    const config = makeLlamaConfig({ vocabSize: c.vocab, hiddenSize: c.d, intermediateSize: c.inter, numHiddenLayers: c.layers, numAttentionHeads: c.heads, numKeyValueHeads: c.kv, tieWordEmbeddings: c.tied });
+    const config = makeLlamaConfig({
+      vocabSize: c.vocab,
+      hiddenSize: c.d,
+      intermediateSize: c.inter,
+      numHiddenLayers: c.layers,
+      numAttentionHeads: c.heads,
+      numKeyValueHeads: c.kv,
+      tieWordEmbeddings: c.tied,
+    });
     const model = createModel(config, 0);
     const rng = new Rng(1);
     const tensorsBefore = tf.memory().numTensors;

@@ -19,7 +19,17 @@ import { aggregateKernels } from './profile.js';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createModel, disposeModel, initEngine, loadModel, makeLlamaConfig, readLlamaConfig, saveModel, tf, type LlamaModel } from '../src/engine/index.js';
+import {
+  createModel,
+  disposeModel,
+  initEngine,
+  loadModel,
+  makeLlamaConfig,
+  readLlamaConfig,
+  saveModel,
+  tf,
+  type LlamaModel,
+} from '../src/engine/index.js';
 import { describePlan, planMemory } from '../src/engine/plan.js';
 import { engineStepModel } from '../src/generate/engine.js';
 import { generate } from '../src/generate/loop.js';
@@ -28,7 +38,11 @@ import { discoverEot } from '../src/model/eot.js';
 import { exportGguf } from '../src/export/gguf.js';
 import { openLlamaCpp } from '../src/export/llamacpp.js';
 
-interface Timing { prefillMs: number; decodeTokensPerSec: number; runs: { prefillMs: number; decodeMs: number }[] }
+interface Timing {
+  prefillMs: number;
+  decodeTokensPerSec: number;
+  runs: { prefillMs: number; decodeMs: number }[];
+}
 
 const SIZES = {
   demo: { vocab: 512, d: 64, layers: 2, heads: 4, kvHeads: 4, inter: 256 },
@@ -63,11 +77,19 @@ async function timeRuns(repeats: number, newTokens: number, once: (onToken: () =
 async function buildRandomModel(dir: string, size: keyof typeof SIZES): Promise<void> {
   const s = SIZES[size];
   // The demo tokenizer has a few hundred tokens; ids above it are `[PADn]` in the GGUF, rows the LM head still computes.
-  const corpus = Array.from({ length: 50 }, (_, i) => `<|im_start|>user\nThe quick brown fox ${i}<|im_end|>\n<|im_start|>assistant\nJumps over the lazy dog ${i}.<|im_end|>\n`);
+  const corpus = Array.from(
+    { length: 50 },
+    (_, i) => `<|im_start|>user\nThe quick brown fox ${i}<|im_end|>\n<|im_start|>assistant\nJumps over the lazy dog ${i}.<|im_end|>\n`,
+  );
   await writeDemoModelFolder(dir, corpus, { vocabSize: 300 });
   const cfg = makeLlamaConfig({
-    vocabSize: s.vocab, hiddenSize: s.d, intermediateSize: s.inter, numHiddenLayers: s.layers, numAttentionHeads: s.heads,
-    numKeyValueHeads: s.kvHeads, maxPositionEmbeddings: 2048,
+    vocabSize: s.vocab,
+    hiddenSize: s.d,
+    intermediateSize: s.inter,
+    numHiddenLayers: s.layers,
+    numAttentionHeads: s.heads,
+    numKeyValueHeads: s.kvHeads,
+    maxPositionEmbeddings: 2048,
   });
   const model = createModel(cfg, 1);
   saveModel(model, dir);
@@ -140,10 +162,14 @@ async function main(): Promise<void> {
     let ids: number[] = [];
     for (const th of threadList) {
       const runner = await openLlamaCpp(file, promptTokens + newTokens + 8, { threads: th });
-      while (ids.length < promptTokens) ids = ids.concat(runner.tokenize(' The quick brown fox jumps over the lazy dog while the band plays on.'));
+      while (ids.length < promptTokens)
+        ids = ids.concat(runner.tokenize(' The quick brown fox jumps over the lazy dog while the band plays on.'));
       ids = ids.slice(0, promptTokens);
       try {
-        llamas.push([th, await timeRuns(repeats, newTokens, async (onToken) => (await runner.generate(ids, newTokens, [], onToken)).tokens.length)]);
+        llamas.push([
+          th,
+          await timeRuns(repeats, newTokens, async (onToken) => (await runner.generate(ids, newTokens, [], onToken)).tokens.length),
+        ]);
       } finally {
         await runner.close();
       }
@@ -158,7 +184,12 @@ async function main(): Promise<void> {
       const cfg = readLlamaConfig(path.join(dir, 'config.json'));
       const plan = planMemory({ config: cfg, mode: 'infer', batchSize: 1, seqLen: Math.min(cfg.maxPositionEmbeddings, 512) });
       if (plan.parameters > 50e6) log(describePlan(plan, 'infer'));
-      const model = loadModel(dir, { hostLayers: plan.hostLayers, hostEmbedding: plan.hostEmbedding, frozenHead: plan.frozenHead, hostF32: true });
+      const model = loadModel(dir, {
+        hostLayers: plan.hostLayers,
+        hostEmbedding: plan.hostEmbedding,
+        frozenHead: plan.frozenHead,
+        hostF32: true,
+      });
       try {
         const t = await timeRuns(repeats, newTokens, async (onToken) => {
           const [r] = await generate(engineStepModel(model), [ids], { maxNewTokens: newTokens, stopIds: [], onToken });
@@ -179,11 +210,15 @@ async function main(): Promise<void> {
     }
     log(`greedy batch 1: prompt ${promptTokens} tokens, ${newTokens} new tokens, median of ${repeats} runs after a warm-up`);
     if (engine) log(`model: ${label}, ${(engine.params / 1e6).toFixed(1)} M parameters, f32`);
-    const row = (name: string, t: Timing): string => `  ${name.padEnd(24)} prefill ${t.prefillMs.toFixed(1).padStart(8)} ms   decode ${t.decodeTokensPerSec.toFixed(1).padStart(8)} tokens/s  (${(1000 / t.decodeTokensPerSec).toFixed(2)} ms/token)`;
+    const row = (name: string, t: Timing): string =>
+      `  ${name.padEnd(24)} prefill ${t.prefillMs.toFixed(1).padStart(8)} ms   decode ${t.decodeTokensPerSec.toFixed(1).padStart(8)} tokens/s  (${(1000 / t.decodeTokensPerSec).toFixed(2)} ms/token)`;
     if (engine) log(row(`chatsft (tfjs ${engine.backend})`, engine));
     for (const [th, t] of llamas) {
       log(row(`llama.cpp (${th} thread${th === 1 ? '' : 's'})`, t));
-      if (engine) log(`  ratio chatsft / llama.cpp (${th} thread${th === 1 ? '' : 's'}) decode tokens/s: ${(engine.decodeTokensPerSec / t.decodeTokensPerSec).toFixed(2)}×  (goal ≥ 0.5×)`);
+      if (engine)
+        log(
+          `  ratio chatsft / llama.cpp (${th} thread${th === 1 ? '' : 's'}) decode tokens/s: ${(engine.decodeTokensPerSec / t.decodeTokensPerSec).toFixed(2)}×  (goal ≥ 0.5×)`,
+        );
     }
     for (const l of profile) log(l);
   } finally {

@@ -25,7 +25,10 @@ function arg(name: string, fallback: string): string {
   return i >= 0 ? (process.argv[i + 1] ?? fallback) : fallback;
 }
 
-const WORDS = 'the of and to a in is it that for on was with as at by be this from or have an are not but what all were when we there can your which said if do will each about how up out them then she many some so these would other into has more her two like him see time could no make than first been its who now people my made over did down only way find use may water long little very after words called just where most know'.split(' ');
+const WORDS =
+  'the of and to a in is it that for on was with as at by be this from or have an are not but what all were when we there can your which said if do will each about how up out them then she many some so these would other into has more her two like him see time could no make than first been its who now people my made over did down only way find use may water long little very after words called just where most know'.split(
+    ' ',
+  );
 
 function sentence(r: () => number, n: number): string {
   const out: string[] = [];
@@ -36,7 +39,7 @@ function sentence(r: () => number, n: number): string {
 
 function corpus(targetBytes: number): { file: string; conversations: Conversation[] } {
   let seed = 12345;
-  const r = (): number => ((seed = (seed * 1103515245 + 12345) >>> 0) / 4294967296);
+  const r = (): number => (seed = (seed * 1103515245 + 12345) >>> 0) / 4294967296;
   const conversations: Conversation[] = [];
   const lines: string[] = [];
   let bytes = 0;
@@ -46,7 +49,10 @@ function corpus(targetBytes: number): { file: string; conversations: Conversatio
     const turns = 1 + Math.floor(r() * 3);
     for (let t = 0; t < turns; t++) {
       messages.push({ role: 'user', content: sentence(r, 5 + Math.floor(r() * 30)) });
-      messages.push({ role: 'assistant', content: Array.from({ length: 1 + Math.floor(r() * 6) }, () => sentence(r, 5 + Math.floor(r() * 25))).join(' ') });
+      messages.push({
+        role: 'assistant',
+        content: Array.from({ length: 1 + Math.floor(r() * 6) }, () => sentence(r, 5 + Math.floor(r() * 25))).join(' '),
+      });
     }
     const conv = { messages };
     const line = JSON.stringify(conv);
@@ -93,7 +99,9 @@ async function measure(fixture: FixtureName, file: string, conversations: Conver
   const rawSeconds = (performance.now() - t0) / 1000;
   const rawRate = tokens / rawSeconds;
   console.log(`encodeBatch:  ${tokens} tokens in ${rawSeconds.toFixed(2)} s = ${Math.round(rawRate)} tokens/s`);
-  console.log(`ratio prepare / encodeBatch = ${(prepRate / rawRate).toFixed(3)}  (${fixture}, template ${setup.template.nativeChatml ? 'native ChatML, spans while rendering' : 'prefix renders per assistant turn'})`);
+  console.log(
+    `ratio prepare / encodeBatch = ${(prepRate / rawRate).toFixed(3)}  (${fixture}, template ${setup.template.nativeChatml ? 'native ChatML, spans while rendering' : 'prefix renders per assistant turn'})`,
+  );
 }
 
 await main();

@@ -20,7 +20,21 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { collate } from '../src/batch/collate.js';
 import fs from 'node:fs';
-import { ADAMW_DEFAULTS, Rng, addLora, createAdamW, createModel, initEngine, loadModel, makeLlamaConfig, parseLlamaConfig, tf, trainStep, trainableVariables, type LlamaModel } from '../src/engine/index.js';
+import {
+  ADAMW_DEFAULTS,
+  Rng,
+  addLora,
+  createAdamW,
+  createModel,
+  initEngine,
+  loadModel,
+  makeLlamaConfig,
+  parseLlamaConfig,
+  tf,
+  trainStep,
+  trainableVariables,
+  type LlamaModel,
+} from '../src/engine/index.js';
 import { describePlan, planMemory } from '../src/engine/plan.js';
 import { makeCheckpoint, SHAPES, type ShapeName } from './checkpoints.js';
 import { LORA_TARGETS } from '../src/engine/lora.js';
@@ -47,12 +61,25 @@ const shapeArg = (() => {
 const shapeCfg = shapeArg ? parseLlamaConfig(SHAPES[shapeArg], shapeArg) : undefined;
 const loraOn = Boolean(shapeArg) && !flag('full');
 const c = shapeCfg
-  ? { vocab: shapeCfg.vocabSize, d: shapeCfg.hiddenSize, layers: shapeCfg.numHiddenLayers, heads: shapeCfg.numAttentionHeads, kv_heads: shapeCfg.numKeyValueHeads, inter: shapeCfg.intermediateSize, batch: num('batch', 1), seq: num('seq', 128), tied: shapeCfg.tieWordEmbeddings, bias: shapeCfg.attentionBias, rope_theta: shapeCfg.ropeTheta, ...(loraOn ? { lora: { r: 16, alpha: 32, targets: [...LORA_TARGETS] } } : {}) }
+  ? {
+      vocab: shapeCfg.vocabSize,
+      d: shapeCfg.hiddenSize,
+      layers: shapeCfg.numHiddenLayers,
+      heads: shapeCfg.numAttentionHeads,
+      kv_heads: shapeCfg.numKeyValueHeads,
+      inter: shapeCfg.intermediateSize,
+      batch: num('batch', 1),
+      seq: num('seq', 128),
+      tied: shapeCfg.tieWordEmbeddings,
+      bias: shapeCfg.attentionBias,
+      rope_theta: shapeCfg.ropeTheta,
+      ...(loraOn ? { lora: { r: 16, alpha: 32, targets: [...LORA_TARGETS] } } : {}),
+    }
   : flag('small')
-  ? { vocab: 512, d: 128, layers: 2, heads: 4, kv_heads: 4, inter: 344, batch: 32, seq: 64 }
-  : flag('demo')
-    ? { vocab: 512, d: 64, layers: 2, heads: 4, kv_heads: 4, inter: 256, batch: 16, seq: 96 }
-    : { vocab: 32002, d: 256, layers: 4, heads: 4, kv_heads: 4, inter: 688, batch: 8, seq: 256 };
+    ? { vocab: 512, d: 128, layers: 2, heads: 4, kv_heads: 4, inter: 344, batch: 32, seq: 64 }
+    : flag('demo')
+      ? { vocab: 512, d: 64, layers: 2, heads: 4, kv_heads: 4, inter: 256, batch: 16, seq: 96 }
+      : { vocab: 32002, d: 256, layers: 4, heads: 4, kv_heads: 4, inter: 688, batch: 8, seq: 256 };
 const steps = num('steps', 3);
 let rowsForTorch: Row[] = [];
 let configForTorch: LlamaConfig | null = null;
@@ -72,7 +99,13 @@ async function main(): Promise<void> {
   if (shapeArg && shapeCfg) {
     const dir = `/tmp/scale-ckpt/${shapeArg}`;
     if (!fs.existsSync(`${dir}/model.safetensors.index.json`)) makeCheckpoint(shapeArg, dir);
-    const inp = { config: shapeCfg, mode: loraOn ? ('lora' as const) : ('full' as const), batchSize: c.batch, seqLen: c.seq, ...(loraOn ? { lora: { r: 16, targets: [...LORA_TARGETS], trainRows: 0 } } : {}) };
+    const inp = {
+      config: shapeCfg,
+      mode: loraOn ? ('lora' as const) : ('full' as const),
+      batchSize: c.batch,
+      seqLen: c.seq,
+      ...(loraOn ? { lora: { r: 16, targets: [...LORA_TARGETS], trainRows: 0 } } : {}),
+    };
     const plan = planMemory(inp);
     console.log(describePlan(plan, inp.mode));
     const t0 = performance.now();
@@ -81,7 +114,14 @@ async function main(): Promise<void> {
     model.gradientCheckpointing = plan.checkpointing;
     if (loraOn) addLora(model, { r: 16, alpha: 32, dropout: 0, targets: [...LORA_TARGETS], trainTokenIds: [] }, 1);
   } else {
-    const config = makeLlamaConfig({ vocabSize: c.vocab, hiddenSize: c.d, intermediateSize: c.inter, numHiddenLayers: c.layers, numAttentionHeads: c.heads, numKeyValueHeads: c.kv_heads });
+    const config = makeLlamaConfig({
+      vocabSize: c.vocab,
+      hiddenSize: c.d,
+      intermediateSize: c.inter,
+      numHiddenLayers: c.layers,
+      numAttentionHeads: c.heads,
+      numKeyValueHeads: c.kv_heads,
+    });
     model = createModel(config, 0);
   }
   const rng = new Rng(1);
@@ -112,9 +152,13 @@ async function main(): Promise<void> {
   const tokens = c.batch * c.seq;
   const fpt = flopsPerToken();
   const ours = { tokensPerS: tokens / sPerStep, gflops: (fpt * tokens) / sPerStep / 1e9, rssMb: process.resourceUsage().maxRSS / 1024 };
-  console.log(`model: vocab ${c.vocab}, d ${c.d}, ${c.layers} layers, batch ${c.batch} × ${c.seq}; ${(fpt / 6 / 1e6).toFixed(1)} M matmul params`);
+  console.log(
+    `model: vocab ${c.vocab}, d ${c.d}, ${c.layers} layers, batch ${c.batch} × ${c.seq}; ${(fpt / 6 / 1e6).toFixed(1)} M matmul params`,
+  );
   const cpuPerWall = cpuSeconds / (times.reduce((a, b) => a + b) || 1);
-  console.log(`tfjs (${backend}, ${await wasmThreads()} thread(s), cpu/wall ${cpuPerWall.toFixed(2)}): ${sPerStep.toFixed(2)} s/step, ${ours.tokensPerS.toFixed(0)} tokens/s, ${ours.gflops.toFixed(1)} GFLOPS, peak RSS ${ours.rssMb.toFixed(0)} MiB`);
+  console.log(
+    `tfjs (${backend}, ${await wasmThreads()} thread(s), cpu/wall ${cpuPerWall.toFixed(2)}): ${sPerStep.toFixed(2)} s/step, ${ours.tokensPerS.toFixed(0)} tokens/s, ${ours.gflops.toFixed(1)} GFLOPS, peak RSS ${ours.rssMb.toFixed(0)} MiB`,
+  );
 
   if (flag('profile')) {
     const prof = await tf.profile(() => {
@@ -125,7 +169,8 @@ async function main(): Promise<void> {
     for (const a of rows.slice(0, 15)) console.log(`  ${a.ms.toFixed(0).padStart(6)} ms ${String(a.n).padStart(5)}×  ${a.key}`);
   }
 
-  if (flag('engine') && args[args.indexOf('--engine') + 1] === 'torch') await torchEngine(fpt, tokens, rowsForTorch, configForTorch!, ours, sPerStep);
+  if (flag('engine') && args[args.indexOf('--engine') + 1] === 'torch')
+    await torchEngine(fpt, tokens, rowsForTorch, configForTorch!, ours, sPerStep);
   if (flag('no-ref')) return;
   const py = '/usr/bin/python3';
   if (spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status !== 0) {
@@ -134,14 +179,26 @@ async function main(): Promise<void> {
   }
   const here = path.dirname(fileURLToPath(import.meta.url));
   const script = path.join(here, '..', '..', 'bench', 'train_ref.py');
-  const out = execFileSync(py, [script, JSON.stringify({ ...c, steps, warmup })], { encoding: 'utf8', env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' } });
+  const out = execFileSync(py, [script, JSON.stringify({ ...c, steps, warmup })], {
+    encoding: 'utf8',
+    env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' },
+  });
   const ref = JSON.parse(out) as { s_per_step: number; tokens_per_s: number; peak_rss_mb: number };
-  console.log(`torch (2 threads): ${ref.s_per_step.toFixed(2)} s/step, ${ref.tokens_per_s.toFixed(0)} tokens/s, ${((fpt * tokens) / ref.s_per_step / 1e9).toFixed(1)} GFLOPS, peak RSS ${ref.peak_rss_mb.toFixed(0)} MiB`);
+  console.log(
+    `torch (2 threads): ${ref.s_per_step.toFixed(2)} s/step, ${ref.tokens_per_s.toFixed(0)} tokens/s, ${((fpt * tokens) / ref.s_per_step / 1e9).toFixed(1)} GFLOPS, peak RSS ${ref.peak_rss_mb.toFixed(0)} MiB`,
+  );
   console.log(`ratio tfjs / torch tokens/s: ${(ours.tokensPerS / ref.tokens_per_s).toFixed(2)}`);
 }
 
 /** The same model (config + seed 0), rows and step count through runTorchTraining. */
-async function torchEngine(fpt: number, tokens: number, rows: Row[], config: LlamaConfig, ours: { tokensPerS: number; gflops: number }, sPerStep: number): Promise<void> {
+async function torchEngine(
+  fpt: number,
+  tokens: number,
+  rows: Row[],
+  config: LlamaConfig,
+  ours: { tokensPerS: number; gflops: number },
+  sPerStep: number,
+): Promise<void> {
   const out = mkdtempSync(path.join(tmpdir(), 'chatsft-bench-torch-'));
   const times: number[] = [];
   try {
@@ -155,7 +212,17 @@ async function torchEngine(fpt: number, tokens: number, rows: Row[], config: Lla
       paddingSide: 'right',
       eotIds: [],
       allowNoEot: true,
-      hp: { lr: 1e-4, weightDecay: 0, warmupSteps: 0, schedule: 'constant', maxGradNorm: 1, batchSize: c.batch, gradAccum: 1, maxSteps: warmup + steps, seed: 0 },
+      hp: {
+        lr: 1e-4,
+        weightDecay: 0,
+        warmupSteps: 0,
+        schedule: 'constant',
+        maxGradNorm: 1,
+        batchSize: c.batch,
+        gradAccum: 1,
+        maxSteps: warmup + steps,
+        seed: 0,
+      },
       outputDir: out,
       nproc: num('nproc', 1),
       device,
@@ -164,10 +231,12 @@ async function torchEngine(fpt: number, tokens: number, rows: Row[], config: Lla
         if (e.step > warmup) times.push(dt);
         console.error(`torch step ${e.step - 1} loss ${e.loss.toFixed(4)} ${dt.toFixed(2)} s`);
       },
-      onReady: (info) => console.error(`torch worker: torch ${info.torch}, ${info.device_name}, ${info.threads} thread(s), ${info.world_size} process(es)`),
+      onReady: (info) =>
+        console.error(`torch worker: torch ${info.torch}, ${info.device_name}, ${info.threads} thread(s), ${info.world_size} process(es)`),
     });
     const tps = times.reduce((a, b) => a + b, 0) / times.length;
-    const row = (name: string, sps: number) => `${name.padEnd(28)} ${sps.toFixed(2).padStart(8)} ${(tokens / sps).toFixed(0).padStart(10)} ${((fpt * tokens) / sps / 1e9).toFixed(1).padStart(8)}`;
+    const row = (name: string, sps: number) =>
+      `${name.padEnd(28)} ${sps.toFixed(2).padStart(8)} ${(tokens / sps).toFixed(0).padStart(10)} ${((fpt * tokens) / sps / 1e9).toFixed(1).padStart(8)}`;
     console.log(`\n${'engine'.padEnd(28)} ${'s/step'.padStart(8)} ${'tokens/s'.padStart(10)} ${'GFLOPS'.padStart(8)}`);
     console.log(row('embedded (tfjs-wasm)', sPerStep));
     console.log(row(`torch (${r.device}${r.worldSize > 1 ? ` × ${r.worldSize}` : ''})`, tps));

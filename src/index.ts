@@ -31,7 +31,14 @@ export { setupTokenizer, type TokenizerSetup, type SetupOptions, type TrainOn, t
 export { buildLabels, checkInvariants } from './labels/build.js';
 export { IGNORE_INDEX, TEMPLATE_REASONS, type DropReason, type LabelledExample, type Turn } from './labels/types.js';
 export { probeTemplate, type TemplateProbe, type TurnClosing, type ClosingKind } from './template/probe.js';
-export { createEncoder, type Encoder, type EncodeOptions, type EncodeResult, type EncodedExample, type Truncation } from './labels/encode.js';
+export {
+  createEncoder,
+  type Encoder,
+  type EncodeOptions,
+  type EncodeResult,
+  type EncodedExample,
+  type Truncation,
+} from './labels/encode.js';
 
 // Batches (SPEC §4) and prepared shards (SPEC §5)
 export { type Batch, type Example, type Row } from './batch/types.js';

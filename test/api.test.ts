@@ -11,13 +11,25 @@ import { REPO_ROOT } from './helpers/fixtures.js';
 test('the package entry exports the pipeline by name', async () => {
   const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { main: string; bin: { chatsft: string } };
   const api = (await import(join(REPO_ROOT, pkg.main))) as Record<string, unknown>;
-  for (const name of ['loadModelFolder', 'setupTokenizer', 'createEncoder', 'collate', 'packExamples', 'prepareToDir', 'runDoctor', 'generate', 'summarizeGenerations', 'readManifest']) {
+  for (const name of [
+    'loadModelFolder',
+    'setupTokenizer',
+    'createEncoder',
+    'collate',
+    'packExamples',
+    'prepareToDir',
+    'runDoctor',
+    'generate',
+    'summarizeGenerations',
+    'readManifest',
+  ]) {
     assert.equal(typeof api[name], 'function', name);
   }
   assert.equal(api['IGNORE_INDEX'], -100);
   // The subpaths, resolved by package name as a user's import would be.
   const engine = (await import('chatsft/engine')) as Record<string, unknown>;
-  for (const name of ['initEngine', 'loadModel', 'runTraining', 'trainFromConfig', 'engineStepModel', 'evaluateModel']) assert.equal(typeof engine[name], 'function', name);
+  for (const name of ['initEngine', 'loadModel', 'runTraining', 'trainFromConfig', 'engineStepModel', 'evaluateModel'])
+    assert.equal(typeof engine[name], 'function', name);
   const exp = (await import('chatsft/export')) as Record<string, unknown>;
   for (const name of ['exportHf', 'exportGguf', 'discoverEot', 'stopIdsFor']) assert.equal(typeof exp[name], 'function', name);
 });
@@ -29,9 +41,22 @@ test('the package entry exports the pipeline by name', async () => {
 function loadsTensorflow(specifier: string): { loads: boolean; detail: string } {
   const dir = mkdtempSync(join(tmpdir(), 'chatsft-notf-'));
   try {
-    writeFileSync(join(dir, 'hooks.mjs'), "export async function resolve(s, c, next) { if (s.startsWith('@tensorflow/')) throw new Error('TFJS_LOADED ' + s + ' from ' + c.parentURL); return next(s, c); }\n");
+    writeFileSync(
+      join(dir, 'hooks.mjs'),
+      "export async function resolve(s, c, next) { if (s.startsWith('@tensorflow/')) throw new Error('TFJS_LOADED ' + s + ' from ' + c.parentURL); return next(s, c); }\n",
+    );
     writeFileSync(join(dir, 'register.mjs'), "import { register } from 'node:module'; register('./hooks.mjs', import.meta.url);\n");
-    const r = spawnSync(process.execPath, ['--import', pathToFileURL(join(dir, 'register.mjs')).href, '--input-type=module', '-e', `await import(${JSON.stringify(specifier)});`], { cwd: REPO_ROOT, encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      [
+        '--import',
+        pathToFileURL(join(dir, 'register.mjs')).href,
+        '--input-type=module',
+        '-e',
+        `await import(${JSON.stringify(specifier)});`,
+      ],
+      { cwd: REPO_ROOT, encoding: 'utf8' },
+    );
     if (r.status !== 0 && !/TFJS_LOADED/.test(r.stderr)) throw new Error(`import ${specifier} failed: ${r.stderr}`);
     return { loads: r.status !== 0, detail: r.stderr.split('\n').find((l) => l.includes('TFJS_LOADED')) ?? '' };
   } finally {

@@ -15,18 +15,37 @@ const EOS = 2;
 function ex(prompt: number, answer: number, source: number): Example {
   const inputIds: number[] = [1];
   const labels: number[] = [-100];
-  for (let i = 0; i < prompt; i++) inputIds.push(10 + i), labels.push(-100);
-  for (let i = 0; i < answer; i++) inputIds.push(100 + i), labels.push(100 + i);
-  inputIds.push(EOS), labels.push(EOS);
+  for (let i = 0; i < prompt; i++) (inputIds.push(10 + i), labels.push(-100));
+  for (let i = 0; i < answer; i++) (inputIds.push(100 + i), labels.push(100 + i));
+  (inputIds.push(EOS), labels.push(EOS));
   return { inputIds, labels, source };
 }
 
 const rowOf = (e: Example): Row => ({ inputIds: e.inputIds, labels: e.labels, source: e.source });
 
 const PAD_CASES: Array<{ name: string; lengths: Array<[number, number]> }> = [
-  { name: 'equal lengths', lengths: [[3, 2], [3, 2]] },
-  { name: 'unequal lengths', lengths: [[1, 1], [5, 4], [2, 0]] },
-  { name: 'empty assistant turn', lengths: [[4, 0], [2, 3]] },
+  {
+    name: 'equal lengths',
+    lengths: [
+      [3, 2],
+      [3, 2],
+    ],
+  },
+  {
+    name: 'unequal lengths',
+    lengths: [
+      [1, 1],
+      [5, 4],
+      [2, 0],
+    ],
+  },
+  {
+    name: 'empty assistant turn',
+    lengths: [
+      [4, 0],
+      [2, 3],
+    ],
+  },
   { name: 'single row', lengths: [[2, 2]] },
 ];
 
@@ -47,7 +66,10 @@ for (const c of PAD_CASES) {
         assert.deepEqual(r(right.labels, 0), r(left.labels, T - n));
         assert.deepEqual(r(right.labels, 0).slice(1), row.labels.slice(1));
         assert.deepEqual(r(right.positionIds, 0), r(left.positionIds, T - n));
-        assert.deepEqual(r(left.positionIds, T - n), Array.from({ length: n }, (_, i) => i));
+        assert.deepEqual(
+          r(left.positionIds, T - n),
+          Array.from({ length: n }, (_, i) => i),
+        );
         // Padding: masked, not attended, segment 0, label -100, whatever the pad id.
         for (let t = 0; t < T; t++) {
           const isPadRight = t >= n;
@@ -111,20 +133,29 @@ for (const c of PACK_CASES) {
     for (const row of rows) {
       assert.ok(row.inputIds.length <= c.maxLength);
       const lens = row.seqLengths ?? [];
-      assert.equal(lens.reduce((a, b) => a + b, 0), row.inputIds.length);
+      assert.equal(
+        lens.reduce((a, b) => a + b, 0),
+        row.inputIds.length,
+      );
       let at = 0;
       lens.forEach((len, k) => {
         const src = (row.sources ?? [])[k] as number;
         seen.push(src);
         const e = examples[src - 1] as Example;
         assert.deepEqual(row.inputIds.slice(at, at + len), e.inputIds);
-        assert.deepEqual(row.positionIds?.slice(at, at + len), Array.from({ length: len }, (_, i) => i));
+        assert.deepEqual(
+          row.positionIds?.slice(at, at + len),
+          Array.from({ length: len }, (_, i) => i),
+        );
         assert.equal(row.labels[at], -100, 'no target at an example start');
         assert.deepEqual(row.labels.slice(at + 1, at + len), e.labels.slice(1));
         at += len;
       });
     }
-    assert.deepEqual(seen.sort((a, b) => a - b), examples.map((_, i) => i + 1));
+    assert.deepEqual(
+      seen.sort((a, b) => a - b),
+      examples.map((_, i) => i + 1),
+    );
   });
 }
 

@@ -71,12 +71,29 @@ before(async () => {
   const base = join(root, 'base');
   const info = await writeDemoModelFolder(base, data.train.map(renderChatml));
   ids = info.ids;
-  const config = makeLlamaConfig({ vocabSize: info.vocabSize, hiddenSize: 64, intermediateSize: 256, numHiddenLayers: 2, numAttentionHeads: 4, tieWordEmbeddings: true, maxPositionEmbeddings: 256 });
+  const config = makeLlamaConfig({
+    vocabSize: info.vocabSize,
+    hiddenSize: 64,
+    intermediateSize: 256,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    tieWordEmbeddings: true,
+    maxPositionEmbeddings: 256,
+  });
   writeFileSync(join(base, 'config.json'), JSON.stringify(toHfConfig(config)));
   writeFileSync(join(root, 'train.jsonl'), toJsonl(data.train));
   writeFileSync(heldoutFile, toJsonl(data.heldout));
   trained = join(root, 'trained');
-  const cfg = ConfigSchema.parse({ model: base, data: { train: join(root, 'train.jsonl') }, output_dir: trained, max_steps: 120, batch_size: 16, lr: 5e-3, warmup_steps: 10, seed: 0 });
+  const cfg = ConfigSchema.parse({
+    model: base,
+    data: { train: join(root, 'train.jsonl') },
+    output_dir: trained,
+    max_steps: 120,
+    batch_size: 16,
+    lr: 5e-3,
+    warmup_steps: 10,
+    seed: 0,
+  });
   await trainFromConfig(cfg, { quiet: true, onLog: () => {} });
 
   // Candidates: single-turn training conversations (their prompt renders the
@@ -87,8 +104,16 @@ before(async () => {
   await initEngine();
   const model = loadModel(trained);
   try {
-    const { rows } = await evaluateModel({ setup: setupForInference(loadModelFolder(trained), 'model'), data: candidates, model, maxNewTokens: 32, lossOnly: false });
-    stopping = rows.flatMap((r, i) => (r.stoppedBy === ids.imEnd && r.tokens.length > 0 ? [single[i] as DemoConversation] : [])).slice(0, 4);
+    const { rows } = await evaluateModel({
+      setup: setupForInference(loadModelFolder(trained), 'model'),
+      data: candidates,
+      model,
+      maxNewTokens: 32,
+      lossOnly: false,
+    });
+    stopping = rows
+      .flatMap((r, i) => (r.stoppedBy === ids.imEnd && r.tokens.length > 0 ? [single[i] as DemoConversation] : []))
+      .slice(0, 4);
   } finally {
     disposeModel(model);
   }
@@ -124,7 +149,17 @@ test('the trained model has prompts it stops on', () => {
 
 test('each stop-id source alone stops generation; with none of them the model runs to max_new_tokens', async () => {
   const { imEnd, endoftext } = ids;
-  const gen = (dir: string) => json<{ stop_ids: number[]; results: GenResult[] }>(['generate', '--model', dir, '--data', stopsFile, '--max-new-tokens', '32', '--quiet']);
+  const gen = (dir: string) =>
+    json<{ stop_ids: number[]; results: GenResult[] }>([
+      'generate',
+      '--model',
+      dir,
+      '--data',
+      stopsFile,
+      '--max-new-tokens',
+      '32',
+      '--quiet',
+    ]);
   const sources = {
     'template EOT': variant('v-template', { template: 'chatml', eosToken: '<|endoftext|>', genEos: [endoftext] }),
     'generation_config eos': variant('v-genconfig', { template: 'alt', eosToken: '<|endoftext|>', genEos: [imEnd] }),
@@ -134,7 +169,11 @@ test('each stop-id source alone stops generation; with none of them the model ru
   assert.deepEqual(reference.stop_ids, [imEnd]);
   for (const [source, dir] of Object.entries(sources)) {
     const out = await gen(dir);
-    assert.deepEqual(out.stop_ids, [imEnd, endoftext].sort((a, b) => a - b), source);
+    assert.deepEqual(
+      out.stop_ids,
+      [imEnd, endoftext].sort((a, b) => a - b),
+      source,
+    );
     out.results.forEach((r, i) => {
       assert.equal(r.stopped_by, imEnd, `${source}: line ${r.line}`);
       assert.equal(r.stop_token, '<|im_end|>');
@@ -159,7 +198,16 @@ test('--prompt streams the reply as --json reports it; --raw with the rendered p
   const user = conv.messages.find((m) => m.role === 'user')!.content;
   const system = conv.messages.find((m) => m.role === 'system')?.content;
   const sys = system !== undefined ? ['--system', system] : [];
-  const j = await json<GenResult & { stop_ids: number[]; prompt_tokens: number }>(['generate', '--model', trained, '--prompt', user, ...sys, '--max-new-tokens', '32']);
+  const j = await json<GenResult & { stop_ids: number[]; prompt_tokens: number }>([
+    'generate',
+    '--model',
+    trained,
+    '--prompt',
+    user,
+    ...sys,
+    '--max-new-tokens',
+    '32',
+  ]);
   assert.equal(j.stopped_by, ids.imEnd);
   assert.equal(j.new_tokens, j.tokens.length);
   assert.ok(j.prompt_tokens > 0);
@@ -171,8 +219,36 @@ test('--prompt streams the reply as --json reports it; --raw with the rendered p
   const raw = await json<GenResult>(['generate', '--model', trained, '--raw', '--prompt', rendered, '--max-new-tokens', '32']);
   assert.deepEqual(raw.tokens, j.tokens);
   // Sampling is reproducible from its seed.
-  const s1 = await json<GenResult>(['generate', '--model', trained, '--prompt', user, '--temperature', '1', '--top-k', '20', '--seed', '7', '--max-new-tokens', '16']);
-  const s2 = await json<GenResult>(['generate', '--model', trained, '--prompt', user, '--temperature', '1', '--top-k', '20', '--seed', '7', '--max-new-tokens', '16']);
+  const s1 = await json<GenResult>([
+    'generate',
+    '--model',
+    trained,
+    '--prompt',
+    user,
+    '--temperature',
+    '1',
+    '--top-k',
+    '20',
+    '--seed',
+    '7',
+    '--max-new-tokens',
+    '16',
+  ]);
+  const s2 = await json<GenResult>([
+    'generate',
+    '--model',
+    trained,
+    '--prompt',
+    user,
+    '--temperature',
+    '1',
+    '--top-k',
+    '20',
+    '--seed',
+    '7',
+    '--max-new-tokens',
+    '16',
+  ]);
   assert.deepEqual(s1.tokens, s2.tokens);
   const bad = await cli(['generate', '--model', trained]);
   assert.equal(bad.code, 2);
@@ -186,7 +262,14 @@ test('chat over piped stdin keeps the history, /reset clears it, /exit ends the 
     (await json<GenResult>(['generate', '--model', trained, ...(raw ? ['--raw'] : []), '--prompt', prompt, '--max-new-tokens', '32'])).text;
   const r1 = await fresh(q1);
   // Chat keeps special tokens out of the history it re-renders.
-  const history = renderChatml({ messages: [{ role: 'user', content: q1 }, { role: 'assistant', content: r1 }, { role: 'user', content: q2 }] }) + '<|im_start|>assistant\n';
+  const history =
+    renderChatml({
+      messages: [
+        { role: 'user', content: q1 },
+        { role: 'assistant', content: r1 },
+        { role: 'user', content: q2 },
+      ],
+    }) + '<|im_start|>assistant\n';
   const r2WithHistory = await fresh(history, true);
   const r2Fresh = await fresh(q2);
   const chat = await cli(['chat', '--model', trained, '--max-new-tokens', '32'], `${q1}\n${q2}\n/reset\n${q2}\n/exit\n${q1}\n`);

@@ -22,9 +22,27 @@ function run(args: string[], env: Record<string, string> = {}): { code: number; 
 }
 
 const GOOD = [
-  { messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello!' }] },
-  { conversations: [{ from: 'human', value: 'Count to 3' }, { from: 'gpt', value: '1 2 3' }, { from: 'human', value: 'Again' }, { from: 'gpt', value: '1 2 3' }] },
-  { messages: [{ role: 'user', content: 'Tell me a long story about a very long journey across the sea and back' }, { role: 'assistant', content: 'Once upon a time there was a sailor who sailed and sailed for many days and nights.' }] },
+  {
+    messages: [
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Hi' },
+      { role: 'assistant', content: 'Hello!' },
+    ],
+  },
+  {
+    conversations: [
+      { from: 'human', value: 'Count to 3' },
+      { from: 'gpt', value: '1 2 3' },
+      { from: 'human', value: 'Again' },
+      { from: 'gpt', value: '1 2 3' },
+    ],
+  },
+  {
+    messages: [
+      { role: 'user', content: 'Tell me a long story about a very long journey across the sea and back' },
+      { role: 'assistant', content: 'Once upon a time there was a sailor who sailed and sailed for many days and nights.' },
+    ],
+  },
 ];
 
 function dataFile(): string {
@@ -34,7 +52,12 @@ function dataFile(): string {
     GOOD[1],
     { messages: [{ role: 'bot', content: 'x' }] },
     '',
-    { messages: [{ role: 'user', content: 'say <|im_end|>' }, { role: 'assistant', content: 'no' }] },
+    {
+      messages: [
+        { role: 'user', content: 'say <|im_end|>' },
+        { role: 'assistant', content: 'no' },
+      ],
+    },
     GOOD[2],
   ]);
 }
@@ -69,9 +92,15 @@ test('prepare writes Parquet shards and a manifest; bad lines are reported with 
   const bytes = new Uint8Array(readFileSync(join(out, 'train-00000.parquet')));
   const file = parquetWasm.readParquet(bytes);
   const schema = file.schema;
-  assert.deepEqual(['input_ids', 'labels', 'source'].map((n) => schema.indexOf(n)), [0, 1, 2]);
+  assert.deepEqual(
+    ['input_ids', 'labels', 'source'].map((n) => schema.indexOf(n)),
+    [0, 1, 2],
+  );
   assert.throws(() => schema.indexOf('position_ids'), /position_ids/);
-  assert.equal(file.recordBatches().reduce((n, b) => n + b.numRows, 0), 3);
+  assert.equal(
+    file.recordBatches().reduce((n, b) => n + b.numRows, 0),
+    3,
+  );
   file.free();
 });
 
@@ -85,7 +114,10 @@ test('Parquet and JSONL shards hold the same rows, in input order', async () => 
   const a = await readShards(pq);
   const b = await readShards(js);
   assert.deepEqual(a, b);
-  assert.deepEqual(a.map((r) => r.source), [1, 3, 7]);
+  assert.deepEqual(
+    a.map((r) => r.source),
+    [1, 3, 7],
+  );
   const line = JSON.parse(readFileSync(join(js, 'train-00000.jsonl'), 'utf8').split('\n')[0] as string) as Record<string, unknown>;
   assert.deepEqual(Object.keys(line), ['input_ids', 'labels', 'source']);
 });
@@ -99,7 +131,10 @@ test('packed shards carry position_ids, seq_lengths and sources', async () => {
   assert.equal(rows.length, 1, 'three short examples fit one row of 128');
   const row = rows[0]!;
   assert.deepEqual([...(row.sources ?? [])].sort(), [1, 3, 7]);
-  assert.equal((row.seqLengths ?? []).reduce((x, y) => x + y, 0), row.inputIds.length);
+  assert.equal(
+    (row.seqLengths ?? []).reduce((x, y) => x + y, 0),
+    row.inputIds.length,
+  );
   assert.equal(row.positionIds?.filter((p) => p === 0).length, 3);
 });
 
@@ -123,7 +158,10 @@ test('bad usage and bad input exit 2 with a clear message and leave no output', 
   assert.equal(r.code, 2);
   assert.match(r.stderr, /error\[TEMPLATE_NO_EOT\].*no line of .* yields labels/);
   assert.equal(existsSync(out), false);
-  assert.deepEqual(readdirSync(tempRoot()).filter((f) => f.includes('partial')), []);
+  assert.deepEqual(
+    readdirSync(tempRoot()).filter((f) => f.includes('partial')),
+    [],
+  );
 
   const unknownKey = run(['prepare', '--model', model, '--data', dataFile(), '--out', out, '--pad', 'eos', '--padding-side', 'middle']);
   assert.equal(unknownKey.code, 2);
@@ -155,5 +193,8 @@ test('inspect shows trained tokens and the EOT, and writes a self-contained HTML
   const eos = run(['inspect', '--model', model, '--data', dataFile(), '--index', '1', '--pad', 'eos', '--padding-side', 'left', '--json']);
   assert.equal(eos.code, 0, eos.stderr);
   const views = (JSON.parse(eos.stdout) as { examples: Array<{ turns: Array<{ eotSupervised: boolean }> }> }).examples;
-  assert.deepEqual(views[0]?.turns.map((t) => t.eotSupervised), [true, true]);
+  assert.deepEqual(
+    views[0]?.turns.map((t) => t.eotSupervised),
+    [true, true],
+  );
 });

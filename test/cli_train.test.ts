@@ -32,8 +32,17 @@ before(async () => {
   writeFileSync(
     join(model, 'config.json'),
     JSON.stringify({
-      model_type: 'llama', hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
-      vocab_size: info.vocabSize, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: true, max_position_embeddings: 256,
+      model_type: 'llama',
+      hidden_size: 32,
+      intermediate_size: 64,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      num_key_value_heads: 1,
+      vocab_size: info.vocabSize,
+      rms_norm_eps: 1e-5,
+      rope_theta: 10000,
+      tie_word_embeddings: true,
+      max_position_embeddings: 256,
     }),
   );
   data = join(tempRoot(), 'train.jsonl');
@@ -47,7 +56,15 @@ test('train --config sft.yaml writes a complete model folder whose stop ids incl
   const cfg = join(tempRoot(), 'sft.yaml');
   writeFileSync(
     cfg,
-    [`model: ${model}`, `data: { train: ${data}, eval: ${join(tempRoot(), 'heldout.jsonl')} }`, 'max_steps: 3', 'batch_size: 8', 'lr: 0.003', `output_dir: ${out}`, 'seed: 1'].join('\n'),
+    [
+      `model: ${model}`,
+      `data: { train: ${data}, eval: ${join(tempRoot(), 'heldout.jsonl')} }`,
+      'max_steps: 3',
+      'batch_size: 8',
+      'lr: 0.003',
+      `output_dir: ${out}`,
+      'seed: 1',
+    ].join('\n'),
   );
   const r = run(['train', '--config', cfg, '--json', '--quiet']);
   assert.equal(r.code, 0, r.stderr);
@@ -56,12 +73,23 @@ test('train --config sft.yaml writes a complete model folder whose stop ids incl
   assert.equal(result.losses.length, 3);
   assert.ok(result.supervisedEot > 0);
   assert.ok(result.evalLoss !== null && Number.isFinite(result.evalLoss));
-  for (const f of ['model.safetensors', 'config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'metrics.jsonl', 'loss.svg']) {
+  for (const f of [
+    'model.safetensors',
+    'config.json',
+    'tokenizer.json',
+    'tokenizer_config.json',
+    'generation_config.json',
+    'metrics.jsonl',
+    'loss.svg',
+  ]) {
     assert.ok(existsSync(join(out, f)), f);
   }
   const gen = JSON.parse(readFileSync(join(out, 'generation_config.json'), 'utf8')) as { eos_token_id: number[] };
   assert.ok(gen.eos_token_id.includes(imEnd), 'the EOT is a stop id');
-  const steps = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step);
+  const steps = readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { step: number }).step);
   assert.deepEqual([...new Set(steps)], [1, 2, 3]);
 });
 
@@ -71,10 +99,29 @@ test('train on a prepared folder; a folder prepared with another tokenizer is re
   assert.equal(p.code, 0, p.stderr);
   const out = join(tempRoot(), 'run-prepared');
   // --eval-samples 0: no slice held out for the stop rate, so every prepared row trains.
-  const r = run(['train', '--model', model, '--data', prepared, '--output-dir', out, '--max-steps', '2', '--batch-size', '4', '--eval-samples', '0', '--json', '--quiet']);
+  const r = run([
+    'train',
+    '--model',
+    model,
+    '--data',
+    prepared,
+    '--output-dir',
+    out,
+    '--max-steps',
+    '2',
+    '--batch-size',
+    '4',
+    '--eval-samples',
+    '0',
+    '--json',
+    '--quiet',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const result = JSON.parse(r.stdout) as { steps: number; supervisedEot: number };
-  const manifest = JSON.parse(readFileSync(join(prepared, 'manifest.json'), 'utf8')) as { supervised_eot: number; tokenizer_sha256: string };
+  const manifest = JSON.parse(readFileSync(join(prepared, 'manifest.json'), 'utf8')) as {
+    supervised_eot: number;
+    tokenizer_sha256: string;
+  };
   assert.equal(result.steps, 2);
   assert.equal(result.supervisedEot, manifest.supervised_eot, 'the trainer counts the EOT the manifest recorded');
 
@@ -87,8 +134,24 @@ test('train on a prepared folder; a folder prepared with another tokenizer is re
   const otherTemplate = join(tempRoot(), 'other.jinja');
   writeFileSync(otherTemplate, '{# another template #}' + preparedTemplate);
   // Each prepared-with setting that differs from the config is refused, naming the field.
-  for (const [flags, field] of [[['--train-on', 'last'], 'train_on'], [['--max-length', '64'], 'max_length'], [['--packing'], 'packing'], [['--template', otherTemplate], 'template']] as const) {
-    const r2 = run(['train', '--model', model, '--data', prepared, '--output-dir', join(tempRoot(), 'never'), '--max-steps', '1', ...flags]);
+  for (const [flags, field] of [
+    [['--train-on', 'last'], 'train_on'],
+    [['--max-length', '64'], 'max_length'],
+    [['--packing'], 'packing'],
+    [['--template', otherTemplate], 'template'],
+  ] as const) {
+    const r2 = run([
+      'train',
+      '--model',
+      model,
+      '--data',
+      prepared,
+      '--output-dir',
+      join(tempRoot(), 'never'),
+      '--max-steps',
+      '1',
+      ...flags,
+    ]);
     assert.equal(r2.code, 2, `${field}: ${r2.stderr}`);
     assert.match(r2.stderr, new RegExp(`error\\[CONFIG_INVALID\\].*${field}: prepared with`), field);
   }
@@ -107,12 +170,39 @@ test('train on a prepared folder; a folder prepared with another tokenizer is re
 
 test('train measures the stop rate at each evaluation: metrics.jsonl, loss.svg, --json and the report carry it', () => {
   const out = join(tempRoot(), 'run-stop');
-  const args = ['train', '--model', model, '--data', data, '--output-dir', out, '--max-steps', '4', '--batch-size', '8', '--eval-every-steps', '2', '--eval-samples', '4', '--eval-max-new-tokens', '6'];
+  const args = [
+    'train',
+    '--model',
+    model,
+    '--data',
+    data,
+    '--output-dir',
+    out,
+    '--max-steps',
+    '4',
+    '--batch-size',
+    '8',
+    '--eval-every-steps',
+    '2',
+    '--eval-samples',
+    '4',
+    '--eval-max-new-tokens',
+    '6',
+  ];
   const r = run([...args, '--json', '--quiet']);
   assert.equal(r.code, 0, r.stderr);
-  const result = JSON.parse(r.stdout) as { stopRates: Array<{ step: number; stop_rate: number; mean_new_tokens: number; runaway_new_turn: number }> };
-  assert.deepEqual(result.stopRates.map((p) => p.step), [2, 4], 'every_steps and the end');
-  const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+  const result = JSON.parse(r.stdout) as {
+    stopRates: Array<{ step: number; stop_rate: number; mean_new_tokens: number; runaway_new_turn: number }>;
+  };
+  assert.deepEqual(
+    result.stopRates.map((p) => p.step),
+    [2, 4],
+    'every_steps and the end',
+  );
+  const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, number>);
   for (const l of lines) {
     const measured = l['step'] === 2 || l['step'] === 4;
     assert.equal('stop_rate' in l, measured, `step ${l['step']}`);

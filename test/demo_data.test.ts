@@ -8,8 +8,7 @@ const userMessages = (cs: DemoConversation[]): Set<string> =>
 
 const both = (a: DemoConversation[], b: DemoConversation[]): DemoConversation[] => [...a, ...b];
 
-const range = (a: number, b: number): string =>
-  Array.from({ length: Math.abs(b - a) + 1 }, (_, i) => (a <= b ? a + i : a - i)).join(' ');
+const range = (a: number, b: number): string => Array.from({ length: Math.abs(b - a) + 1 }, (_, i) => (a <= b ? a + i : a - i)).join(' ');
 
 /** Recomputes the answer from the question text alone. */
 function expectedAnswer(user: string): string {
@@ -84,16 +83,28 @@ test('task A and task B ask different questions', () => {
 
 test('every task family appears in train', () => {
   const users = [...userMessages(generateDemoData({ seed: 4, train: 60, heldout: 10, task: 'A' }).train)];
-  for (const re of [/^Count from/, /^Spell \w+\.$/, /^Repeat/]) assert.ok(users.some((u) => re.test(u)), String(re));
+  for (const re of [/^Count from/, /^Spell \w+\.$/, /^Repeat/])
+    assert.ok(
+      users.some((u) => re.test(u)),
+      String(re),
+    );
 });
 
 test('asking for more held-out prompts than reserved room is a usage error', () => {
-  assert.throws(() => generateDemoData({ seed: 1, train: 10, heldout: 10_000, task: 'A' }), (e: unknown) => e instanceof ChatsftError && e.code === 'USAGE');
+  assert.throws(
+    () => generateDemoData({ seed: 1, train: 10, heldout: 10_000, task: 'A' }),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'USAGE',
+  );
   assert.throws(() => generateDemoData({ seed: 1, train: -1, heldout: 1, task: 'A' }), ChatsftError);
 });
 
 test('renderChatml and toJsonl', () => {
-  const c: DemoConversation = { messages: [{ role: 'user', content: 'Spell cat.' }, { role: 'assistant', content: 'c a t' }] };
+  const c: DemoConversation = {
+    messages: [
+      { role: 'user', content: 'Spell cat.' },
+      { role: 'assistant', content: 'c a t' },
+    ],
+  };
   assert.equal(renderChatml(c), '<|im_start|>user\nSpell cat.<|im_end|>\n<|im_start|>assistant\nc a t<|im_end|>\n');
   const lines = toJsonl([c, c]).split('\n');
   assert.equal(lines.length, 3);

@@ -80,14 +80,22 @@ test('the folder loads in the tokenizers binding, round-trips every demo text, a
 test('tokenizer_config, special_tokens_map and generation_config describe the legacy (no pad) setup', async () => {
   await withFolder(async (dir) => {
     const info = await writeDemoModelFolder(dir, corpus, { vocabSize: 384 });
-    const read = async (name: string): Promise<Record<string, unknown>> => JSON.parse(await readFile(path.join(dir, name), 'utf8')) as Record<string, unknown>;
+    const read = async (name: string): Promise<Record<string, unknown>> =>
+      JSON.parse(await readFile(path.join(dir, name), 'utf8')) as Record<string, unknown>;
     const config = await read('tokenizer_config.json');
     assert.equal(config['eos_token'], '<|im_end|>');
     assert.equal(config['pad_token'], null);
     assert.equal(config['padding_side'], 'left');
     assert.equal(config['add_bos_token'], false);
     const decoder = config['added_tokens_decoder'] as Record<string, { content: string; special: boolean }>;
-    assert.deepEqual(decoder[String(info.ids.imEnd)], { content: '<|im_end|>', lstrip: false, normalized: false, rstrip: false, single_word: false, special: true });
+    assert.deepEqual(decoder[String(info.ids.imEnd)], {
+      content: '<|im_end|>',
+      lstrip: false,
+      normalized: false,
+      rstrip: false,
+      single_word: false,
+      special: true,
+    });
     const generation = await read('generation_config.json');
     assert.equal(generation['eos_token_id'], info.ids.imEnd);
     const map = await read('special_tokens_map.json');

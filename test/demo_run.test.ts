@@ -41,9 +41,21 @@ test('legacy labels: every position whose input id is the pad id loses its label
 
 test('the verdict is computed from the runs', () => {
   const run = (name: string, eot: number, stop: number): DemoRun => ({
-    name, pipeline: name === 'legacy' ? 'legacy' : 'chatsft', supervised_eot: eot, stop_rate: stop, mean_new_tokens: 10, p95_new_tokens: 12,
-    final_loss: 1, eval_loss: 1, seconds: 1, eval_seconds: 1, runaways: { total: 0, new_turn_header: 0, inside_text: 0 }, task: 'A', model_dir: null,
-    stop_rate_curve: [], stop_rate_warning: null,
+    name,
+    pipeline: name === 'legacy' ? 'legacy' : 'chatsft',
+    supervised_eot: eot,
+    stop_rate: stop,
+    mean_new_tokens: 10,
+    p95_new_tokens: 12,
+    final_loss: 1,
+    eval_loss: 1,
+    seconds: 1,
+    eval_seconds: 1,
+    runaways: { total: 0, new_turn_header: 0, inside_text: 0 },
+    task: 'A',
+    model_dir: null,
+    stop_rate_curve: [],
+    stop_rate_warning: null,
   });
   const lines = verdict([run('legacy', 0, 0.02), run('chatsft', 120, 0.97)]);
   assert.equal(lines.length, 2);
@@ -53,13 +65,22 @@ test('the verdict is computed from the runs', () => {
 
 test('chatsft demo --quick: legacy supervises no EOT and stops less often than chatsft', () => {
   const out = join(root, 'demo');
-  const r = spawnSync(process.execPath, [CLI, 'demo', '--quick', '--json', '--out', out], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  const r = spawnSync(process.execPath, [CLI, 'demo', '--quick', '--json', '--out', out], {
+    encoding: 'utf8',
+    env: { ...process.env, NO_COLOR: '1' },
+  });
   assert.equal(r.status, 0, r.stderr);
-  const report = JSON.parse(r.stdout) as { runs: { name: string; supervised_eot: number; stop_rate: number; mean_new_tokens: number; final_loss: number; seconds: number }[] };
-  assert.deepEqual(report.runs.map((x) => x.name), ['legacy', 'chatsft']);
+  const report = JSON.parse(r.stdout) as {
+    runs: { name: string; supervised_eot: number; stop_rate: number; mean_new_tokens: number; final_loss: number; seconds: number }[];
+  };
+  assert.deepEqual(
+    report.runs.map((x) => x.name),
+    ['legacy', 'chatsft'],
+  );
   const [legacy, chatsft] = report.runs as [(typeof report.runs)[0], (typeof report.runs)[0]];
   for (const run of report.runs) {
-    for (const key of ['supervised_eot', 'stop_rate', 'mean_new_tokens', 'final_loss', 'seconds'] as const) assert.equal(typeof run[key], 'number', key);
+    for (const key of ['supervised_eot', 'stop_rate', 'mean_new_tokens', 'final_loss', 'seconds'] as const)
+      assert.equal(typeof run[key], 'number', key);
   }
   assert.equal(legacy.supervised_eot, 0);
   assert.ok(chatsft.supervised_eot > 0);
@@ -82,5 +103,8 @@ test('chatsft demo --quick: legacy supervises no EOT and stops less often than c
   assert.equal(legacyTc['padding_side'], 'left');
   assert.ok(readFileSync(join(out, 'heldout.jsonl'), 'utf8').trim().split('\n').length === 24);
   const saved = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as { runs: { name: string; stop_rate: number }[] };
-  assert.deepEqual(saved.runs.map((x) => x.stop_rate), report.runs.map((x) => x.stop_rate));
+  assert.deepEqual(
+    saved.runs.map((x) => x.stop_rate),
+    report.runs.map((x) => x.stop_rate),
+  );
 });

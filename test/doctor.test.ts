@@ -49,7 +49,10 @@ const GOOD = [
 describe('doctor: clean setup', () => {
   test('a clean setup has no errors or warnings and reports its EOT and stop ids', async () => {
     const r = await doctor(cleanMistral(), { data: writeJsonl('clean.jsonl', GOOD), 'max-length': '512' }, ['chatsft', 'hf-lm-collator']);
-    assert.deepEqual(r.findings.filter((f) => f.severity !== 'info'), []);
+    assert.deepEqual(
+      r.findings.filter((f) => f.severity !== 'info'),
+      [],
+    );
     assert.equal(r.summary.errors, 0);
     assert.deepEqual(r.summary.eot, ['<|im_end|> (32000)']);
     assert.deepEqual(r.summary.stop_ids, ['<|im_end|> (32000)']);
@@ -139,7 +142,8 @@ describe('doctor: template', () => {
   });
 
   test('TEMPLATE_BROKEN: a template that drops assistant content', async () => {
-    const drop = "{% for m in messages %}{% if m['role'] != 'assistant' %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endif %}{% endfor %}";
+    const drop =
+      "{% for m in messages %}{% if m['role'] != 'assistant' %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endif %}{% endfor %}";
     const f = get(await doctor(cleanMistral({ config: { chat_template: drop } })), 'TEMPLATE_BROKEN');
     assert.match(String(f.evidence['error']), /cannot locate assistant message/);
     absent(await doctor(cleanMistral()), 'TEMPLATE_BROKEN');
@@ -200,7 +204,12 @@ describe('doctor: data', () => {
   });
 
   test('NO_TRAINABLE_TOKENS', async () => {
-    const off = { messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hey', train: false }] };
+    const off = {
+      messages: [
+        { role: 'user', content: 'Hi' },
+        { role: 'assistant', content: 'Hey', train: false },
+      ],
+    };
     const data = writeJsonl('untrainable.jsonl', [GOOD[0], conv(['user', 'only a question']), off]);
     const f = get(await doctor(cleanMistral(), { data }), 'NO_TRAINABLE_TOKENS');
     assert.equal(f.severity, 'warning');
@@ -233,7 +242,10 @@ describe('doctor: data', () => {
 
 describe('doctor: settings and collators', () => {
   test('NEW_TOKENS_UNTRAINED: ChatML tokens added for a LoRA run that never trains embeddings', async () => {
-    const f = get(await doctor(fixture('mistral'), { template: 'chatml', lora: true, 'lora-train-embeddings': 'none' }), 'NEW_TOKENS_UNTRAINED');
+    const f = get(
+      await doctor(fixture('mistral'), { template: 'chatml', lora: true, 'lora-train-embeddings': 'none' }),
+      'NEW_TOKENS_UNTRAINED',
+    );
     assert.equal(f.severity, 'error');
     assert.equal(f.evidence['eot_is_new'], true);
     assert.deepEqual(f.evidence['tokens'], ['<|im_end|> (32000): added by chatsft', '<|im_start|> (32001): added by chatsft']);
@@ -246,7 +258,10 @@ describe('doctor: settings and collators', () => {
     const data = writeJsonl('hermes.jsonl', GOOD);
     const r = await doctor(fixture('mistral-chatml'), { data, pad: 'eos' }, ['hf-lm-collator', 'hf-completion-collator', 'chatsft']);
     const lost = r.findings.filter((f) => f.code === 'EOT_UNSUPERVISED');
-    assert.deepEqual(lost.map((f) => f.evidence['collator']), ['hf-lm-collator', 'hf-completion-collator']);
+    assert.deepEqual(
+      lost.map((f) => f.evidence['collator']),
+      ['hf-lm-collator', 'hf-completion-collator'],
+    );
     assert.match((lost[0] as Finding).message, /^hf-lm-collator: 0 of 4 trained assistant turns keep their EOT/);
     assert.deepEqual((lost[0] as Finding).evidence['example_lines'], [1, 2, 3]);
     assert.deepEqual(r.summary.eot_supervised['chatsft'], { trained_turns: 4, supervised_eot: 4 });

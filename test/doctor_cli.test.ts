@@ -28,7 +28,12 @@ interface JsonFinding {
 }
 interface JsonReport {
   findings: JsonFinding[];
-  summary: { errors: number; warnings: number; infos: number; eot_supervised: Record<string, { trained_turns: number; supervised_eot: number }> };
+  summary: {
+    errors: number;
+    warnings: number;
+    infos: number;
+    eot_supervised: Record<string, { trained_turns: number; supervised_eot: number }>;
+  };
 }
 
 function parse(stdout: string): JsonReport {
@@ -42,8 +47,20 @@ function parse(stdout: string): JsonReport {
 }
 
 const DATA = [
-  { messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello!' }] },
-  { conversations: [{ from: 'human', value: 'Two plus two?' }, { from: 'gpt', value: 'Four.' }, { from: 'human', value: 'Thanks' }, { from: 'gpt', value: 'Any time.' }] },
+  {
+    messages: [
+      { role: 'user', content: 'Hi' },
+      { role: 'assistant', content: 'Hello!' },
+    ],
+  },
+  {
+    conversations: [
+      { from: 'human', value: 'Two plus two?' },
+      { from: 'gpt', value: 'Four.' },
+      { from: 'human', value: 'Thanks' },
+      { from: 'gpt', value: 'Any time.' },
+    ],
+  },
 ];
 
 describe('chatsft doctor CLI', () => {

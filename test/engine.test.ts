@@ -23,7 +23,8 @@ before(async () => {
   await initEngine();
 });
 
-const cfg = () => makeLlamaConfig({ vocabSize: 61, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2 });
+const cfg = () =>
+  makeLlamaConfig({ vocabSize: 61, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2 });
 
 function rows(seed: number, n: number, vocab: number): Row[] {
   const rng = new Rng(seed);
@@ -72,7 +73,10 @@ test('batch 8 × accum 1 equals batch 1 × accum 8 (loss and gradients)', () => 
   const model = createModel(cfg(), 1);
   const rs = rows(2, 8, 61);
   const a = accumulateGradients(model, [right(rs)]);
-  const b = accumulateGradients(model, rs.map((r) => right([r])));
+  const b = accumulateGradients(
+    model,
+    rs.map((r) => right([r])),
+  );
   assert.equal(a.tokens, b.tokens);
   assert.ok(Math.abs(a.loss - b.loss) < 1e-5 * a.loss, `loss ${a.loss} vs ${b.loss}`);
   assertClose(gradArrays(a.grads), gradArrays(b.grads), 1e-4, 'accumulation');
@@ -95,8 +99,24 @@ test('a packed batch equals the padded batch; left padding equals right padding'
 });
 
 test('embedding gradient sums repeated token ids (ScatterNd path)', () => {
-  const table = tf.tensor2d([[1, 2], [3, 4], [5, 6]]);
-  const g = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(gatherRows(t as tf.Tensor2D, tf.tensor1d([2, 0, 2, 2], 'int32')), tf.tensor2d([[1, 1], [2, 2], [3, 3], [4, 4]]))))(table);
+  const table = tf.tensor2d([
+    [1, 2],
+    [3, 4],
+    [5, 6],
+  ]);
+  const g = tf.grad((t: tf.Tensor) =>
+    tf.sum(
+      tf.mul(
+        gatherRows(t as tf.Tensor2D, tf.tensor1d([2, 0, 2, 2], 'int32')),
+        tf.tensor2d([
+          [1, 1],
+          [2, 2],
+          [3, 3],
+          [4, 4],
+        ]),
+      ),
+    ),
+  )(table);
   assert.deepEqual(Array.from(g.dataSync()), [2, 2, 0, 0, 8, 8]);
   tf.dispose([table, g]);
 });
@@ -125,7 +145,11 @@ test('LoRA: zero-init adapter leaves the output unchanged; merged weights equal 
   const model = createModel(cfg(), 11);
   const batch = right(rows(12, 4, 61));
   const base = evalLoss(model, batch);
-  addLora(model, { r: 4, alpha: 8, dropout: 0.1, targets: ['q_proj', 'v_proj', 'o_proj', 'gate_proj', 'down_proj'], trainTokenIds: [3, 5] }, 13);
+  addLora(
+    model,
+    { r: 4, alpha: 8, dropout: 0.1, targets: ['q_proj', 'v_proj', 'o_proj', 'gate_proj', 'down_proj'], trainTokenIds: [3, 5] },
+    13,
+  );
   assert.ok(Math.abs(evalLoss(model, batch).sum - base.sum) < 1e-5 * base.sum);
   const opt = createAdamW(trainableVariables(model));
   const before = Array.from(model.params.get('model.layers.0.self_attn.q_proj.weight')!.dataSync());
@@ -156,8 +180,23 @@ test('LoRA: zero-init adapter leaves the output unchanged; merged weights equal 
 });
 
 test('KV-cache prefill + decode logits equal the full forward (left-padded rows)', () => {
-  const model = createModel(makeLlamaConfig({ modelType: 'qwen3', vocabSize: 53, hiddenSize: 32, intermediateSize: 40, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 1, headDim: 8 }), 21);
-  const seqs = [[5, 9, 2, 7, 1, 3, 8], [4, 4, 6, 10, 12, 1, 2]];
+  const model = createModel(
+    makeLlamaConfig({
+      modelType: 'qwen3',
+      vocabSize: 53,
+      hiddenSize: 32,
+      intermediateSize: 40,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 1,
+      headDim: 8,
+    }),
+    21,
+  );
+  const seqs = [
+    [5, 9, 2, 7, 1, 3, 8],
+    [4, 4, 6, 10, 12, 1, 2],
+  ];
   const promptLens = [4, 2];
   const full = seqs.map((s) => logits(model, right([{ inputIds: s, labels: s.map(() => -100) }])));
   const V = 53;
@@ -176,7 +215,12 @@ test('KV-cache prefill + decode logits equal the full forward (left-padded rows)
       for (let v = 0; v < V; v++) assert.ok(Math.abs(out[b * V + v]! - full[b]![t * V + v]!) < 1e-4, `row ${b} position ${t}`);
     }
     if (k === steps) break;
-    out = forwardWithCache(model, seqs.map((s, b) => [s[promptLens[b]! + k]!]), cache, promptLens.map((n) => [n + k]));
+    out = forwardWithCache(
+      model,
+      seqs.map((s, b) => [s[promptLens[b]! + k]!]),
+      cache,
+      promptLens.map((n) => [n + k]),
+    );
   }
   disposeKvCache(cache);
   assert.equal(tf.memory().numTensors, live, 'no tensors leak from cached decoding');
@@ -197,14 +241,25 @@ test('resizing the vocabulary fills new rows with the mean of the old ones', () 
 });
 
 test('replacement wasm Slice / Unpack / SplitV kernels match plain array slicing', () => {
-  const x = tf.tensor4d(Float32Array.from({ length: 3 * 4 * 5 * 2 }, (_, i) => i), [3, 4, 5, 2]);
+  const x = tf.tensor4d(
+    Float32Array.from({ length: 3 * 4 * 5 * 2 }, (_, i) => i),
+    [3, 4, 5, 2],
+  );
   const a = x.arraySync();
-  const cut = (b: number[], s: number[]) => a.slice(b[0], b[0]! + s[0]!).map((p) => p.slice(b[1], b[1]! + s[1]!).map((q) => q.slice(b[2], b[2]! + s[2]!).map((r) => r.slice(b[3], b[3]! + s[3]!))));
+  const cut = (b: number[], s: number[]) =>
+    a
+      .slice(b[0], b[0]! + s[0]!)
+      .map((p) => p.slice(b[1], b[1]! + s[1]!).map((q) => q.slice(b[2], b[2]! + s[2]!).map((r) => r.slice(b[3], b[3]! + s[3]!))));
   assert.deepEqual(tf.slice(x, [1, 0, 2, 1], [2, 4, 3, 1]).arraySync(), cut([1, 0, 2, 1], [2, 4, 3, 1]));
   assert.deepEqual(tf.slice(x, [2], [-1]).arraySync(), cut([2, 0, 0, 0], [1, 4, 5, 2]));
   assert.deepEqual(tf.slice(x, 1, 1).arraySync(), cut([1, 0, 0, 0], [1, 4, 5, 2]));
   const parts = tf.unstack(x, 1);
-  parts.forEach((p, i) => assert.deepEqual(p.arraySync(), a.map((q) => q[i])));
+  parts.forEach((p, i) =>
+    assert.deepEqual(
+      p.arraySync(),
+      a.map((q) => q[i]),
+    ),
+  );
   const [s1, s2] = tf.split(x, [3, 2], 2);
   assert.deepEqual(s1!.arraySync(), cut([0, 0, 0, 0], [3, 4, 3, 2]));
   assert.deepEqual(s2!.arraySync(), cut([0, 0, 3, 0], [3, 4, 2, 2]));

@@ -17,7 +17,14 @@ import { openSafetensors, openWeights, writeSafetensors } from '../src/hf/safete
 import { makeCheckpoint } from '../bench/checkpoints.js';
 
 let root = '';
-const config = makeLlamaConfig({ vocabSize: 40, hiddenSize: 16, intermediateSize: 24, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2 });
+const config = makeLlamaConfig({
+  vocabSize: 40,
+  hiddenSize: 16,
+  intermediateSize: 24,
+  numHiddenLayers: 2,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 2,
+});
 
 before(async () => {
   await initEngine();
@@ -38,10 +45,21 @@ function folder(name: string, edit: (t: Map<string, { shape: number[]; data: Flo
 }
 
 const refused = (dir: string, re: RegExp, opts = {}) =>
-  assert.throws(() => loadModel(dir, opts), (e: unknown) => e instanceof ChatsftError && e.code === 'MODEL_INVALID' && re.test(e.message), `expected ${re}`);
+  assert.throws(
+    () => loadModel(dir, opts),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'MODEL_INVALID' && re.test(e.message),
+    `expected ${re}`,
+  );
 
 test('weights with more layers than config.json are refused, naming both counts', () => {
-  const more = makeLlamaConfig({ vocabSize: 40, hiddenSize: 16, intermediateSize: 24, numHiddenLayers: 3, numAttentionHeads: 4, numKeyValueHeads: 2 });
+  const more = makeLlamaConfig({
+    vocabSize: 40,
+    hiddenSize: 16,
+    intermediateSize: 24,
+    numHiddenLayers: 3,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+  });
   const dir = folder('layers', () => {}, more);
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(toHfConfig(config)));
   refused(dir, /weights have 3 decoder layers but config\.json says num_hidden_layers 2/);
@@ -56,14 +74,23 @@ test('unused tensors are refused unless allowExtraTensors; tied lm_head copies a
 });
 
 test('missing, mis-shaped and integer-typed weights are refused', () => {
-  refused(folder('missing', (t) => t.delete('model.norm.weight')), /missing tensor 'model\.norm\.weight'/);
-  refused(folder('shape', (t) => t.set('model.norm.weight', { shape: [8], data: new Float32Array(8) })), /'model\.norm\.weight' has shape \[8\], config needs \[16\]/);
+  refused(
+    folder('missing', (t) => t.delete('model.norm.weight')),
+    /missing tensor 'model\.norm\.weight'/,
+  );
+  refused(
+    folder('shape', (t) => t.set('model.norm.weight', { shape: [8], data: new Float32Array(8) })),
+    /'model\.norm\.weight' has shape \[8\], config needs \[16\]/,
+  );
   // An I8 tensor: rewrite one tensor's dtype in the header (same byte count: 4 × I8 for one F32).
   const dir = folder('int8', (t) => t.set('model.norm.weight', { shape: [4], data: new Float32Array(4) }));
   const file = path.join(dir, 'model.safetensors');
   const buf = fs.readFileSync(file);
   const n = Number(buf.readBigUInt64LE(0));
-  const header = buf.subarray(8, 8 + n).toString('utf8').replace('"model.norm.weight":{"dtype":"F32","shape":[4]', '"model.norm.weight":{"dtype":"I8","shape":[16]');
+  const header = buf
+    .subarray(8, 8 + n)
+    .toString('utf8')
+    .replace('"model.norm.weight":{"dtype":"F32","shape":[4]', '"model.norm.weight":{"dtype":"I8","shape":[16]');
   fs.writeFileSync(file, Buffer.concat([buf.subarray(0, 8), Buffer.from(header), buf.subarray(8 + n)]));
   refused(dir, /'model\.norm\.weight' is I8: weights must be F32, F16 or BF16/);
 });
@@ -74,7 +101,10 @@ test('a header with a duplicate tensor name is corrupt (JSON.parse would keep th
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(header.length));
   fs.writeFileSync(file, Buffer.concat([len, Buffer.from(header), Buffer.alloc(8)]));
-  assert.throws(() => openSafetensors(file), (e: unknown) => e instanceof ChatsftError && e.code === 'FILE_CORRUPT' && /'a' appears twice/.test(e.message));
+  assert.throws(
+    () => openSafetensors(file),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'FILE_CORRUPT' && /'a' appears twice/.test(e.message),
+  );
 });
 
 test('generated sharded bf16 checkpoint: index and shards agree, load equals the stored values', () => {
@@ -92,16 +122,29 @@ test('generated sharded bf16 checkpoint: index and shards agree, load equals the
   const [first, second] = [...new Set(Object.values(idx.weight_map))];
   idx.weight_map['model.norm.weight'] = idx.weight_map['model.norm.weight'] === first ? second! : first!;
   fs.writeFileSync(idxFile, JSON.stringify(idx));
-  assert.throws(() => openWeights(dir), (e: unknown) => e instanceof ChatsftError && e.code === 'FILE_CORRUPT' && /model\.norm\.weight/.test(e.message));
+  assert.throws(
+    () => openWeights(dir),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'FILE_CORRUPT' && /model\.norm\.weight/.test(e.message),
+  );
 });
 
 test('a 10^13-parameter config is refused by the memory plan, naming the limit, before allocating', () => {
-  const huge = makeLlamaConfig({ vocabSize: 32000, hiddenSize: 65536, intermediateSize: 262144, numHiddenLayers: 180, numAttentionHeads: 512, numKeyValueHeads: 64 });
+  const huge = makeLlamaConfig({
+    vocabSize: 32000,
+    hiddenSize: 65536,
+    intermediateSize: 262144,
+    numHiddenLayers: 180,
+    numAttentionHeads: 512,
+    numKeyValueHeads: 64,
+  });
   assert.ok(parameterCount(huge) > 1e13);
   const inp = { config: huge, mode: 'full' as const, batchSize: 8, seqLen: 512 };
   const plan = planMemory(inp);
   assert.equal(plan.fits, false);
-  assert.throws(() => assertPlanFits(plan, inp, 'model_config'), (e: unknown) => e instanceof ChatsftError && e.code === 'RESOURCE_LIMIT' && /of RAM/.test(e.message) && /machine has/.test(e.message));
+  assert.throws(
+    () => assertPlanFits(plan, inp, 'model_config'),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'RESOURCE_LIMIT' && /of RAM/.test(e.message) && /machine has/.test(e.message),
+  );
   // The plan's parameter count is the model's.
   const m = createModel(config, 1);
   assert.equal(parameterCount(config), countParameters(m));
@@ -110,12 +153,30 @@ test('a 10^13-parameter config is refused by the memory plan, naming the limit, 
 
 test('a plan that does not fit the wasm heap names the settings that would', () => {
   // A 0.5 B-like shape fully fine-tuned at batch 8 × 1024: LoRA or a smaller batch fits.
-  const c = makeLlamaConfig({ modelType: 'qwen2', vocabSize: 151936, hiddenSize: 896, intermediateSize: 4864, numHiddenLayers: 24, numAttentionHeads: 14, numKeyValueHeads: 2, tieWordEmbeddings: true });
+  const c = makeLlamaConfig({
+    modelType: 'qwen2',
+    vocabSize: 151936,
+    hiddenSize: 896,
+    intermediateSize: 4864,
+    numHiddenLayers: 24,
+    numAttentionHeads: 14,
+    numKeyValueHeads: 2,
+    tieWordEmbeddings: true,
+  });
   const inp = { config: c, mode: 'full' as const, batchSize: 8, seqLen: 1024, hostMemory: 64 * 2 ** 30 };
   const plan = planMemory(inp);
   assert.equal(plan.fits, false);
-  assert.throws(() => assertPlanFits(plan, inp), (e: unknown) => e instanceof ChatsftError && e.code === 'RESOURCE_LIMIT' && /wasm heap/.test(e.message) && /lora/.test(e.message));
-  const lora = planMemory({ ...inp, mode: 'lora', lora: { r: 16, targets: ['q_proj', 'v_proj'], trainRows: 0 }, batchSize: 1, seqLen: 256 });
+  assert.throws(
+    () => assertPlanFits(plan, inp),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'RESOURCE_LIMIT' && /wasm heap/.test(e.message) && /lora/.test(e.message),
+  );
+  const lora = planMemory({
+    ...inp,
+    mode: 'lora',
+    lora: { r: 16, targets: ['q_proj', 'v_proj'], trainRows: 0 },
+    batchSize: 1,
+    seqLen: 256,
+  });
   assert.equal(lora.fits, true);
 });
 

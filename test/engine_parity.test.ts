@@ -15,7 +15,16 @@ import type { Batch, Row } from '../src/batch/types.js';
 import { initEngine } from '../src/engine/backend.js';
 import { makeLlamaConfig, parseLlamaConfig, toHfConfig, type LlamaConfig } from '../src/hf/config.js';
 import { evalLoss, lossForGrad } from '../src/engine/forward.js';
-import { createModel, disposeModel, exportTensors, isLinearWeight, loadModel, modelFromTensors, saveModel, transpose2d } from '../src/engine/model.js';
+import {
+  createModel,
+  disposeModel,
+  exportTensors,
+  isLinearWeight,
+  loadModel,
+  modelFromTensors,
+  saveModel,
+  transpose2d,
+} from '../src/engine/model.js';
 import { accumulateGradients } from '../src/engine/step.js';
 import { Rng } from '../src/engine/rng.js';
 import { tf } from '../src/engine/backend.js';
@@ -41,23 +50,76 @@ function packRows(rows: Row[]): Row {
 }
 
 function batchJson(b: Batch): string {
-  const rows = (a: Int32Array): number[][] => Array.from({ length: b.batchSize }, (_, i) => Array.from(a.subarray(i * b.seqLen, (i + 1) * b.seqLen)));
-  return JSON.stringify({ input_ids: rows(b.inputIds), labels: rows(b.labels), position_ids: rows(b.positionIds), segment_ids: rows(b.segmentIds) });
+  const rows = (a: Int32Array): number[][] =>
+    Array.from({ length: b.batchSize }, (_, i) => Array.from(a.subarray(i * b.seqLen, (i + 1) * b.seqLen)));
+  return JSON.stringify({
+    input_ids: rows(b.inputIds),
+    labels: rows(b.labels),
+    position_ids: rows(b.positionIds),
+    segment_ids: rows(b.segmentIds),
+  });
 }
 
 const configs: [string, LlamaConfig][] = [
-  ['llama GQA untied', makeLlamaConfig({ vocabSize: 97, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, ropeTheta: 500000 })],
-  ['llama attention_bias (q/k/v/o bias)', makeLlamaConfig({ vocabSize: 67, hiddenSize: 32, intermediateSize: 40, numHiddenLayers: 1, numAttentionHeads: 2, attentionBias: true })],
+  [
+    'llama GQA untied',
+    makeLlamaConfig({
+      vocabSize: 97,
+      hiddenSize: 32,
+      intermediateSize: 48,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      ropeTheta: 500000,
+    }),
+  ],
+  [
+    'llama attention_bias (q/k/v/o bias)',
+    makeLlamaConfig({ vocabSize: 67, hiddenSize: 32, intermediateSize: 40, numHiddenLayers: 1, numAttentionHeads: 2, attentionBias: true }),
+  ],
   [
     'llama3 rope_scaling',
     parseLlamaConfig({
-      ...toHfConfig(makeLlamaConfig({ vocabSize: 71, hiddenSize: 32, intermediateSize: 40, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1 })),
+      ...toHfConfig(
+        makeLlamaConfig({
+          vocabSize: 71,
+          hiddenSize: 32,
+          intermediateSize: 40,
+          numHiddenLayers: 1,
+          numAttentionHeads: 2,
+          numKeyValueHeads: 1,
+        }),
+      ),
       // A short original context so high, medium (smoothed) and low frequency bands all occur at head_dim 16.
       rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
     }),
   ],
-  ['qwen2 qkv bias', makeLlamaConfig({ modelType: 'qwen2', vocabSize: 89, hiddenSize: 32, intermediateSize: 40, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 1 })],
-  ['qwen3 qk norm tied head_dim', makeLlamaConfig({ modelType: 'qwen3', vocabSize: 101, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, tieWordEmbeddings: true })],
+  [
+    'qwen2 qkv bias',
+    makeLlamaConfig({
+      modelType: 'qwen2',
+      vocabSize: 89,
+      hiddenSize: 32,
+      intermediateSize: 40,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 1,
+    }),
+  ],
+  [
+    'qwen3 qk norm tied head_dim',
+    makeLlamaConfig({
+      modelType: 'qwen3',
+      vocabSize: 101,
+      hiddenSize: 32,
+      intermediateSize: 64,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      headDim: 16,
+      tieWordEmbeddings: true,
+    }),
+  ],
 ];
 
 test('engine matches the PyTorch reference (masked CE and gradients, rel. diff < 1e-4)', async (t) => {
@@ -94,14 +156,21 @@ test('engine matches the PyTorch reference (masked CE and gradients, rel. diff <
       for (const [bname, batch] of batches) {
         const bfile = path.join(dir, 'batch.json');
         fs.writeFileSync(bfile, batchJson(batch));
-        const ref = JSON.parse(execFileSync(PY, [REF, mdir, bfile, '--grads'], { encoding: 'utf8', maxBuffer: 64 << 20 })) as { loss_sum: number; count: number; grads: Record<string, number[]> };
+        const ref = JSON.parse(execFileSync(PY, [REF, mdir, bfile, '--grads'], { encoding: 'utf8', maxBuffer: 64 << 20 })) as {
+          loss_sum: number;
+          count: number;
+          grads: Record<string, number[]>;
+        };
         const ours = evalLoss(model, batch);
         assert.equal(ours.count, ref.count, `${name} / ${bname}: supervised count`);
         const rel = Math.abs(ours.sum - ref.loss_sum) / Math.abs(ref.loss_sum);
         assert.ok(rel < 1e-4, `${name} / ${bname}: loss ${ours.sum} vs torch ${ref.loss_sum} (rel ${rel})`);
         // The training path (fused head + custom grads) computes the same value.
         const g = tf.tidy(() => lossForGrad(model, batch, 1, { training: true }).loss.dataSync()[0]!);
-        assert.ok(Math.abs(g - ref.loss_sum) / Math.abs(ref.loss_sum) < 1e-4, `${name} / ${bname}: training-path loss ${g} vs ${ref.loss_sum}`);
+        assert.ok(
+          Math.abs(g - ref.loss_sum) / Math.abs(ref.loss_sum) < 1e-4,
+          `${name} / ${bname}: training-path loss ${g} vs ${ref.loss_sum}`,
+        );
         // Hand-written backward passes against torch autograd (grads of the summed loss).
         const { grads, tokens } = accumulateGradients(model, [batch]);
         for (const [pname, gt] of grads) {
@@ -118,7 +187,10 @@ test('engine matches the PyTorch reference (masked CE and gradients, rel. diff <
             num += (ours[j]! - want[j]!) ** 2;
             den += want[j]! ** 2;
           }
-          assert.ok(Math.sqrt(num) <= 1e-4 * Math.sqrt(den) + 1e-7, `${name} / ${bname}: gradient of ${pname} rel diff ${Math.sqrt(num / den)}`);
+          assert.ok(
+            Math.sqrt(num) <= 1e-4 * Math.sqrt(den) + 1e-7,
+            `${name} / ${bname}: gradient of ${pname} rel diff ${Math.sqrt(num / den)}`,
+          );
         }
       }
       disposeModel(model);

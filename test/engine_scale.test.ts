@@ -26,7 +26,16 @@ before(async () => {
   await initEngine();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chatsft-scale-'));
   // Qwen2-style: q/k/v biases, grouped-query attention, tied embeddings, bf16 on disk.
-  const config = makeLlamaConfig({ modelType: 'qwen2', vocabSize: 67, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 3, numAttentionHeads: 4, numKeyValueHeads: 2, tieWordEmbeddings: true });
+  const config = makeLlamaConfig({
+    modelType: 'qwen2',
+    vocabSize: 67,
+    hiddenSize: 32,
+    intermediateSize: 48,
+    numHiddenLayers: 3,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    tieWordEmbeddings: true,
+  });
   const m = createModel(config, 3);
   saveModel(m, dir, undefined, { dtype: 'BF16' });
   disposeModel(m);
@@ -45,8 +54,15 @@ function rows(seed: number, n: number, vocab: number): Row[] {
 function grads(model: LlamaModel, seed: number): { loss: number; g: Map<string, Float32Array> } {
   const rs = rows(seed, 6, model.config.vocabSize);
   // A packed row too: segments must not see each other in the recomputed layers either.
-  const packed: Row = { inputIds: rs[4]!.inputIds.concat(rs[5]!.inputIds), labels: rs[4]!.labels.concat(rs[5]!.labels), seqLengths: [rs[4]!.inputIds.length, rs[5]!.inputIds.length] };
-  const micro = [collate(rs.slice(0, 2), { padId: 0, paddingSide: 'right' }), collate([rs[2]!, rs[3]!, packed], { padId: 0, paddingSide: 'left' })];
+  const packed: Row = {
+    inputIds: rs[4]!.inputIds.concat(rs[5]!.inputIds),
+    labels: rs[4]!.labels.concat(rs[5]!.labels),
+    seqLengths: [rs[4]!.inputIds.length, rs[5]!.inputIds.length],
+  };
+  const micro = [
+    collate(rs.slice(0, 2), { padId: 0, paddingSide: 'right' }),
+    collate([rs[2]!, rs[3]!, packed], { padId: 0, paddingSide: 'left' }),
+  ];
   const r = accumulateGradients(model, micro, new Rng(11));
   const g = new Map<string, Float32Array>();
   for (const [k, t] of r.grads) {
@@ -68,7 +84,12 @@ function assertClose(a: Map<string, Float32Array>, b: Map<string, Float32Array>,
 
 function variants(setup: (m: LlamaModel) => void): { name: string; loss: number; g: Map<string, Float32Array> }[] {
   const out = [];
-  for (const [name, hostLayers, ckpt] of [['taped', 0, false], ['checkpointed', 0, true], ['offloaded', 3, true], ['half offloaded', 2, false]] as const) {
+  for (const [name, hostLayers, ckpt] of [
+    ['taped', 0, false],
+    ['checkpointed', 0, true],
+    ['offloaded', 3, true],
+    ['half offloaded', 2, false],
+  ] as const) {
     const m = loadModel(dir, { hostLayers });
     assert.equal(hostLayerCount(m), hostLayers);
     m.gradientCheckpointing = ckpt;
@@ -83,7 +104,19 @@ function variants(setup: (m: LlamaModel) => void): { name: string; loss: number;
 }
 
 test('LoRA (dropout, trained token rows): checkpointing and offload give the taped loss and gradients', () => {
-  const vs = variants((m) => addLora(m, { r: 4, alpha: 8, dropout: 0.1, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], trainTokenIds: [3, 60] }, 7));
+  const vs = variants((m) =>
+    addLora(
+      m,
+      {
+        r: 4,
+        alpha: 8,
+        dropout: 0.1,
+        targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+        trainTokenIds: [3, 60],
+      },
+      7,
+    ),
+  );
   const ref = vs[0]!;
   // B starts at zero, so A's gradients are zero at step 0: B's and the rows' carry the comparison.
   assert.ok([...ref.g.values()].some((g) => g.some((v) => v !== 0)));
@@ -139,7 +172,11 @@ test('offloaded layers: eval loss and cached generation logits equal the in-heap
   const [pa, da] = logitsOf(a);
   const [pb, db] = logitsOf(b);
   assert.equal(tf.memory().numTensors, before);
-  for (const [x, y] of [[pa!, pb!], [da!, db!]] as const) for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i]! - y[i]!) < 1e-4);
+  for (const [x, y] of [
+    [pa!, pb!],
+    [da!, db!],
+  ] as const)
+    for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i]! - y[i]!) < 1e-4);
   disposeModel(a);
   disposeModel(b);
 });

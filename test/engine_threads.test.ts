@@ -27,7 +27,11 @@ console.log(JSON.stringify({ threads: await wasmThreads(), losses }));
 `;
 
 function run(threads: string): { threads: number; losses: number[] } {
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, CHATSFT_WASM_THREADS: threads }, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    env: { ...process.env, CHATSFT_WASM_THREADS: threads },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   assert.equal(r.status, 0, `exit ${r.status} signal ${r.signal} (a hang shows as SIGTERM): ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as { threads: number; losses: number[] };
 }

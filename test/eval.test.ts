@@ -87,7 +87,14 @@ test('loss is the mean CE over supervised tokens as prepared; no tensors leak', 
   await initEngine();
   const setup = setupForInference(loadModelFolder(dir), 'model');
   const model = createModel(
-    makeLlamaConfig({ vocabSize: setup.vocabSize, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 1, numAttentionHeads: 4, tieWordEmbeddings: true }),
+    makeLlamaConfig({
+      vocabSize: setup.vocabSize,
+      hiddenSize: 32,
+      intermediateSize: 64,
+      numHiddenLayers: 1,
+      numAttentionHeads: 4,
+      tieWordEmbeddings: true,
+    }),
     1,
   );
   try {
@@ -117,7 +124,10 @@ test('loss is the mean CE over supervised tokens as prepared; no tensors leak', 
 });
 
 test('turn headers and stop ids of other templates: Llama 3 and Gemma 3', async () => {
-  const llama = setupForInference(loadModelFolder(buildFixture('llama3', { generationConfig: { eos_token_id: [128001, 128008, 128009] } })), 'model');
+  const llama = setupForInference(
+    loadModelFolder(buildFixture('llama3', { generationConfig: { eos_token_id: [128001, 128008, 128009] } })),
+    'model',
+  );
   const rl = await chatRuntime(llama);
   const id = (s: string): number => llama.tokenizer.tokenToId(s)!;
   assert.ok(rl.stopIds.includes(id('<|eot_id|>')), 'template EOT');
@@ -130,6 +140,9 @@ test('turn headers and stop ids of other templates: Llama 3 and Gemma 3', async 
   const rg = await chatRuntime(gemma);
   const gid = (s: string): number => gemma.tokenizer.tokenToId(s)!;
   assert.ok(rg.stopSources.templateEot.includes(gid('<end_of_turn>')));
-  assert.deepEqual(rg.stopIds, [gid('<eos>'), gid('<end_of_turn>')].sort((a, b) => a - b));
+  assert.deepEqual(
+    rg.stopIds,
+    [gid('<eos>'), gid('<end_of_turn>')].sort((a, b) => a - b),
+  );
   assert.deepEqual(rg.turnHeaders, [[gid('<start_of_turn>')]]);
 });

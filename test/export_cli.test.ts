@@ -49,8 +49,15 @@ async function buildModel(dir: string): Promise<void> {
   const corpus = Array.from({ length: 30 }, (_, i) => `<|im_start|>user\nSay ${i}.<|im_end|>\n<|im_start|>assistant\nOK ${i}<|im_end|>\n`);
   info = await writeDemoModelFolder(dir, corpus, { vocabSize: 300 });
   const cfg = makeLlamaConfig({
-    vocabSize: info.vocabSize, hiddenSize: 64, intermediateSize: 128, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2,
-    maxPositionEmbeddings: 256, bosTokenId: info.ids.endoftext, eosTokenId: info.ids.imEnd,
+    vocabSize: info.vocabSize,
+    hiddenSize: 64,
+    intermediateSize: 128,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    maxPositionEmbeddings: 256,
+    bosTokenId: info.ids.endoftext,
+    eosTokenId: info.ids.imEnd,
   });
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(toHfConfig(cfg)));
   let s = 7;
@@ -65,7 +72,10 @@ async function buildModel(dir: string): Promise<void> {
   for (const [name, shape] of expectedShapes(cfg)) {
     const n = shape.reduce((a, b) => a * b, 1);
     const std = name === 'model.embed_tokens.weight' ? 1 : name === 'lm_head.weight' ? 0.05 : 0.02;
-    w.set(name, { shape, data: name.endsWith('norm.weight') ? new Float32Array(n).fill(1) : Float32Array.from({ length: n }, () => rnd() * std) });
+    w.set(name, {
+      shape,
+      data: name.endsWith('norm.weight') ? new Float32Array(n).fill(1) : Float32Array.from({ length: n }, () => rnd() * std),
+    });
   }
   const tok = Tokenizer.fromFile(path.join(dir, 'tokenizer.json'));
   const ids = Array.from((await tok.encode(PROMPT, null, { addSpecialTokens: false })).getIds());
@@ -87,7 +97,17 @@ before(async () => {
   await buildModel(model);
   // A real LoRA run (2 steps): merged weights at the top, the PEFT adapter in adapter/.
   const data = path.join(tmp, 'chats.jsonl');
-  fs.writeFileSync(data, Array.from({ length: 8 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `Say ${i}.` }, { role: 'assistant', content: `OK ${i}` }] })).join('\n') + '\n');
+  fs.writeFileSync(
+    data,
+    Array.from({ length: 8 }, (_, i) =>
+      JSON.stringify({
+        messages: [
+          { role: 'user', content: `Say ${i}.` },
+          { role: 'assistant', content: `OK ${i}` },
+        ],
+      }),
+    ).join('\n') + '\n',
+  );
   trained = path.join(tmp, 'trained');
   const t = run(['train', '--model', model, '--data', data, '--output-dir', trained, '--max-steps', '2', '--lora']);
   assert.equal(t.code, 0, t.stderr);
@@ -103,7 +123,7 @@ after(() => {
   cleanupTemp();
 });
 
-test('the EOT is found with each folder\'s own chat template, not assumed', async () => {
+test("the EOT is found with each folder's own chat template, not assumed", async () => {
   assert.deepEqual({ ...(await discoverEot(model)), template: 'model' }, { token: '<|im_end|>', id: info.ids.imEnd, template: 'model' });
   assert.equal((await discoverEot(buildFixture('llama3'))).token, '<|eot_id|>');
   assert.equal((await discoverEot(buildFixture('gemma3'))).token, '<end_of_turn>');
@@ -116,8 +136,21 @@ test('export --format gguf --json: metadata, then llama.cpp stops on the EOT by 
   assert.equal(r.code, 0, r.stderr);
   const s = JSON.parse(r.stdout) as Record<string, unknown>;
   assert.deepEqual(Object.keys(s).sort(), [
-    'adapter', 'arch', 'bos_token_id', 'bytes', 'dtype', 'eos_token_id', 'eot_source', 'eot_token', 'eot_token_id', 'files', 'format', 'out',
-    'pad_token_id', 'stop_ids', 'warnings',
+    'adapter',
+    'arch',
+    'bos_token_id',
+    'bytes',
+    'dtype',
+    'eos_token_id',
+    'eot_source',
+    'eot_token',
+    'eot_token_id',
+    'files',
+    'format',
+    'out',
+    'pad_token_id',
+    'stop_ids',
+    'warnings',
   ]);
   assert.equal(s['format'], 'gguf');
   assert.equal(s['arch'], 'llama');
@@ -141,23 +174,48 @@ test('export --format gguf --json: metadata, then llama.cpp stops on the EOT by 
     assert.deepEqual(g, { tokens: answer, stoppedBy: info.ids.imEnd, hitMaxNewTokens: false });
   });
 
-  await t.test('eval --engine llama.cpp measures the stop rate of the GGUF from its own template and stop set', { skip: llamaError ?? false }, () => {
-    const data = path.join(tmp, 'heldout.jsonl');
-    const conv = { messages: [{ role: 'user', content: 'Say OK.' }, { role: 'assistant', content: 'OK' }] };
-    fs.writeFileSync(data, [conv, conv, { messages: [{ role: 'user', content: 'no answer' }] }].map((c) => JSON.stringify(c)).join('\n') + '\n');
-    const r = run(['eval', '--engine', 'llama.cpp', '--model', file, '--data', data, '--max-new-tokens', '8', '--threads', '1', '--json']);
-    assert.equal(r.code, 0, r.stderr);
-    const rep = JSON.parse(r.stdout) as Record<string, unknown>;
-    assert.equal(rep['engine'], 'llama.cpp');
-    assert.equal(rep['examples'], 2);
-    assert.equal(rep['skipped'], 1, 'a conversation without a final assistant turn is skipped');
-    assert.equal(rep['stop_rate'], 1);
-    assert.equal(rep['loss'], null);
-    assert.deepEqual(rep['stopped_by'], { [String(info.ids.imEnd)]: 2 });
-    assert.equal(rep['mean_new_tokens'], 2);
-    const lossOnly = run(['eval', '--engine', 'llama.cpp', '--model', file, '--data', data, '--loss-only']);
-    assert.equal(lossOnly.code, 2);
-  });
+  await t.test(
+    'eval --engine llama.cpp measures the stop rate of the GGUF from its own template and stop set',
+    { skip: llamaError ?? false },
+    () => {
+      const data = path.join(tmp, 'heldout.jsonl');
+      const conv = {
+        messages: [
+          { role: 'user', content: 'Say OK.' },
+          { role: 'assistant', content: 'OK' },
+        ],
+      };
+      fs.writeFileSync(
+        data,
+        [conv, conv, { messages: [{ role: 'user', content: 'no answer' }] }].map((c) => JSON.stringify(c)).join('\n') + '\n',
+      );
+      const r = run([
+        'eval',
+        '--engine',
+        'llama.cpp',
+        '--model',
+        file,
+        '--data',
+        data,
+        '--max-new-tokens',
+        '8',
+        '--threads',
+        '1',
+        '--json',
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const rep = JSON.parse(r.stdout) as Record<string, unknown>;
+      assert.equal(rep['engine'], 'llama.cpp');
+      assert.equal(rep['examples'], 2);
+      assert.equal(rep['skipped'], 1, 'a conversation without a final assistant turn is skipped');
+      assert.equal(rep['stop_rate'], 1);
+      assert.equal(rep['loss'], null);
+      assert.deepEqual(rep['stopped_by'], { [String(info.ids.imEnd)]: 2 });
+      assert.equal(rep['mean_new_tokens'], 2);
+      const lossOnly = run(['eval', '--engine', 'llama.cpp', '--model', file, '--data', data, '--loss-only']);
+      assert.equal(lossOnly.code, 2);
+    },
+  );
 
   const again = run(['export', '--model', model, '--format', 'gguf', '--out', file]);
   assert.equal(again.code, 2, 'an existing output is not replaced without --overwrite');
@@ -168,9 +226,23 @@ test('export --format gguf --json: metadata, then llama.cpp stops on the EOT by 
   assert.match(f16.stdout, /eot {3}<\|im_end\|> \(\d+\) {2}\(found with the chat template\)/);
   assert.ok(fs.statSync(file).size < Number(s['bytes']), 'f16 is smaller than f32');
 
-  const other = run(['export', '--model', model, '--format', 'gguf', '--out', path.join(tmp, 'other.gguf'), '--eot', '<|endoftext|>', '--json']);
+  const other = run([
+    'export',
+    '--model',
+    model,
+    '--format',
+    'gguf',
+    '--out',
+    path.join(tmp, 'other.gguf'),
+    '--eot',
+    '<|endoftext|>',
+    '--json',
+  ]);
   assert.equal(other.code, 0, other.stderr);
-  assert.match(other.stderr, /warning: --eot <\|endoftext\|> is not the token the chat template closes assistant turns with \(<\|im_end\|>\)/);
+  assert.match(
+    other.stderr,
+    /warning: --eot <\|endoftext\|> is not the token the chat template closes assistant turns with \(<\|im_end\|>\)/,
+  );
   assert.equal((JSON.parse(other.stdout) as { warnings: string[] }).warnings.length, 1);
 });
 
@@ -213,7 +285,9 @@ test('export --format hf of a LoRA run: stop ids with the EOT, the adapter copie
     assert.deepEqual(g.data, roundToF16(t.data), name);
   }
   assert.equal(JSON.parse(fs.readFileSync(path.join(half, 'config.json'), 'utf8'))['torch_dtype'], 'float16');
-  assert.ok(Math.abs(fs.statSync(path.join(half, 'model.safetensors')).size / fs.statSync(path.join(out, 'model.safetensors')).size - 0.5) < 0.01);
+  assert.ok(
+    Math.abs(fs.statSync(path.join(half, 'model.safetensors')).size / fs.statSync(path.join(out, 'model.safetensors')).size - 0.5) < 0.01,
+  );
 });
 
 test('bad usage and bad input exit 2 with a clear message and write nothing', () => {
@@ -243,5 +317,8 @@ test('bad usage and bad input exit 2 with a clear message and write nothing', ()
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
   }
   assert.equal(fs.existsSync(out), false);
-  assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.includes('.tmp')), []);
+  assert.deepEqual(
+    fs.readdirSync(tmp).filter((f) => f.includes('.tmp')),
+    [],
+  );
 });

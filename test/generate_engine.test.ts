@@ -7,7 +7,14 @@ const V = 48;
 
 async function tinyModel(): Promise<LlamaModel> {
   await initEngine();
-  const config = makeLlamaConfig({ vocabSize: V, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2 });
+  const config = makeLlamaConfig({
+    vocabSize: V,
+    hiddenSize: 32,
+    intermediateSize: 64,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+  });
   const model = createModel(config, 7);
   // Fresh weights give near-uniform logits, where float noise could flip an
   // argmax; a larger head spreads them so the comparison is meaningful.
@@ -63,7 +70,10 @@ test('KV-cache generation equals full recomputation (logits and tokens), with ro
     const greedy = await generate(engineStepModel(model), prompts, { maxNewTokens: 10, stopIds: [stopId] });
     assert.equal(greedy[0]!.stoppedBy, stopId);
     assert.ok(greedy[0]!.tokens.length <= 2);
-    assert.ok(greedy.some((r) => r.tokens.length > 2), 'some row ran longer');
+    assert.ok(
+      greedy.some((r) => r.tokens.length > 2),
+      'some row ran longer',
+    );
   } finally {
     disposeModel(model);
   }

@@ -37,7 +37,13 @@ test('percentile uses nearest rank', () => {
   assert.equal(percentile(xs, 0.95), 19);
   assert.equal(percentile(xs, 1), 20);
   assert.equal(percentile([4], 0.95), 4);
-  assert.equal(percentile(Array.from({ length: 100 }, (_, i) => i + 1), 0.95), 95);
+  assert.equal(
+    percentile(
+      Array.from({ length: 100 }, (_, i) => i + 1),
+      0.95,
+    ),
+    95,
+  );
 });
 
 test('stopRateMetrics on a mixed set', () => {
@@ -70,14 +76,14 @@ test('all stop / none stop extremes, and no reference lengths', () => {
   assert.equal(all.stop_rate, 1);
   assert.equal(all.reference_mean_tokens, null);
   assert.equal(all.runaways.total, 0);
-  const none = stopRateMetrics(
-    [{ tokens: [1, 2, 3, 4], stoppedBy: null, hitMaxNewTokens: true }],
-    { maxNewTokens: 4, turnHeaders: [] },
-  );
+  const none = stopRateMetrics([{ tokens: [1, 2, 3, 4], stoppedBy: null, hitMaxNewTokens: true }], { maxNewTokens: 4, turnHeaders: [] });
   assert.equal(none.stop_rate, 0);
   assert.deepEqual(none.runaways, { total: 1, new_turn_header: 0, inside_text: 1 });
 });
 
 test('an empty evaluation set is a user-facing error', () => {
-  assert.throws(() => stopRateMetrics([], { maxNewTokens: 4, turnHeaders: headers }), (e: unknown) => e instanceof ChatsftError && e.code === 'DATA_INVALID');
+  assert.throws(
+    () => stopRateMetrics([], { maxNewTokens: 4, turnHeaders: headers }),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'DATA_INVALID',
+  );
 });

@@ -15,8 +15,20 @@ import { isChatsftError } from '../src/errors.js';
 
 test('f32 → f16 matches IEEE half rounding (values checked against numpy float16)', () => {
   const cases: [number, number][] = [
-    [0, 0x0000], [-0, 0x8000], [1, 0x3c00], [-2, 0xc000], [0.5, 0x3800], [65504, 0x7bff], [65520, 0x7c00], [1e6, 0x7c00],
-    [-Infinity, 0xfc00], [2 ** -24, 0x0001], [2 ** -25, 0x0000], [3 * 2 ** -26, 0x0001], [2 ** -14, 0x0400], [0.1, 0x2e66],
+    [0, 0x0000],
+    [-0, 0x8000],
+    [1, 0x3c00],
+    [-2, 0xc000],
+    [0.5, 0x3800],
+    [65504, 0x7bff],
+    [65520, 0x7c00],
+    [1e6, 0x7c00],
+    [-Infinity, 0xfc00],
+    [2 ** -24, 0x0001],
+    [2 ** -25, 0x0000],
+    [3 * 2 ** -26, 0x0001],
+    [2 ** -14, 0x0400],
+    [0.1, 0x2e66],
     [1 + 2 ** -11, 0x3c00], // halfway, round to even (down)
     [1 + 3 * 2 ** -11, 0x3c02], // halfway, round to even (up)
     [3.14159, 0x4248],
@@ -34,22 +46,26 @@ test('metadata of every type and tensor layout round-trip through an independent
     const file = path.join(dir, 'x.gguf');
     const w = Float32Array.from({ length: 6 }, (_, i) => i - 2.5);
     const b = Float32Array.from([1, 2, 3]);
-    writeGguf(file, [
-      kv.str('general.architecture', 'llama'),
-      kv.u32('general.alignment', 64),
-      kv.u32('a.u32', 4_000_000_000),
-      kv.i32('a.i32', -7),
-      kv.f32('a.f32', 0.25),
-      kv.bool('a.bool', true),
-      { key: 'a.u64', type: GgufType.UINT64, value: 2n ** 40n },
-      { key: 'a.u8', type: GgufType.UINT8, value: 200 },
-      kv.strs('a.strs', ['', 'ĠHello', '中文 🙂', '<|im_end|>']),
-      kv.i32s('a.i32s', [1, -2, 3]),
-      kv.f32s('a.f32s', [0.5, -1.5]),
-    ], [
-      { name: 'm.weight', shape: [2, 3], type: GGML_TYPE_F16, data: w },
-      { name: 'b.bias', shape: [3], type: GGML_TYPE_F32, data: () => b },
-    ]);
+    writeGguf(
+      file,
+      [
+        kv.str('general.architecture', 'llama'),
+        kv.u32('general.alignment', 64),
+        kv.u32('a.u32', 4_000_000_000),
+        kv.i32('a.i32', -7),
+        kv.f32('a.f32', 0.25),
+        kv.bool('a.bool', true),
+        { key: 'a.u64', type: GgufType.UINT64, value: 2n ** 40n },
+        { key: 'a.u8', type: GgufType.UINT8, value: 200 },
+        kv.strs('a.strs', ['', 'ĠHello', '中文 🙂', '<|im_end|>']),
+        kv.i32s('a.i32s', [1, -2, 3]),
+        kv.f32s('a.f32s', [0.5, -1.5]),
+      ],
+      [
+        { name: 'm.weight', shape: [2, 3], type: GGML_TYPE_F16, data: w },
+        { name: 'b.bias', shape: [3], type: GGML_TYPE_F32, data: () => b },
+      ],
+    );
     const p = await gguf(file, { allowLocalFile: true, typedMetadata: true });
     const m = p.metadata as unknown as Record<string, unknown>;
     assert.equal(m['version'], 3);
@@ -81,7 +97,10 @@ test('writer refuses duplicates and wrong sizes without leaving a file', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chatsft-ggufw-'));
   try {
     const file = path.join(dir, 'y.gguf');
-    assert.throws(() => writeGguf(file, [kv.u32('k', 1), kv.u32('k', 2)], []), (e) => isChatsftError(e) && e.code === 'EXPORT_ERROR');
+    assert.throws(
+      () => writeGguf(file, [kv.u32('k', 1), kv.u32('k', 2)], []),
+      (e) => isChatsftError(e) && e.code === 'EXPORT_ERROR',
+    );
     assert.throws(() => writeGguf(file, [], [{ name: 't', shape: [2, 2], type: GGML_TYPE_F32, data: new Float32Array(3) }]), /3 values/);
     assert.deepEqual(fs.readdirSync(dir), []);
   } finally {
@@ -104,5 +123,8 @@ test('tensor names follow llama.cpp', () => {
   assert.equal(ggufTensorName('model.layers.3.self_attn.o_proj.weight'), 'blk.3.attn_output.weight');
   assert.equal(ggufTensorName('model.layers.0.post_attention_layernorm.weight'), 'blk.0.ffn_norm.weight');
   assert.equal(ggufTensorName('model.layers.0.self_attn.rotary_emb.inv_freq'), null);
-  assert.throws(() => ggufTensorName('model.layers.0.mlp.experts.0.w1.weight'), (e) => isChatsftError(e) && e.code === 'EXPORT_ERROR');
+  assert.throws(
+    () => ggufTensorName('model.layers.0.mlp.experts.0.w1.weight'),
+    (e) => isChatsftError(e) && e.code === 'EXPORT_ERROR',
+  );
 });

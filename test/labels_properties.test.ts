@@ -14,8 +14,21 @@ import { collate, hfLmCollatorLabels } from '../src/batch/collate.js';
 import type { Conversation, Message } from '../src/data/conversations.js';
 import { mulberry32 as rng } from './helpers/random.js';
 
-
-const PIECES = ['hello', 'héllo wörld', '日本語のテキスト', 'emoji 👋🏽 ok', 'tab\there', 'two\nlines', '  padded  ', 'a[b]c', '<not a token>', '42', 'x', 'Ünïcødé', '...'];
+const PIECES = [
+  'hello',
+  'héllo wörld',
+  '日本語のテキスト',
+  'emoji 👋🏽 ok',
+  'tab\there',
+  'two\nlines',
+  '  padded  ',
+  'a[b]c',
+  '<not a token>',
+  '42',
+  'x',
+  'Ünïcødé',
+  '...',
+];
 
 function content(r: () => number, allowEmpty: boolean): string {
   if (allowEmpty && r() < 0.15) return '';
@@ -50,7 +63,12 @@ function rendered(name: FixtureName, c: string, final: boolean): string {
   return name === 'llama3' || name === 'gemma3' ? c.trim() : c;
 }
 
-async function decodeRange(tok: { decode(ids: number[], skip: boolean): Promise<string> }, ids: number[], a: number, b: number): Promise<string> {
+async function decodeRange(
+  tok: { decode(ids: number[], skip: boolean): Promise<string> },
+  ids: number[],
+  a: number,
+  b: number,
+): Promise<string> {
   // Decode with the preceding tokens and take the difference, so decoders
   // that strip a leading space at the start of a sequence do not interfere.
   const full = await tok.decode(ids.slice(0, b), false);
@@ -96,7 +114,11 @@ for (const name of ALL_FIXTURES) {
           for (let k = turn.start; k <= turn.eot; k++) inTurn.add(k);
           // 4. Supervised ids of the turn decode to its rendered content + EOT.
           const text = await decodeRange(setup.tokenizer, ids, turn.start, turn.eot + 1);
-          assert.equal(text, rendered(name, msg.content ?? "", turn.messageIndex === conv.messages.length - 1) + eotToken, `line ${i + 1} message ${turn.messageIndex}`);
+          assert.equal(
+            text,
+            rendered(name, msg.content ?? '', turn.messageIndex === conv.messages.length - 1) + eotToken,
+            `line ${i + 1} message ${turn.messageIndex}`,
+          );
         }
         // 2. Nothing outside a trained turn's content + EOT is supervised.
         labels.forEach((l, k) => {

@@ -32,7 +32,13 @@ function layerOf(file: string): string {
 }
 
 /** `static`: loaded with the importing module; `type`: erased at build time; `dynamic`: loaded on demand by import(). */
-interface Edge { from: string; to: string; fromLayer: string; toLayer: string; kind: 'static' | 'type' | 'dynamic' }
+interface Edge {
+  from: string;
+  to: string;
+  fromLayer: string;
+  toLayer: string;
+  kind: 'static' | 'type' | 'dynamic';
+}
 
 function edges(): Edge[] {
   const out: Edge[] = [];
@@ -49,10 +55,28 @@ function edges(): Edge[] {
   return out;
 }
 
-const TF_FREE = new Set(['data', 'template', 'tokenize', 'labels', 'batch', 'prepare', 'doctor', 'inspect', 'hf', 'export', 'eval', 'model', 'config', 'errors', 'util']);
+const TF_FREE = new Set([
+  'data',
+  'template',
+  'tokenize',
+  'labels',
+  'batch',
+  'prepare',
+  'doctor',
+  'inspect',
+  'hf',
+  'export',
+  'eval',
+  'model',
+  'config',
+  'errors',
+  'util',
+]);
 
 function violations(rule: (e: Edge) => boolean): string[] {
-  return edges().filter(rule).map((e) => `${e.from} → ${e.to}`);
+  return edges()
+    .filter(rule)
+    .map((e) => `${e.from} → ${e.to}`);
 }
 
 test('the import graph is read (the rules below see real edges)', () => {
@@ -63,27 +87,45 @@ test('the import graph is read (the rules below see real edges)', () => {
 });
 
 test('engine/ imports only batch/, errors, util/ and hf/', () => {
-  assert.deepEqual(violations((e) => e.fromLayer === 'engine' && !['engine', 'batch', 'errors', 'util', 'hf'].includes(e.toLayer)), []);
+  assert.deepEqual(
+    violations((e) => e.fromLayer === 'engine' && !['engine', 'batch', 'errors', 'util', 'hf'].includes(e.toLayer)),
+    [],
+  );
 });
 
 test('hf/ imports only errors and util/', () => {
-  assert.deepEqual(violations((e) => e.fromLayer === 'hf' && !['hf', 'errors', 'util'].includes(e.toLayer)), []);
+  assert.deepEqual(
+    violations((e) => e.fromLayer === 'hf' && !['hf', 'errors', 'util'].includes(e.toLayer)),
+    [],
+  );
 });
 
 test('generate/ never imports the tokenizer or the template', () => {
-  assert.deepEqual(violations((e) => e.fromLayer === 'generate' && ['tokenize', 'template'].includes(e.toLayer)), []);
+  assert.deepEqual(
+    violations((e) => e.fromLayer === 'generate' && ['tokenize', 'template'].includes(e.toLayer)),
+    [],
+  );
 });
 
 test('TF-free stages (eval/ and export/ included) never load the engine, train/ or the engine generator with themselves', () => {
   // Type imports are erased; eval/ loads the engine by import() only when given an engine model.
   assert.deepEqual(
     violations(
-      (e) => TF_FREE.has(e.fromLayer) && e.kind === 'static' && ((e.toLayer === 'engine' && e.to !== join('engine', 'safetensors.ts')) || e.toLayer === 'train' || e.to === join('generate', 'engine.ts') || e.to === join('generate', 'index.ts')),
+      (e) =>
+        TF_FREE.has(e.fromLayer) &&
+        e.kind === 'static' &&
+        ((e.toLayer === 'engine' && e.to !== join('engine', 'safetensors.ts')) ||
+          e.toLayer === 'train' ||
+          e.to === join('generate', 'engine.ts') ||
+          e.to === join('generate', 'index.ts')),
     ),
     [],
   );
 });
 
 test('nothing outside cli/ imports cli/', () => {
-  assert.deepEqual(violations((e) => e.fromLayer !== 'cli' && e.toLayer === 'cli'), []);
+  assert.deepEqual(
+    violations((e) => e.fromLayer !== 'cli' && e.toLayer === 'cli'),
+    [],
+  );
 });

@@ -40,27 +40,45 @@ test('Llama 3 adds BOS through its post-processor, which counts as add_bos_token
 test('missing and corrupt files are errors naming the file', () => {
   const empty = join(tempRoot(), 'empty-model');
   mkdirSync(empty);
-  assert.throws(() => loadModelFolder(empty), (e) => isChatsftError(e) && e.code === 'FILE_MISSING' && /tokenizer\.json/.test(e.message));
-  assert.throws(() => loadModelFolder(join(tempRoot(), 'nowhere')), (e) => isChatsftError(e) && e.code === 'FILE_MISSING');
+  assert.throws(
+    () => loadModelFolder(empty),
+    (e) => isChatsftError(e) && e.code === 'FILE_MISSING' && /tokenizer\.json/.test(e.message),
+  );
+  assert.throws(
+    () => loadModelFolder(join(tempRoot(), 'nowhere')),
+    (e) => isChatsftError(e) && e.code === 'FILE_MISSING',
+  );
 
   const badCfg = join(tempRoot(), 'bad-config');
   mkdirSync(badCfg);
   symlinkSync(join(packageModelsDir('qwen3'), 'tokenizer.json'), join(badCfg, 'tokenizer.json'));
   writeFileSync(join(badCfg, 'tokenizer_config.json'), '{"eos_token": ');
-  assert.throws(() => loadModelFolder(badCfg), (e) => isChatsftError(e) && e.code === 'FILE_CORRUPT' && /tokenizer_config\.json/.test(e.message));
+  assert.throws(
+    () => loadModelFolder(badCfg),
+    (e) => isChatsftError(e) && e.code === 'FILE_CORRUPT' && /tokenizer_config\.json/.test(e.message),
+  );
 
   const badTok = join(tempRoot(), 'bad-tokenizer');
   mkdirSync(badTok);
   writeFileSync(join(badTok, 'tokenizer.json'), '{"model": {"type": "nonsense"}}');
-  assert.throws(() => loadModelFolder(badTok), (e) => isChatsftError(e) && e.code === 'FILE_CORRUPT' && /tokenizer\.json/.test(e.message));
+  assert.throws(
+    () => loadModelFolder(badTok),
+    (e) => isChatsftError(e) && e.code === 'FILE_CORRUPT' && /tokenizer\.json/.test(e.message),
+  );
 
   const badSide = buildFixture('qwen3', { config: { padding_side: 'middle' } });
-  assert.throws(() => loadModelFolder(badSide), (e) => isChatsftError(e) && /padding_side/.test(e.message));
+  assert.throws(
+    () => loadModelFolder(badSide),
+    (e) => isChatsftError(e) && /padding_side/.test(e.message),
+  );
 });
 
 test('a model without a template needs --template, and the error says so', () => {
   const f = loadModelFolder(buildFixture('mistral'));
-  assert.throws(() => setupTokenizer(f), (e) => isChatsftError(e) && e.code === 'TEMPLATE_MISSING' && /--template chatml/.test(e.message));
+  assert.throws(
+    () => setupTokenizer(f),
+    (e) => isChatsftError(e) && e.code === 'TEMPLATE_MISSING' && /--template chatml/.test(e.message),
+  );
 });
 
 test('pad policy: auto avoids EOS/EOT, eos is accepted with a warning, a new token is added', () => {

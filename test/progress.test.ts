@@ -92,7 +92,10 @@ test('TTY: one line redrawn in place, throttled, final newline; ANSI clear unles
     const text = stream.out.join('');
     const ansi = !('NO_COLOR' in env);
     assert.equal(/\x1b/.test(text), ansi, JSON.stringify(env));
-    assert.ok(stream.out.every((s) => s.startsWith('\r') || s.startsWith('note')), JSON.stringify(stream.out));
+    assert.ok(
+      stream.out.every((s) => s.startsWith('\r') || s.startsWith('note')),
+      JSON.stringify(stream.out),
+    );
     assert.equal(text.split('\n').length - 1, 2); // the log line and the final line
     assert.match(text, /\[#{5}-{15}\]/); // 1/4 drawn bar
     assert.match(text, /\r\x1b\[Knote: something happened\n|\r +\rnote: something happened\n/);

@@ -17,7 +17,10 @@ test('a small series renders exactly (golden)', () => {
 
 test('ascii mode uses only ASCII characters', () => {
   const lines = lineChart([1, 3, 2, 5, 4], { height: 5, ascii: true });
-  assert.ok(lines.every((l) => /^[\x20-\x7e]*$/.test(l)), lines.join('\n'));
+  assert.ok(
+    lines.every((l) => /^[\x20-\x7e]*$/.test(l)),
+    lines.join('\n'),
+  );
   assert.equal(lines[4], '1 |-/');
 });
 

@@ -32,15 +32,29 @@ after(cleanupTemp);
 const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
 
 function prepare(args: string[]): Record<string, unknown> {
-  const r = spawnSync(process.execPath, [CLI, 'prepare', ...args, '--json', '--quiet'], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  const r = spawnSync(process.execPath, [CLI, 'prepare', ...args, '--json', '--quiet'], {
+    encoding: 'utf8',
+    env: { ...process.env, NO_COLOR: '1' },
+  });
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout) as Record<string, unknown>;
 }
 
 // ---------- Arrow C Data Interface, read from parquet-wasm's memory (wasm32: 4-byte pointers) ----------
 
-interface Field { format: string; name: string; nullable: boolean; children: Field[] }
-interface ArrayNode { length: number; nullCount: number; offset: number; buffers: number[]; children: ArrayNode[] }
+interface Field {
+  format: string;
+  name: string;
+  nullable: boolean;
+  children: Field[];
+}
+interface ArrayNode {
+  length: number;
+  nullCount: number;
+  offset: number;
+  buffers: number[];
+  children: ArrayNode[];
+}
 
 function view(): DataView {
   // Re-read each time: memory growth detaches the old buffer.
@@ -78,7 +92,13 @@ function readArray(ptr: number): ArrayNode {
   for (let i = 0; i < nBuf; i++) buffers.push(d.getUint32(bufs + 4 * i, true));
   const children: ArrayNode[] = [];
   for (let i = 0; i < nKids; i++) children.push(readArray(view().getUint32(kids + 4 * i, true)));
-  return { length: Number(d.getBigInt64(ptr, true)), nullCount: Number(d.getBigInt64(ptr + 8, true)), offset: Number(d.getBigInt64(ptr + 16, true)), buffers, children };
+  return {
+    length: Number(d.getBigInt64(ptr, true)),
+    nullCount: Number(d.getBigInt64(ptr + 8, true)),
+    offset: Number(d.getBigInt64(ptr + 16, true)),
+    buffers,
+    children,
+  };
 }
 
 function int32s(ptr: number, from: number, count: number): number[] {
@@ -94,7 +114,11 @@ function listColumn(a: ArrayNode): number[][] {
   return Array.from({ length: a.length }, (_, r) => int32s(values.buffers[1]!, values.offset + offsets[r]!, offsets[r + 1]! - offsets[r]!));
 }
 
-interface ArrowShard { schema: Field; columns: Map<string, number[][] | number[]>; rows: number }
+interface ArrowShard {
+  schema: Field;
+  columns: Map<string, number[][] | number[]>;
+  rows: number;
+}
 
 /** Every record batch of a Parquet file as arrow-rs decodes it: the schema and each column's values. */
 function readWithArrowRs(file: string): ArrowShard {
@@ -129,14 +153,22 @@ const list = (s: ArrowShard, name: string): number[][] => s.columns.get(name) as
 function chats(): string {
   const rows = [];
   for (let i = 0; i < 12; i++) {
-    const turns = [{ role: 'user', content: `Question ${i}: what is ${i} + ${i}?` }, { role: 'assistant', content: `${i} + ${i} = ${2 * i}.` }];
+    const turns = [
+      { role: 'user', content: `Question ${i}: what is ${i} + ${i}?` },
+      { role: 'assistant', content: `${i} + ${i} = ${2 * i}.` },
+    ];
     if (i % 3 === 0) turns.push({ role: 'user', content: 'And doubled?' }, { role: 'assistant', content: `${4 * i}.` });
     rows.push({ messages: i % 4 === 0 ? [{ role: 'system', content: 'Answer briefly.' }, ...turns] : turns });
   }
   return writeJsonl('trl.jsonl', rows);
 }
 
-const LIST_INT32 = (name: string): Field => ({ format: '+l', name, nullable: false, children: [{ format: 'i', name: 'element', nullable: false, children: [] }] });
+const LIST_INT32 = (name: string): Field => ({
+  format: '+l',
+  name,
+  nullable: false,
+  children: [{ format: 'i', name: 'element', nullable: false, children: [] }],
+});
 
 function assertLabelsAreInputsOrIgnored(s: ArrowShard): void {
   const ids = list(s, 'input_ids');
@@ -154,7 +186,11 @@ test('unpacked shards: list<int32> input_ids/labels, int32 source, labels = inpu
   const out = join(tempRoot(), 'trl-unpacked');
   const m = prepare(['--model', model, '--data', chats(), '--out', out]);
   const s = readWithArrowRs(join(out, 'train-00000.parquet'));
-  assert.deepEqual(s.schema.children, [LIST_INT32('input_ids'), LIST_INT32('labels'), { format: 'i', name: 'source', nullable: false, children: [] }]);
+  assert.deepEqual(s.schema.children, [
+    LIST_INT32('input_ids'),
+    LIST_INT32('labels'),
+    { format: 'i', name: 'source', nullable: false, children: [] },
+  ]);
   assert.equal(s.rows, 12);
   assert.equal(s.rows, m['rows']);
   assertLabelsAreInputsOrIgnored(s);
@@ -165,9 +201,18 @@ test('unpacked shards: list<int32> input_ids/labels, int32 source, labels = inpu
   assert.equal(m['supervised_eot'], 16);
 
   const ours = await readShards(out);
-  assert.deepEqual(list(s, 'input_ids'), ours.map((r) => [...r.inputIds]));
-  assert.deepEqual(list(s, 'labels'), ours.map((r) => [...r.labels]));
-  assert.deepEqual(s.columns.get('source'), ours.map((r) => r.source));
+  assert.deepEqual(
+    list(s, 'input_ids'),
+    ours.map((r) => [...r.inputIds]),
+  );
+  assert.deepEqual(
+    list(s, 'labels'),
+    ours.map((r) => [...r.labels]),
+  );
+  assert.deepEqual(
+    s.columns.get('source'),
+    ours.map((r) => r.source),
+  );
 });
 
 test('packed shards: position_ids restart at 0 for each seq_lengths entry (what TRL rebuilds), values as hyparquet reads them', async () => {
@@ -185,9 +230,17 @@ test('packed shards: position_ids restart at 0 for each seq_lengths entry (what 
   let sequences = 0;
   list(s, 'input_ids').forEach((ids, r) => {
     assert.ok(ids.length <= 96);
-    assert.equal(lens[r]!.reduce((a, b) => a + b, 0), ids.length, `row ${r}: seq_lengths cover the row`);
+    assert.equal(
+      lens[r]!.reduce((a, b) => a + b, 0),
+      ids.length,
+      `row ${r}: seq_lengths cover the row`,
+    );
     // TRL's get_position_ids_from_packed_seq_lengths: arange per sequence, concatenated.
-    assert.deepEqual(pos[r], lens[r]!.flatMap((n) => Array.from({ length: n }, (_, i) => i)), `row ${r}`);
+    assert.deepEqual(
+      pos[r],
+      lens[r]!.flatMap((n) => Array.from({ length: n }, (_, i) => i)),
+      `row ${r}`,
+    );
     pos[r]!.forEach((p, i) => {
       if (p === 0) assert.equal(labels[r]![i], -100, `row ${r}: sequence start at ${i} is not supervised`);
     });
@@ -198,11 +251,26 @@ test('packed shards: position_ids restart at 0 for each seq_lengths entry (what 
   assert.equal(countEot(labels, (m['eot_token_ids'] as number[])[0]!), 16);
 
   const ours = await readShards(out);
-  assert.deepEqual(list(s, 'input_ids'), ours.map((r) => [...r.inputIds]));
-  assert.deepEqual(list(s, 'labels'), ours.map((r) => [...r.labels]));
-  assert.deepEqual(pos, ours.map((r) => [...(r.positionIds ?? [])]));
-  assert.deepEqual(lens, ours.map((r) => [...(r.seqLengths ?? [])]));
-  assert.deepEqual(list(s, 'sources'), ours.map((r) => [...(r.sources ?? [])]));
+  assert.deepEqual(
+    list(s, 'input_ids'),
+    ours.map((r) => [...r.inputIds]),
+  );
+  assert.deepEqual(
+    list(s, 'labels'),
+    ours.map((r) => [...r.labels]),
+  );
+  assert.deepEqual(
+    pos,
+    ours.map((r) => [...(r.positionIds ?? [])]),
+  );
+  assert.deepEqual(
+    lens,
+    ours.map((r) => [...(r.seqLengths ?? [])]),
+  );
+  assert.deepEqual(
+    list(s, 'sources'),
+    ours.map((r) => [...(r.sources ?? [])]),
+  );
 });
 
 test('pad = EOT: the shards still supervise every EOT; masking labels by pad id (HF LM collator) would erase them all', () => {

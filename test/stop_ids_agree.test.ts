@@ -30,8 +30,18 @@ function writeTinyModel(dir: string, V: number, eos: number): void {
   fs.writeFileSync(
     path.join(dir, 'config.json'),
     JSON.stringify({
-      model_type: 'llama', vocab_size: V, hidden_size: D, intermediate_size: FF, num_hidden_layers: 1, num_attention_heads: 2,
-      num_key_value_heads: 1, rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 64, tie_word_embeddings: true, eos_token_id: eos,
+      model_type: 'llama',
+      vocab_size: V,
+      hidden_size: D,
+      intermediate_size: FF,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      num_key_value_heads: 1,
+      rms_norm_eps: 1e-5,
+      rope_theta: 10000,
+      max_position_embeddings: 64,
+      tie_word_embeddings: true,
+      eos_token_id: eos,
     }),
   );
   const t = (shape: number[]) => ({ shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(0.01) });

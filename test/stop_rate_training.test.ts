@@ -59,14 +59,25 @@ test('promptOfRow: everything before the last supervised run, in the last packed
 test('turn header: the first token of the generation prompt (ChatML), or of a user turn when the prompt is empty', () => {
   const chatml = compileTemplate(CHATML_TEMPLATE, 'chatml');
   assert.equal(turnHeaderText(chatml, {}), '<|im_start|>assistant\n');
-  const inst = compileTemplate("{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]{% else %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}", 'model');
+  const inst = compileTemplate(
+    "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]{% else %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}",
+    'model',
+  );
   assert.equal(turnHeaderText(inst, { bos_token: '<s>', eos_token: '</s>' }), '[INST] x [/INST]');
   assert.deepEqual(turnHeaderIds([7, 8, 9]), [[7]]);
   assert.deepEqual(turnHeaderIds([]), []);
 });
 
 test('loss.svg: two panels, labelled step ticks, the stop-rate curve', () => {
-  const lines: MetricsLine[] = [1, 2, 3, 4].map((step) => ({ step, loss: 3 - step / 2, lr: 1e-3, grad_norm: 1, tokens: 10, tokens_per_s: 100, epoch: 0 }));
+  const lines: MetricsLine[] = [1, 2, 3, 4].map((step) => ({
+    step,
+    loss: 3 - step / 2,
+    lr: 1e-3,
+    grad_norm: 1,
+    tokens: 10,
+    tokens_per_s: 100,
+    epoch: 0,
+  }));
   Object.assign(lines[1]!, { stop_rate: 0.25, mean_new_tokens: 10, runaway_new_turn: 0.5 });
   Object.assign(lines[3]!, { stop_rate: 1, mean_new_tokens: 3, runaway_new_turn: 0 });
   const svg = lossCurveSvg(lines);
@@ -75,5 +86,18 @@ test('loss.svg: two panels, labelled step ticks, the stop-rate curve', () => {
   assert.match(svg, />100%</);
   assert.deepEqual(stepTicks(4), [0, 1, 2, 3, 4]);
   assert.deepEqual(stepTicks(300), [0, 100, 200, 300]);
-  assert.match(lossCurveSvg(lines.map(({ step, loss, lr, grad_norm, tokens, tokens_per_s, epoch }) => ({ step, loss, lr, grad_norm, tokens, tokens_per_s, epoch }))), /not measured/);
+  assert.match(
+    lossCurveSvg(
+      lines.map(({ step, loss, lr, grad_norm, tokens, tokens_per_s, epoch }) => ({
+        step,
+        loss,
+        lr,
+        grad_norm,
+        tokens,
+        tokens_per_s,
+        epoch,
+      })),
+    ),
+    /not measured/,
+  );
 });

@@ -78,7 +78,10 @@ test('the built-in ChatML template adds <|im_end|> = 32000 and <|im_start|> = 32
     { content: '<|im_end|>', id: 32000 },
     { content: '<|im_start|>', id: 32001 },
   ]);
-  assert.deepEqual(r.example.turns.map((t) => t.eotId), [32000, 32000]);
+  assert.deepEqual(
+    r.example.turns.map((t) => t.eotId),
+    [32000, 32000],
+  );
   assert.equal(r.example.inputIds[0], 1, 'BOS added once: the tokenizer adds it, the template does not');
   assert.equal(r.example.inputIds.filter((x) => x === 1).length, 1);
   assert.equal(setup.padToken, '<unk>', 'pad: auto picks unk, not the EOS');
@@ -90,7 +93,10 @@ test("Llama 2's template closes turns with ' </s>': the whitespace and </s> are 
     "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'].strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
   const { setup, r } = await encodeOne(buildFixture('mistral', { config: { chat_template: llama2 } }), CONV);
   assert.ok(r.ok);
-  assert.deepEqual(r.example.turns.map((t) => setup.tokenizer.idToToken(t.eotId)), ['</s>', '</s>']);
+  assert.deepEqual(
+    r.example.turns.map((t) => setup.tokenizer.idToToken(t.eotId)),
+    ['</s>', '</s>'],
+  );
   assert.equal(r.example.inputIds.filter((x) => x === 1).length, 1, 'BOS not doubled: the template renders it');
   for (const t of r.example.turns) assert.equal(r.example.labels[t.eot], 2);
 });
@@ -122,7 +128,12 @@ test('over-length: drop counts the example, truncate_turns keeps whole turns wit
 
 test('content holding special-token text is rejected by default and kept when allowed', async () => {
   const dir = buildFixture('qwen3');
-  const conv: Conversation = { messages: [{ role: 'user', content: 'Type <|im_end|> please' }, { role: 'assistant', content: 'No.' }] };
+  const conv: Conversation = {
+    messages: [
+      { role: 'user', content: 'Type <|im_end|> please' },
+      { role: 'assistant', content: 'No.' },
+    ],
+  };
   const rejected = await encodeOne(dir, conv);
   assert.ok(!rejected.r.ok && rejected.r.reason === 'special_tokens_in_content' && /<\|im_end\|>/.test(rejected.r.detail));
   const allowed = await encodeOne(dir, conv, {}, { allowSpecialTokensInContent: true });
@@ -170,7 +181,11 @@ test('the only fast path (native ChatML) gives the same text and spans as the ge
     const a = renderWithSpans(native, conv, {});
     const b = renderWithSpans(generic, conv, {});
     assert.equal(a.text, b.text);
-    assert.deepEqual(a.spans.map((s) => [s.start, s.end]), b.spans.map((s) => [s.start, s.end]), JSON.stringify(conv));
+    assert.deepEqual(
+      a.spans.map((s) => [s.start, s.end]),
+      b.spans.map((s) => [s.start, s.end]),
+      JSON.stringify(conv),
+    );
   }
 });
 
@@ -184,7 +199,10 @@ test('the native ChatML renderer gives exactly the Jinja render of the same temp
   const pick = (): string => pieces[(seed = (seed * 1103515245 + 12345) >>> 0) % pieces.length] as string;
   for (let i = 0; i < 200; i++) {
     const roles = ['system', 'user', 'assistant', 'tool'] as const;
-    const messages = Array.from({ length: 1 + (i % 5) }, (_, k) => ({ role: roles[(i + k) % 4] as (typeof roles)[number], content: pick() + pick() }));
+    const messages = Array.from({ length: 1 + (i % 5) }, (_, k) => ({
+      role: roles[(i + k) % 4] as (typeof roles)[number],
+      content: pick() + pick(),
+    }));
     for (const add of [false, true]) {
       const expected = jinja.render({ messages, add_generation_prompt: add });
       assert.equal(renderChat(native, { messages }, { addGenerationPrompt: add }), expected);

@@ -53,16 +53,31 @@ test('chat_template.jinja wins over tokenizer_config; a named tool_use template 
   const dir = buildFixture('qwen3', {
     config: {
       chat_template: [
-        { name: 'default', template: "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}" },
-        { name: 'tool_use', template: "TOOLS{{ tools | length }}{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}" },
+        {
+          name: 'default',
+          template: "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}",
+        },
+        {
+          name: 'tool_use',
+          template:
+            "TOOLS{{ tools | length }}{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}",
+        },
       ],
     },
   });
-  const conv: Conversation = { messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Yo' }] };
+  const conv: Conversation = {
+    messages: [
+      { role: 'user', content: 'Hi' },
+      { role: 'assistant', content: 'Yo' },
+    ],
+  };
   let setup = setupTokenizer(loadModelFolder(dir));
   assert.ok(!renderChat(setup.template, conv).startsWith('TOOLS'));
   assert.ok(renderChat(setup.template, { ...conv, tools: [{ type: 'function', function: { name: 'f' } }] }).startsWith('TOOLS1'));
-  writeFileSync(join(dir, 'chat_template.jinja'), "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\nFILE ' + m.content + '<|im_end|>\\n' }}{% endfor %}");
+  writeFileSync(
+    join(dir, 'chat_template.jinja'),
+    "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\nFILE ' + m.content + '<|im_end|>\\n' }}{% endfor %}",
+  );
   setup = setupTokenizer(loadModelFolder(dir));
   assert.match(renderChat(setup.template, conv), /FILE Yo/);
 });
@@ -72,21 +87,31 @@ test('Qwen3 tool calls: empty content stays empty, the call text and <|im_end|> 
   const conv: Conversation = {
     messages: [
       { role: 'user', content: 'Weather in Paris?' },
-      { role: 'assistant', content: '', tool_calls: [{ type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+      {
+        role: 'assistant',
+        content: '',
+        tool_calls: [{ type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }],
+      },
       { role: 'tool', content: '18 C', tool_call_id: 'c1' },
       { role: 'assistant', content: 'It is 18 C.' },
     ],
-    tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }],
+    tools: [
+      { type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } },
+    ],
   };
   const text = renderChat(setup.template, conv, { vars: setup.vars });
   // The template's `if content` branch saw '': no empty line before the call.
-  assert.match(text, /<\|im_start\|>assistant\n<tool_call>\n\{"name": "get_weather", "arguments": \{"city": "Paris"\}\}\n<\/tool_call><\|im_end\|>/);
+  assert.match(
+    text,
+    /<\|im_start\|>assistant\n<tool_call>\n\{"name": "get_weather", "arguments": \{"city": "Paris"\}\}\n<\/tool_call><\|im_end\|>/,
+  );
   const [r] = await createEncoder(setup).encode([{ conversation: conv, line: 1 }]);
   assert.ok(r?.ok, JSON.stringify(r));
   const turns = r.example.turns;
   assert.equal(turns.length, 2);
   assert.equal(turns[0]!.toolCalls, true);
-  const decode = async (t: (typeof turns)[number]): Promise<string> => setup.tokenizer.decode(r.example.labels.slice(t.start, t.eot + 1), false);
+  const decode = async (t: (typeof turns)[number]): Promise<string> =>
+    setup.tokenizer.decode(r.example.labels.slice(t.start, t.eot + 1), false);
   assert.equal(await decode(turns[0]!), '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>');
   assert.equal(await decode(turns[1]!), '<think>\n\n</think>\n\nIt is 18 C.<|im_end|>');
   // This template tests `'</think>' in content`: Python raises TypeError on None, so the line is a template_error drop.
@@ -104,7 +129,10 @@ function harmonyFolder(): string {
   tok.addSpecialTokens(harmony);
   tok.save(join(dir, 'tokenizer.json'));
   const template = readFileSync(join(REPO_ROOT, 'test', 'fixtures', 'templates', 'gpt-oss-120b.jinja'), 'utf8');
-  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ chat_template: template, eos_token: '<|return|>', pad_token: '<|endoftext|>' }));
+  writeFileSync(
+    join(dir, 'tokenizer_config.json'),
+    JSON.stringify({ chat_template: template, eos_token: '<|return|>', pad_token: '<|endoftext|>' }),
+  );
   return dir;
 }
 
@@ -117,13 +145,22 @@ test('harmony (gpt-oss): closers per turn kind; stop ids are <|return|> and <|ca
   assert.equal(byKind['final'], '<|return|>');
   assert.equal(byKind['earlier'], '<|end|>');
   assert.equal(byKind['tool_call'], '<|call|>');
-  assert.deepEqual(probe.stopIds, [id('<|return|>'), id('<|call|>')].sort((a, b) => a - b));
+  assert.deepEqual(
+    probe.stopIds,
+    [id('<|return|>'), id('<|call|>')].sort((a, b) => a - b),
+  );
   assert.ok(!probe.stopIds.includes(id('<|end|>')));
   assert.deepEqual(probe.turnHeaders, [[id('<|start|>')]]);
 });
 
 test('truncate_turns with train_on last trains the last kept assistant turn (its context is the original)', async () => {
-  const setup = setupTokenizer(loadModelFolder(buildFixture('qwen3', { config: { chat_template: readFileSync(join(REPO_ROOT, 'test', 'fixtures', 'templates', 'qwen2.5-7b-instruct.jinja'), 'utf8') } })));
+  const setup = setupTokenizer(
+    loadModelFolder(
+      buildFixture('qwen3', {
+        config: { chat_template: readFileSync(join(REPO_ROOT, 'test', 'fixtures', 'templates', 'qwen2.5-7b-instruct.jinja'), 'utf8') },
+      }),
+    ),
+  );
   const long = 'word '.repeat(200);
   const conv: Conversation = {
     messages: [
@@ -138,17 +175,28 @@ test('truncate_turns with train_on last trains the last kept assistant turn (its
   const [full] = await createEncoder(setup, { trainOn: 'last' }).encode([{ conversation: conv, line: 1 }]);
   assert.ok(full?.ok);
   const maxLength = full.example.turns[1]!.eot + 5;
-  const [r] = await createEncoder(setup, { trainOn: 'last', maxLength, truncation: 'truncate_turns' }).encode([{ conversation: conv, line: 1 }]);
+  const [r] = await createEncoder(setup, { trainOn: 'last', maxLength, truncation: 'truncate_turns' }).encode([
+    { conversation: conv, line: 1 },
+  ]);
   assert.ok(r?.ok && r.truncated, JSON.stringify(r));
   assert.equal(r.example.turns.length, 2, 'the over-long last turn was removed');
-  assert.deepEqual(r.example.turns.map((t) => t.trained), [false, true], 'the last kept turn is the trained one');
+  assert.deepEqual(
+    r.example.turns.map((t) => t.trained),
+    [false, true],
+    'the last kept turn is the trained one',
+  );
   const sup = r.example.inputIds.filter((_, i) => r.example.labels[i] !== -100);
   assert.equal(await setup.tokenizer.decode(sup, false), 'Two.<|im_end|>');
   // An explicit train: false on that turn wins: the next shorter prefix is used.
   const off: Conversation = { messages: conv.messages.map((m, i) => (i === 3 ? { ...m, train: false } : m)) };
-  const [r2] = await createEncoder(setup, { trainOn: 'last', maxLength, truncation: 'truncate_turns' }).encode([{ conversation: off, line: 1 }]);
+  const [r2] = await createEncoder(setup, { trainOn: 'last', maxLength, truncation: 'truncate_turns' }).encode([
+    { conversation: off, line: 1 },
+  ]);
   assert.ok(r2?.ok && r2.truncated);
-  assert.deepEqual(r2.example.turns.map((t) => t.trained), [true]);
+  assert.deepEqual(
+    r2.example.turns.map((t) => t.trained),
+    [true],
+  );
 });
 
 test('a token straddling header and reply is masked and counted; the probe reports the prompt is not a token prefix of the row', async () => {
@@ -156,7 +204,12 @@ test('a token straddling header and reply is masked and counted; the probe repor
   const template =
     "{% for m in messages %}{{ m.role + ':\\n\\n' + m.content + '<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant:\\n' }}{% endif %}";
   const setup = setupTokenizer(loadModelFolder(buildFixture('qwen3', { config: { chat_template: template } })));
-  const conv: Conversation = { messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello' }] };
+  const conv: Conversation = {
+    messages: [
+      { role: 'user', content: 'Hi' },
+      { role: 'assistant', content: 'Hello' },
+    ],
+  };
   const [r] = await createEncoder(setup).encode([{ conversation: conv, line: 1 }]);
   assert.ok(r?.ok, JSON.stringify(r));
   const turn = r.example.turns[0]!;

@@ -40,7 +40,14 @@ import type { DropReason } from '../src/labels/types.js';
 
 const PYTHON = '/usr/bin/python3';
 /** Reasons an example is dropped while encoding; the data report prints them where invalid data prints a field. */
-const ENCODE_REASONS: ReadonlySet<string> = new Set<DropReason>(['special_tokens_in_content', 'template_error', 'span_not_found', 'eot_not_found', 'too_long', 'no_supervised_tokens']);
+const ENCODE_REASONS: ReadonlySet<string> = new Set<DropReason>([
+  'special_tokens_in_content',
+  'template_error',
+  'span_not_found',
+  'eot_not_found',
+  'too_long',
+  'no_supervised_tokens',
+]);
 const FIXTURES = join(REPO_ROOT, 'test', 'fixtures', 'templates');
 const INDEX = join(FIXTURES, 'index.json');
 const CONVERSATIONS = join(FIXTURES, 'conversations.jsonl');
@@ -82,7 +89,9 @@ interface RefRow {
 }
 
 const index = JSON.parse(readFileSync(INDEX, 'utf8')) as { templates: TemplateEntry[] };
-const conversationLines = readFileSync(CONVERSATIONS, 'utf8').split('\n').filter((l) => l.trim() !== '');
+const conversationLines = readFileSync(CONVERSATIONS, 'utf8')
+  .split('\n')
+  .filter((l) => l.trim() !== '');
 
 const jinja = spawnSync(PYTHON, ['-c', 'import jinja2'], { encoding: 'utf8' });
 const jinjaMissing = jinja.status !== 0;
@@ -224,10 +233,12 @@ function cpSlice(cps: string[], a: number, b: number): string {
 }
 
 function describeTokens(cps: string[], offsets: Array<[number, number]>, idx: number[]): string {
-  return idx
-    .slice(0, 12)
-    .map((i) => JSON.stringify(cpSlice(cps, offsets[i]![0], offsets[i]![1])))
-    .join(' ') + (idx.length > 12 ? ` … (${idx.length} tokens)` : '');
+  return (
+    idx
+      .slice(0, 12)
+      .map((i) => JSON.stringify(cpSlice(cps, offsets[i]![0], offsets[i]![1])))
+      .join(' ') + (idx.length > 12 ? ` … (${idx.length} tokens)` : '')
+  );
 }
 
 async function checkRow(
@@ -295,8 +306,13 @@ async function checkRow(
     for (const w of unknown) {
       for (const c of w.content) {
         if (!text.includes(c)) continue; // the template does not print it
-        const ok = runs.some((r) => specialIds.has(ids[r[r.length - 1]!]!) && cpSlice(cps, offsets[r[0]!]![0], offsets[r[r.length - 1]!]![1]).includes(c));
-        if (!ok) problems.push(`weak turn messages[${w.messages.join(',')}] (start unknown): no supervised run ending on a special token contains ${JSON.stringify(c)}`);
+        const ok = runs.some(
+          (r) => specialIds.has(ids[r[r.length - 1]!]!) && cpSlice(cps, offsets[r[0]!]![0], offsets[r[r.length - 1]!]![1]).includes(c),
+        );
+        if (!ok)
+          problems.push(
+            `weak turn messages[${w.messages.join(',')}] (start unknown): no supervised run ending on a special token contains ${JSON.stringify(c)}`,
+          );
       }
     }
   }
@@ -316,14 +332,21 @@ async function checkRow(
       problems.push(`${where}: nothing supervised from ${JSON.stringify(cpSlice(cps, regionStart, regionStart + 40))}`);
       continue;
     }
-    if (run[0] !== region[0]) problems.push(`${where}: supervision starts at ${describeTokens(cps, offsets, [run[0]!])}, not at the turn start ${describeTokens(cps, offsets, [region[0]!])}`);
-    if (run.some((i, k) => k > 0 && i !== run[k - 1]! + 1)) problems.push(`${where}: supervised tokens are not one run: ${describeTokens(cps, offsets, run)}`);
+    if (run[0] !== region[0])
+      problems.push(
+        `${where}: supervision starts at ${describeTokens(cps, offsets, [run[0]!])}, not at the turn start ${describeTokens(cps, offsets, [region[0]!])}`,
+      );
+    if (run.some((i, k) => k > 0 && i !== run[k - 1]! + 1))
+      problems.push(`${where}: supervised tokens are not one run: ${describeTokens(cps, offsets, run)}`);
     const last = run[run.length - 1]!;
-    if (!specialIds.has(ids[last]!)) problems.push(`${where}: supervision does not end on a closing special token: ${describeTokens(cps, offsets, [last])}`);
+    if (!specialIds.has(ids[last]!))
+      problems.push(`${where}: supervision does not end on a closing special token: ${describeTokens(cps, offsets, [last])}`);
     const runText = cpSlice(cps, offsets[run[0]!]![0], offsets[last]![1]);
     // Content the template prints at all (Llama 3.1 drops the text of a turn with tool calls) must be supervised.
     const regionText = cpSlice(cps, regionStart, regionEnd);
-    for (const c of w.content) if (regionText.includes(c) && !runText.includes(c)) problems.push(`${where}: supervised text ${JSON.stringify(runText)} lacks the content ${JSON.stringify(c)}`);
+    for (const c of w.content)
+      if (regionText.includes(c) && !runText.includes(c))
+        problems.push(`${where}: supervised text ${JSON.stringify(runText)} lacks the content ${JSON.stringify(c)}`);
   }
   const missing = [...expected].filter((i) => !supervised.has(i)).sort((a, b) => a - b);
   const extra = [...supervised].filter((i) => !allowed.has(i)).sort((a, b) => a - b);
@@ -351,9 +374,13 @@ interface Summary {
 const summaries: Summary[] = [];
 
 if (jinjaMissing) {
-  test('template corpus vs Python Jinja2', {
-    skip: `python3-jinja2 is not installed (${PYTHON} -c "import jinja2" failed): apt-get install python3-jinja2`,
-  }, () => {});
+  test(
+    'template corpus vs Python Jinja2',
+    {
+      skip: `python3-jinja2 is not installed (${PYTHON} -c "import jinja2" failed): apt-get install python3-jinja2`,
+    },
+    () => {},
+  );
 } else {
   let reference: Record<string, RefRow[]> | undefined;
   const loadReference = (): Record<string, RefRow[]> => {
@@ -372,8 +399,12 @@ if (jinjaMissing) {
       `${pad('template', 30)}${pad('family', 50)}${pad('pass', 6)}${pad('exp.drop', 9)}${pad('fail', 6)}${pad('weak', 6)}chatsft drops by reason`,
     ];
     for (const s of summaries) {
-      const drops = Object.entries(s.drops).map(([k, v]) => `${k}=${v}`).join(' ');
-      lines.push(`${pad(s.name, 30)}${pad(s.family, 50)}${pad(s.pass, 6)}${pad(s.expectedDrops, 9)}${pad(s.fail, 6)}${pad(s.weak, 6)}${s.aborted ? `ABORTED (${drops}): ${s.aborted}` : drops}`);
+      const drops = Object.entries(s.drops)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ');
+      lines.push(
+        `${pad(s.name, 30)}${pad(s.family, 50)}${pad(s.pass, 6)}${pad(s.expectedDrops, 9)}${pad(s.fail, 6)}${pad(s.weak, 6)}${s.aborted ? `ABORTED (${drops}): ${s.aborted}` : drops}`,
+      );
     }
     const ok = summaries.filter((s) => s.fail === 0 && !s.aborted).length;
     lines.push(`${ok}/${summaries.length} templates pass every conversation`);
@@ -413,7 +444,11 @@ if (jinjaMissing) {
             // The data report's "file:LINE FIELD: problem"; a line dropped while encoding names its reason as the field
             // ("file:LINE template_error: detail"), invalid data names the message field ("file:LINE messages[3].role: …").
             const m = /^:(\d+) ([^:]*): ?(.*)$/s.exec(message.slice(dataFile.length));
-            if (m) dropsByLine.set(Number(m[1]), { reason: ENCODE_REASONS.has(m[2] as string) ? (m[2] as string) : 'invalid', detail: m[3] ?? message });
+            if (m)
+              dropsByLine.set(Number(m[1]), {
+                reason: ENCODE_REASONS.has(m[2] as string) ? (m[2] as string) : 'invalid',
+                detail: m[3] ?? message,
+              });
           },
         });
         rows = out.rows;
@@ -440,7 +475,9 @@ if (jinjaMissing) {
       if (lastUse.get(fixtureKey(t)) === t.name) releaseFixture(t);
       if (summary.aborted) failures.unshift(`  prepare aborted the whole run: ${summary.aborted}`);
       if (failures.length) {
-        assert.fail(`${failures.length} of ${refRows.length} conversations fail for ${t.name} (${t.source.repo}/${t.source.path}):\n${failures.join('\n')}`);
+        assert.fail(
+          `${failures.length} of ${refRows.length} conversations fail for ${t.name} (${t.source.repo}/${t.source.path}):\n${failures.join('\n')}`,
+        );
       }
     });
   }

@@ -32,13 +32,39 @@ before(async () => {
   const d = generateDemoData({ seed: 2, train: 16, heldout: 2, task: 'A' });
   model = join(tempRoot(), 'model');
   const info = await writeDemoModelFolder(model, d.train.map(renderChatml), { vocabSize: 300 });
-  writeFileSync(join(model, 'config.json'), JSON.stringify({ model_type: 'llama', hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: info.vocabSize, tie_word_embeddings: true }));
+  writeFileSync(
+    join(model, 'config.json'),
+    JSON.stringify({
+      model_type: 'llama',
+      hidden_size: 16,
+      intermediate_size: 32,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      vocab_size: info.vocabSize,
+      tie_word_embeddings: true,
+    }),
+  );
   data = join(tempRoot(), 'train.jsonl');
   writeFileSync(data, toJsonl(d.train));
 });
 after(cleanupTemp);
 
-const base = (out: string): string[] => ['train', '--model', model, '--data', data, '--output-dir', out, '--max-steps', '1', '--batch-size', '4', '--engine', 'torch', '--quiet'];
+const base = (out: string): string[] => [
+  'train',
+  '--model',
+  model,
+  '--data',
+  data,
+  '--output-dir',
+  out,
+  '--max-steps',
+  '1',
+  '--batch-size',
+  '4',
+  '--engine',
+  'torch',
+  '--quiet',
+];
 
 test('torch flags without --engine torch are a usage error', () => {
   const r = run(['train', '--model', model, '--data', data, '--output-dir', join(tempRoot(), 'u'), '--nproc', '2']);
@@ -53,7 +79,9 @@ test('no usable PyTorch: one ENGINE_UNAVAILABLE error with the install hint', ()
   assert.match(r.stderr, /^error\[ENGINE_UNAVAILABLE\] .*apt-get install python3-torch libopenblas0-pthread.*pip install torch/);
   const d = run(['doctor', '--model', model, '--engine', 'torch', '--python', join(tempRoot(), 'no-such-python'), '--json']);
   assert.equal(d.code, 1, 'doctor: an error finding');
-  const f = (JSON.parse(d.stdout) as { findings: { code: string; severity: string; hint: string }[] }).findings.find((x) => x.code === 'ENGINE_UNAVAILABLE');
+  const f = (JSON.parse(d.stdout) as { findings: { code: string; severity: string; hint: string }[] }).findings.find(
+    (x) => x.code === 'ENGINE_UNAVAILABLE',
+  );
   assert.equal(f?.severity, 'error');
   assert.match(f!.hint, /python3-torch/);
 });
@@ -62,7 +90,9 @@ test('doctor --engine torch reports python, torch version, device and bf16', (t)
   if (!hasTorch) return t.skip(SKIP);
   const d = run(['doctor', '--model', model, '--engine', 'torch', '--json']);
   const torchVersion = spawnSync(PY, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).stdout.trim();
-  const f = (JSON.parse(d.stdout) as { findings: { code: string; evidence: Record<string, unknown> }[] }).findings.find((x) => x.code === 'ENGINE_READY');
+  const f = (JSON.parse(d.stdout) as { findings: { code: string; evidence: Record<string, unknown> }[] }).findings.find(
+    (x) => x.code === 'ENGINE_READY',
+  );
   assert.ok(f, d.stdout);
   assert.equal(f.evidence['torch'], torchVersion);
   assert.equal(f.evidence['python'], PY);
@@ -74,7 +104,10 @@ test('weights that do not fit the config: the worker says MODEL_INVALID, no trac
   if (!hasTorch) return t.skip(SKIP);
   const bad = join(tempRoot(), 'bad-model');
   cpSync(model, bad, { recursive: true });
-  writeSafetensors(join(bad, 'model.safetensors'), new Map([['model.embed_tokens.weight', { shape: [3, 16], data: new Float32Array(48) }]]));
+  writeSafetensors(
+    join(bad, 'model.safetensors'),
+    new Map([['model.embed_tokens.weight', { shape: [3, 16], data: new Float32Array(48) }]]),
+  );
   const r = run([...base(join(tempRoot(), 'bad')), '--model', bad]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /error\[MODEL_INVALID\] .*missing tensor 'model.layers.0.input_layernorm.weight'/);

@@ -16,7 +16,8 @@ const PY = '/usr/bin/python3';
 const hasTorch = spawnSync(PY, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
 
 test('torch worker decoder equals the float64 reference on every layout (logits within 1e-4, summed CE within 1e-6 relative)', (t) => {
-  if (!hasTorch) return t.skip(`${PY} cannot import torch (apt-get install python3-torch libopenblas0-pthread): worker decoder not checked`);
+  if (!hasTorch)
+    return t.skip(`${PY} cannot import torch (apt-get install python3-torch libopenblas0-pthread): worker decoder not checked`);
   const script = path.join(REPO_ROOT, 'test', 'reference', 'worker_check.py');
   const out = execFileSync(PY, [script], { encoding: 'utf8', env: { ...process.env, PYTHONPATH: WORKER_PATH } });
   const results = JSON.parse(out) as { name: string; max_logit_diff: number; loss_rel_diff: number }[];

@@ -35,7 +35,16 @@ let data = '';
 let heldout = '';
 let imEnd = -1;
 /** The Qwen3 LoRA runs' settings (model filled in by before()). */
-const extra = { model: '', lora: { r: 4, alpha: 8, train_embeddings: 'all' }, packing: true, max_length: 160, padding_side: 'left', checkpoint_every: 0, lr: 1e-2, eval: { every_steps: 0, max_new_tokens: 4 } };
+const extra = {
+  model: '',
+  lora: { r: 4, alpha: 8, train_embeddings: 'all' },
+  packing: true,
+  max_length: 160,
+  padding_side: 'left',
+  checkpoint_every: 0,
+  lr: 1e-2,
+  eval: { every_steps: 0, max_new_tokens: 4 },
+};
 let qTorch: TrainResult | undefined;
 
 before(async () => {
@@ -49,14 +58,39 @@ before(async () => {
   // Llama, GQA, untied head.
   writeFileSync(
     join(model, 'config.json'),
-    JSON.stringify({ model_type: 'llama', hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: info.vocabSize, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: false, max_position_embeddings: 256 }),
+    JSON.stringify({
+      model_type: 'llama',
+      hidden_size: 32,
+      intermediate_size: 64,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      vocab_size: info.vocabSize,
+      rms_norm_eps: 1e-5,
+      rope_theta: 10000,
+      tie_word_embeddings: false,
+      max_position_embeddings: 256,
+    }),
   );
   // Qwen3 layout: q/k norm, head_dim ≠ d / heads, tied head.
   qwen = join(tempRoot(), 'qwen3');
   await writeDemoModelFolder(qwen, texts, { vocabSize: 400 });
   writeFileSync(
     join(qwen, 'config.json'),
-    JSON.stringify({ model_type: 'qwen3', hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 1, head_dim: 16, vocab_size: info.vocabSize, rms_norm_eps: 1e-6, rope_theta: 1000000, tie_word_embeddings: true, max_position_embeddings: 256 }),
+    JSON.stringify({
+      model_type: 'qwen3',
+      hidden_size: 32,
+      intermediate_size: 48,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 1,
+      head_dim: 16,
+      vocab_size: info.vocabSize,
+      rms_norm_eps: 1e-6,
+      rope_theta: 1000000,
+      tie_word_embeddings: true,
+      max_position_embeddings: 256,
+    }),
   );
   data = join(tempRoot(), 'train.jsonl');
   heldout = join(tempRoot(), 'heldout.jsonl');
@@ -66,7 +100,21 @@ before(async () => {
 after(cleanupTemp);
 
 function config(out: string, extra: Record<string, unknown> = {}): SftConfig {
-  return ConfigSchema.parse({ model, data: { train: data, eval: heldout }, output_dir: out, max_steps: 4, batch_size: 8, grad_accum: 2, lr: 3e-3, warmup_steps: 1, weight_decay: 0.01, seed: 3, checkpoint_every: 2, eval: { every_steps: 2, max_new_tokens: 12 }, ...extra });
+  return ConfigSchema.parse({
+    model,
+    data: { train: data, eval: heldout },
+    output_dir: out,
+    max_steps: 4,
+    batch_size: 8,
+    grad_accum: 2,
+    lr: 3e-3,
+    warmup_steps: 1,
+    weight_decay: 0.01,
+    seed: 3,
+    checkpoint_every: 2,
+    eval: { every_steps: 2, max_new_tokens: 12 },
+    ...extra,
+  });
 }
 
 function weights(dir: string): Map<string, Float32Array> {
@@ -106,19 +154,38 @@ test('torch engine: per-step losses, eval loss and final weights equal the embed
   const diff = maxWeightDiff(join(tempRoot(), 'emb'), join(tempRoot(), 'torch'));
   assert.ok(diff < 1e-4, `max |Δw| ${diff}`);
   const out = join(tempRoot(), 'torch');
-  for (const f of ['model.safetensors', 'config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'metrics.jsonl', 'loss.svg']) assert.ok(existsSync(join(out, f)), f);
+  for (const f of [
+    'model.safetensors',
+    'config.json',
+    'tokenizer.json',
+    'tokenizer_config.json',
+    'generation_config.json',
+    'metrics.jsonl',
+    'loss.svg',
+  ])
+    assert.ok(existsSync(join(out, f)), f);
   assert.ok(!existsSync(join(out, '.torch-job')), 'the job folder is removed after success');
   const gen = JSON.parse(readFileSync(join(out, 'generation_config.json'), 'utf8')) as { eos_token_id: number[] };
   assert.ok(gen.eos_token_id.includes(imEnd), 'the EOT is a stop id');
-  const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; eval_loss?: number });
-  assert.deepEqual(metrics.map((m) => m.step), [1, 2, 3, 4]);
+  const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { step: number; eval_loss?: number });
+  assert.deepEqual(
+    metrics.map((m) => m.step),
+    [1, 2, 3, 4],
+  );
   assert.ok(metrics[1]!.eval_loss !== undefined && metrics[3]!.eval_loss !== undefined, 'eval loss at step 2 and at the end');
 });
 
 test('torch engine: the stop rate measured during training equals `chatsft eval` on the saved folder', async (t) => {
   if (!hasTorch || !torch1) return t.skip(hasTorch ? 'needs the single-process run' : SKIP);
   const out = join(tempRoot(), 'torch');
-  const last = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>).pop()!;
+  const last = readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, number>)
+    .pop()!;
   assert.equal(typeof last['stop_rate'], 'number', 'stop_rate on the final metrics line');
   assert.equal(typeof last['runaway_new_turn'], 'number');
   const setup = setupForInference(loadModelFolder(out), 'model');
@@ -138,7 +205,42 @@ test('torch engine: 2 DDP processes (gloo) equal 1 process with the doubled batc
   const out = join(tempRoot(), 'ddp');
   const r = spawnSync(
     process.execPath,
-    [CLI, 'train', '--model', model, '--data', data, '--eval-data', heldout, '--output-dir', out, '--max-steps', '4', '--batch-size', '4', '--grad-accum', '2', '--lr', '3e-3', '--warmup-steps', '1', '--weight-decay', '0.01', '--seed', '3', '--checkpoint-every', '2', '--eval-every-steps', '2', '--engine', 'torch', '--nproc', '2', '--json', '--quiet'],
+    [
+      CLI,
+      'train',
+      '--model',
+      model,
+      '--data',
+      data,
+      '--eval-data',
+      heldout,
+      '--output-dir',
+      out,
+      '--max-steps',
+      '4',
+      '--batch-size',
+      '4',
+      '--grad-accum',
+      '2',
+      '--lr',
+      '3e-3',
+      '--warmup-steps',
+      '1',
+      '--weight-decay',
+      '0.01',
+      '--seed',
+      '3',
+      '--checkpoint-every',
+      '2',
+      '--eval-every-steps',
+      '2',
+      '--engine',
+      'torch',
+      '--nproc',
+      '2',
+      '--json',
+      '--quiet',
+    ],
     { encoding: 'utf8' },
   );
   assert.equal(r.status, 0, r.stderr);
@@ -159,7 +261,10 @@ test('torch engine: a run stopped after 2 steps and resumed equals the uninterru
   assert.equal(second.resumedFrom, 2);
   assert.deepEqual(second.losses, torch1.losses, 'same losses, bit for bit');
   assert.equal(maxWeightDiff(out, join(tempRoot(), 'torch')), 0);
-  const steps = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step);
+  const steps = readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { step: number }).step);
   assert.deepEqual(steps, [1, 2, 3, 4]);
 });
 
@@ -167,7 +272,11 @@ test('torch engine: LoRA on a Qwen3 layout (tied, q/k norm, trained rows, packin
   if (!hasTorch) return t.skip(SKIP);
   const e = await trainFromConfig(config(join(tempRoot(), 'q-emb'), extra), quiet);
   // With per-layer gradient checkpointing: recomputation must not change the numbers.
-  const tr = await trainFromConfig(config(join(tempRoot(), 'q-torch'), extra), { ...quiet, engine: 'torch', torch: { gradientCheckpointing: true } });
+  const tr = await trainFromConfig(config(join(tempRoot(), 'q-torch'), extra), {
+    ...quiet,
+    engine: 'torch',
+    torch: { gradientCheckpointing: true },
+  });
   qTorch = tr;
   assertClose(tr.losses, e.losses, 1e-4, 'LoRA loss');
   const diff = maxWeightDiff(join(tempRoot(), 'q-emb'), join(tempRoot(), 'q-torch'));
@@ -182,9 +291,16 @@ test('torch engine: the GPU mixed-precision path (bf16 base weights under LoRA, 
   // CUDA is not available in CI; precision: bf16 takes the same dtype path on the CPU.
   if (!qTorch) return t.skip('needs the float32 LoRA run');
   const f32 = qTorch;
-  const bf16 = await trainFromConfig(config(join(tempRoot(), 'p-bf16'), extra), { ...quiet, engine: 'torch', torch: { precision: 'bf16', gradientCheckpointing: true } });
+  const bf16 = await trainFromConfig(config(join(tempRoot(), 'p-bf16'), extra), {
+    ...quiet,
+    engine: 'torch',
+    torch: { precision: 'bf16', gradientCheckpointing: true },
+  });
   assertClose(bf16.losses, f32.losses, 0.05, 'bf16 vs f32 loss');
   assert.ok(bf16.losses.every(Number.isFinite));
-  assert.ok(bf16.losses.some((x, i) => x !== f32.losses[i]), 'bf16 really ran (the numbers differ from float32)');
+  assert.ok(
+    bf16.losses.some((x, i) => x !== f32.losses[i]),
+    'bf16 really ran (the numbers differ from float32)',
+  );
   assert.ok(existsSync(join(tempRoot(), 'p-bf16', 'adapter', 'adapter_model.safetensors')));
 });

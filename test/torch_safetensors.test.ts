@@ -52,7 +52,12 @@ test('worker safetensors: reads F32/F16 written by the engine; its sharded BF16 
   mkdirSync(dir, { recursive: true });
   const rng = new Rng(9);
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
-  for (const [name, shape] of [['a.weight', [7, 13]], ['b.bias', [5]], ['c.weight', [3, 4, 6]], ['d.weight', [11, 9]]] as const) {
+  for (const [name, shape] of [
+    ['a.weight', [7, 13]],
+    ['b.bias', [5]],
+    ['c.weight', [3, 4, 6]],
+    ['d.weight', [11, 9]],
+  ] as const) {
     const n = shape.reduce((x, y) => x * y, 1);
     tensors.set(name, { shape: [...shape], data: rng.fillNormal(new Float32Array(n), 3) });
   }
@@ -60,7 +65,9 @@ test('worker safetensors: reads F32/F16 written by the engine; its sharded BF16 
   writeSafetensors(join(dir, 'f16.safetensors'), tensors, undefined, { dtype: 'F16' });
   const out = join(tempRoot(), 'st-bf16');
   mkdirSync(out, { recursive: true });
-  const got = JSON.parse(execFileSync(PY, ['-c', PY_ROUNDTRIP, dir, out], { encoding: 'utf8', env: { ...process.env, PYTHONPATH: WORKER_PATH } })) as { f32: Record<string, number[]>; f16: Record<string, number[]>; f16_dtype: string };
+  const got = JSON.parse(
+    execFileSync(PY, ['-c', PY_ROUNDTRIP, dir, out], { encoding: 'utf8', env: { ...process.env, PYTHONPATH: WORKER_PATH } }),
+  ) as { f32: Record<string, number[]>; f16: Record<string, number[]>; f16_dtype: string };
   const f16Here = readSafetensors(join(dir, 'f16.safetensors')).tensors;
   assert.equal(got.f16_dtype, 'torch.float16');
   for (const [name, t0] of tensors) {
@@ -86,16 +93,33 @@ test('torch run from a pretrained bf16 sharded folder with a vocabulary to grow 
   const model = join(tempRoot(), 'pretrained');
   const info = await writeDemoModelFolder(model, d.train.map(renderChatml), { vocabSize: 300 });
   // One row short of the tokenizer: both engines must grow it (mean of the rows), as for an added token.
-  const config = makeLlamaConfig({ vocabSize: info.vocabSize - 1, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2 });
+  const config = makeLlamaConfig({
+    vocabSize: info.vocabSize - 1,
+    hiddenSize: 32,
+    intermediateSize: 48,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+  });
   writeFileSync(join(model, 'config.json'), JSON.stringify({ ...toHfConfig(config), torch_dtype: 'bfloat16' }));
   const f32 = join(tempRoot(), 'pretrained-f32');
   mkdirSync(f32, { recursive: true });
   writeSafetensors(join(f32, 'init.safetensors'), initialTensors(config, 21));
-  execFileSync(PY, ['-c', 'import sys, torch\nfrom chatsft_worker import safetensors_io as st\nt, _ = st.read_file(sys.argv[1])\nst.write_model(sys.argv[2], {k: v.to(torch.bfloat16) for k, v in t.items()}, max_shard_bytes=40000)', join(f32, 'init.safetensors'), model], { env: { ...process.env, PYTHONPATH: WORKER_PATH } });
+  execFileSync(
+    PY,
+    [
+      '-c',
+      'import sys, torch\nfrom chatsft_worker import safetensors_io as st\nt, _ = st.read_file(sys.argv[1])\nst.write_model(sys.argv[2], {k: v.to(torch.bfloat16) for k, v in t.items()}, max_shard_bytes=40000)',
+      join(f32, 'init.safetensors'),
+      model,
+    ],
+    { env: { ...process.env, PYTHONPATH: WORKER_PATH } },
+  );
   assert.ok(existsSync(join(model, 'model.safetensors.index.json')));
   const data = join(tempRoot(), 'pt-train.jsonl');
   writeFileSync(data, toJsonl(d.train));
-  const cfg = (out: string) => ConfigSchema.parse({ model, data: { train: data }, output_dir: out, max_steps: 3, batch_size: 8, lr: 3e-3, seed: 1 });
+  const cfg = (out: string) =>
+    ConfigSchema.parse({ model, data: { train: data }, output_dir: out, max_steps: 3, batch_size: 8, lr: 3e-3, seed: 1 });
   const quiet = { quiet: true, onLog: () => {} };
   const e = await trainFromConfig(cfg(join(tempRoot(), 'pt-emb')), quiet);
   const tr = await trainFromConfig(cfg(join(tempRoot(), 'pt-torch')), { ...quiet, engine: 'torch' });
@@ -105,7 +129,10 @@ test('torch run from a pretrained bf16 sharded folder with a vocabulary to grow 
   const emb = saved.get('model.embed_tokens.weight')!;
   assert.equal(emb.dtype, 'BF16');
   assert.deepEqual(emb.shape, [info.vocabSize, 32]);
-  const savedConfig = JSON.parse(readFileSync(join(tempRoot(), 'pt-torch', 'config.json'), 'utf8')) as { vocab_size: number; torch_dtype: string };
+  const savedConfig = JSON.parse(readFileSync(join(tempRoot(), 'pt-torch', 'config.json'), 'utf8')) as {
+    vocab_size: number;
+    torch_dtype: string;
+  };
   assert.equal(savedConfig.vocab_size, info.vocabSize);
   assert.equal(savedConfig.torch_dtype, 'bfloat16');
 });

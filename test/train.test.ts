@@ -10,7 +10,17 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Row } from '../src/batch/types.js';
 import { ChatsftError } from '../src/errors.js';
-import { initEngine, makeLlamaConfig, createModel, disposeModel, loadModel, evalLoss, Rng, readSafetensors, tf } from '../src/engine/index.js';
+import {
+  initEngine,
+  makeLlamaConfig,
+  createModel,
+  disposeModel,
+  loadModel,
+  evalLoss,
+  Rng,
+  readSafetensors,
+  tf,
+} from '../src/engine/index.js';
 import { collate } from '../src/batch/collate.js';
 import { runTraining, readMetrics, type TrainHyperParams } from '../src/train/index.js';
 
@@ -31,8 +41,20 @@ function chatRows(seed: number, n: number): Row[] {
   });
 }
 
-const config = () => makeLlamaConfig({ vocabSize: V, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2 });
-const hp = (over: Partial<TrainHyperParams> = {}): TrainHyperParams => ({ lr: 3e-3, weightDecay: 0.01, warmupSteps: 2, schedule: 'cosine', maxGradNorm: 1, batchSize: 4, gradAccum: 2, maxSteps: 8, seed: 5, ...over });
+const config = () =>
+  makeLlamaConfig({ vocabSize: V, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2 });
+const hp = (over: Partial<TrainHyperParams> = {}): TrainHyperParams => ({
+  lr: 3e-3,
+  weightDecay: 0.01,
+  warmupSteps: 2,
+  schedule: 'cosine',
+  maxGradNorm: 1,
+  batchSize: 4,
+  gradAccum: 2,
+  maxSteps: 8,
+  seed: 5,
+  ...over,
+});
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'chatsft-train-'));
 
 test('a tiny run lowers the loss and writes a complete, reloadable folder', async () => {
@@ -44,11 +66,25 @@ test('a tiny run lowers the loss and writes a complete, reloadable folder', asyn
   let finalized = '';
   const steps: number[] = [];
   const res = await runTraining({
-    model, rows, evalRows, padId: 0, paddingSide: 'right', eotIds: [EOT], hp: hp({ maxSteps: 40, lr: 1e-2 }), evalEverySteps: 10, outputDir: dir,
-    finalizeFolder: (d) => { finalized = d; }, onStep: (e) => steps.push(e.step),
+    model,
+    rows,
+    evalRows,
+    padId: 0,
+    paddingSide: 'right',
+    eotIds: [EOT],
+    hp: hp({ maxSteps: 40, lr: 1e-2 }),
+    evalEverySteps: 10,
+    outputDir: dir,
+    finalizeFolder: (d) => {
+      finalized = d;
+    },
+    onStep: (e) => steps.push(e.step),
   });
   assert.equal(res.steps, 40);
-  assert.deepEqual(steps, Array.from({ length: 40 }, (_, i) => i + 1));
+  assert.deepEqual(
+    steps,
+    Array.from({ length: 40 }, (_, i) => i + 1),
+  );
   const early = res.losses.slice(0, 3).reduce((a, b) => a + b) / 3;
   const late = res.losses.slice(-3).reduce((a, b) => a + b) / 3;
   assert.ok(late < 0.7 * early, `loss ${early} → ${late}`);
@@ -73,7 +109,13 @@ test('a tiny run lowers the loss and writes a complete, reloadable folder', asyn
 
 test('resume after a kill reproduces the uninterrupted run (LoRA with dropout, trained token rows)', async () => {
   const rows = chatRows(3, 24);
-  const lora = { r: 4, alpha: 8, dropout: 0.1, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], trainTokenIds: [EOT, 3] };
+  const lora = {
+    r: 4,
+    alpha: 8,
+    dropout: 0.1,
+    targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+    trainTokenIds: [EOT, 3],
+  };
   const common = { rows, padId: 0, paddingSide: 'left' as const, eotIds: [EOT], hp: hp(), lora, checkpointEvery: 3 };
   const full = tmp();
   const live = tf.memory().numTensors;
@@ -88,7 +130,10 @@ test('resume after a kill reproduces the uninterrupted run (LoRA with dropout, t
   const b = await runTraining({ ...common, model: m3, outputDir: killed, resume: true });
   assert.equal(b.resumedFrom, 3);
   assert.deepEqual(b.losses, a.losses, 'loss curve');
-  assert.deepEqual(readMetrics(killed).map((m) => m.loss), readMetrics(full).map((m) => m.loss));
+  assert.deepEqual(
+    readMetrics(killed).map((m) => m.loss),
+    readMetrics(full).map((m) => m.loss),
+  );
   const wa = readSafetensors(path.join(full, 'model.safetensors')).tensors;
   const wb = readSafetensors(path.join(killed, 'model.safetensors')).tensors;
   for (const [k, t] of wa) assert.deepEqual(wb.get(k)!.data, t.data, k);
@@ -101,7 +146,10 @@ test('resume after a kill reproduces the uninterrupted run (LoRA with dropout, t
   assert.equal(cfg['r'], 4);
   // A resume with other hyper-parameters is refused.
   const m4 = createModel(config(), 7);
-  await assert.rejects(runTraining({ ...common, hp: hp({ lr: 1 }), model: m4, outputDir: killed, resume: true }), (e: unknown) => e instanceof ChatsftError && e.code === 'CHECKPOINT_INVALID');
+  await assert.rejects(
+    runTraining({ ...common, hp: hp({ lr: 1 }), model: m4, outputDir: killed, resume: true }),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'CHECKPOINT_INVALID',
+  );
   [m1, m3, m4].forEach(disposeModel);
   assert.equal(tf.memory().numTensors, live, 'LoRA runs, checkpoints and resumes leave no tensors behind');
   fs.rmSync(full, { recursive: true });
@@ -112,8 +160,20 @@ test('rows that supervise no EOT are refused unless allowed', async () => {
   const rows = chatRows(4, 8).map((r) => ({ ...r, labels: r.labels.map((y) => (y === EOT ? -100 : y)) }));
   const dir = tmp();
   const model = createModel(config(), 1);
-  await assert.rejects(runTraining({ model, rows, padId: 0, paddingSide: 'right', eotIds: [EOT], hp: hp({ maxSteps: 1 }), outputDir: dir }), (e: unknown) => e instanceof ChatsftError && e.code === 'NO_EOT_SUPERVISED');
-  const res = await runTraining({ model, rows, padId: 0, paddingSide: 'right', eotIds: [EOT], allowNoEot: true, hp: hp({ maxSteps: 1 }), outputDir: dir });
+  await assert.rejects(
+    runTraining({ model, rows, padId: 0, paddingSide: 'right', eotIds: [EOT], hp: hp({ maxSteps: 1 }), outputDir: dir }),
+    (e: unknown) => e instanceof ChatsftError && e.code === 'NO_EOT_SUPERVISED',
+  );
+  const res = await runTraining({
+    model,
+    rows,
+    padId: 0,
+    paddingSide: 'right',
+    eotIds: [EOT],
+    allowNoEot: true,
+    hp: hp({ maxSteps: 1 }),
+    outputDir: dir,
+  });
   assert.equal(res.supervisedEot, 0);
   assert.equal(res.steps, 1);
   disposeModel(model);

@@ -16,7 +16,17 @@ after(cleanupTemp);
 test('chooseWasmThreads returns a count for large models, leaves small ones and a user setting alone, and writes no env', () => {
   const cfgFile = (name: string, hidden: number, vocab: number): string => {
     const f = join(tempRoot(), name);
-    writeFileSync(f, JSON.stringify({ model_type: 'llama', vocab_size: vocab, hidden_size: hidden, intermediate_size: 2 * hidden, num_hidden_layers: 2, num_attention_heads: 4 }));
+    writeFileSync(
+      f,
+      JSON.stringify({
+        model_type: 'llama',
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: 2 * hidden,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+      }),
+    );
     return f;
   };
   const big = ConfigSchema.parse({ model_config: cfgFile('big.json', 256, 32000) });

@@ -51,10 +51,12 @@ class CapacityIndex {
  * in length keep input order, and rows list their examples in placement order.
  */
 export function packExamples(examples: Example[], maxLength: number): Row[] {
-  const order = examples.map((_, i) => i).sort((a, b) => {
-    const d = (examples[b] as Example).inputIds.length - (examples[a] as Example).inputIds.length;
-    return d !== 0 ? d : a - b;
-  });
+  const order = examples
+    .map((_, i) => i)
+    .sort((a, b) => {
+      const d = (examples[b] as Example).inputIds.length - (examples[a] as Example).inputIds.length;
+      return d !== 0 ? d : a - b;
+    });
   const bins: number[][] = [];
   const index = new CapacityIndex(maxLength);
   for (const i of order) {

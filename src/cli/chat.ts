@@ -30,11 +30,17 @@ export function registerChat(program: Command): void {
       /** A message that cannot fit is refused with a note; the session goes on with the history it had. */
       const refuse = (why: string): void => {
         history = kept;
-        process.stderr.write(`(message not sent: ${why}; the model has max_position_embeddings ${maxPositions} and --max-new-tokens is ${s.maxNewTokens}: send something shorter, /reset, or lower --max-new-tokens)\n`);
+        process.stderr.write(
+          `(message not sent: ${why}; the model has max_position_embeddings ${maxPositions} and --max-new-tokens is ${s.maxNewTokens}: send something shorter, /reset, or lower --max-new-tokens)\n`,
+        );
       };
 
       if (interactive) process.stderr.write('chat: type a message; /reset clears the history, /exit quits\n');
-      const rl = createInterface({ input: process.stdin, ...(interactive ? { output: process.stdout, prompt: '> ' } : {}), terminal: interactive });
+      const rl = createInterface({
+        input: process.stdin,
+        ...(interactive ? { output: process.stdout, prompt: '> ' } : {}),
+        terminal: interactive,
+      });
       if (interactive) rl.prompt();
       let turn = 0;
       for await (const raw of rl) {
@@ -60,7 +66,9 @@ export function registerChat(program: Command): void {
             ids = await promptIds(setup, history);
           }
           if (ids.length > room) {
-            refuse(`it is ${ids.length} tokens with the template${system.length ? ' and --system' : ''}, more than the ${room} left for a prompt`);
+            refuse(
+              `it is ${ids.length} tokens with the template${system.length ? ' and --system' : ''}, more than the ${room} left for a prompt`,
+            );
             if (interactive) rl.prompt();
             continue;
           }

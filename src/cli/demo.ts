@@ -36,7 +36,11 @@ export function registerDemo(program: Command): void {
     .option('--max-new-tokens <n>', `generation budget (default ${DEMO_DEFAULTS.maxNewTokens})`)
     .option('--seed <n>', `seed for data, init and order (default ${DEMO_DEFAULTS.seed})`)
     .option('--quiet', 'no progress on stderr')
-    .addOption(new Option('--engine <name>', 'training engine: embedded (default) or torch (the PyTorch worker)').choices(['embedded', 'torch']).default('embedded'))
+    .addOption(
+      new Option('--engine <name>', 'training engine: embedded (default) or torch (the PyTorch worker)')
+        .choices(['embedded', 'torch'])
+        .default('embedded'),
+    )
     .option('--nproc <n>', 'torch: processes (DDP); the global batch is the demo batch × n')
     .option('--python <path>', 'torch: the Python interpreter with PyTorch')
     .addOption(new Option('--device <kind>', 'torch: auto, cuda or cpu').choices(['auto', 'cuda', 'cpu']))
@@ -86,7 +90,9 @@ export function registerDemo(program: Command): void {
         }
         process.stdout.write(formatDemoTable(report));
         for (const r of report.runs) if (r.stop_rate_warning) process.stdout.write(`${r.name}: ${r.stop_rate_warning}\n`);
-        process.stdout.write(`total time ${formatDuration(report.total_seconds)} (${report.total_seconds.toFixed(1)} s)${report.out ? `; files in ${report.out}` : ''}\n`);
+        process.stdout.write(
+          `total time ${formatDuration(report.total_seconds)} (${report.total_seconds.toFixed(1)} s)${report.out ? `; files in ${report.out}` : ''}\n`,
+        );
       }),
     );
 }

@@ -25,13 +25,21 @@ export function registerDoctor(program: Command): void {
   addConfigFlags(cmd, [...PIPELINE_KEYS, 'lora', 'batch_size'])
     .option('--simulate <names>', `collators whose labels to simulate, comma-separated: ${COLLATORS.join(', ')}`, 'chatsft')
     .option('--json', 'print {findings, summary} as JSON on stdout')
-    .addOption(new Option('--engine <name>', 'also check a training engine: torch (python, torch version, device, bf16)').choices(['embedded', 'torch']))
+    .addOption(
+      new Option('--engine <name>', 'also check a training engine: torch (python, torch version, device, bf16)').choices([
+        'embedded',
+        'torch',
+      ]),
+    )
     .option('--python <path>', 'with --engine torch: the interpreter to check (default /usr/bin/python3, or CHATSFT_PYTHON)')
     .action(
       action(async (opts: Record<string, unknown>) => {
         const simulate = parseSimulate(opts['simulate']);
         if (opts['python'] !== undefined && opts['engine'] !== 'torch') throw new ChatsftError('USAGE', '--python needs --engine torch');
-        const engine = opts['engine'] === 'torch' ? { name: 'torch' as const, ...(typeof opts['python'] === 'string' ? { python: opts['python'] } : {}) } : undefined;
+        const engine =
+          opts['engine'] === 'torch'
+            ? { name: 'torch' as const, ...(typeof opts['python'] === 'string' ? { python: opts['python'] } : {}) }
+            : undefined;
         const report = await runDoctor({ config: configFrom(opts), simulate, ...(engine ? { engine } : {}) });
         for (const r of Object.values(report.data_reports ?? {})) printDataReport(r, { verb: 'would be dropped' });
         if (opts['json']) printJson(report);

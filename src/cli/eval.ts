@@ -25,12 +25,21 @@ function formatGgufTable(file: string, r: GgufEvalReport, samples: GgufEvalRow[]
   for (const s of samples) {
     const text = s.text.replace(/\n/g, '\\n');
     const end = s.stoppedBy !== null ? 'stopped' : s.ending === 'runaway_new_turn' ? 'ran on into a new turn' : 'did not stop';
-    lines.push(`  line ${s.line}: ${JSON.stringify(text.length > 120 ? text.slice(0, 117) + '...' : text)}  [${end}, ${s.tokens.length} tokens]`);
+    lines.push(
+      `  line ${s.line}: ${JSON.stringify(text.length > 120 ? text.slice(0, 117) + '...' : text)}  [${end}, ${s.tokens.length} tokens]`,
+    );
   }
   return lines.join('\n') + '\n';
 }
 
-async function evalWithLlamaCpp(model: string, data: string, opts: Record<string, unknown>, maxNewTokens: number, limit: number | undefined, samples: number): Promise<void> {
+async function evalWithLlamaCpp(
+  model: string,
+  data: string,
+  opts: Record<string, unknown>,
+  maxNewTokens: number,
+  limit: number | undefined,
+  samples: number,
+): Promise<void> {
   if (opts['lossOnly']) throw new ChatsftError('USAGE', '--loss-only needs the chatsft engine: llama.cpp gives no loss here');
   const threads = opts['threads'] !== undefined ? positiveInt(opts['threads'], 'threads') : undefined;
   let progress: Progress | undefined;
@@ -52,7 +61,14 @@ async function evalWithLlamaCpp(model: string, data: string, opts: Record<string
     printJson({
       data,
       ...report,
-      samples: shown.map((r) => ({ line: r.line, text: r.text, new_tokens: r.tokens.length, reference_tokens: r.referenceTokens, stopped_by: r.stoppedBy, ending: r.ending })),
+      samples: shown.map((r) => ({
+        line: r.line,
+        text: r.text,
+        new_tokens: r.tokens.length,
+        reference_tokens: r.referenceTokens,
+        stopped_by: r.stoppedBy,
+        ending: r.ending,
+      })),
     });
   } else {
     process.stdout.write(formatGgufTable(data, report, shown));
@@ -75,7 +91,9 @@ export async function formatEvalTable(setup: TokenizerSetup, file: string, r: Ev
   const data = r.data_report ?? r.loss_data_report;
   if (data) {
     const n = totalDropped(data);
-    lines.push(`  skipped lines    ${n} of ${data.lines}${n ? `  (${droppedByReason(data.dropped)}; listed on stderr, all in --json data_report)` : ''}`);
+    lines.push(
+      `  skipped lines    ${n} of ${data.lines}${n ? `  (${droppedByReason(data.dropped)}; listed on stderr, all in --json data_report)` : ''}`,
+    );
   }
   if (r.examples !== null) {
     const stopped = r.stopped_by ? Object.values(r.stopped_by).reduce((a, b) => a + b, 0) : 0;
@@ -90,7 +108,9 @@ export async function formatEvalTable(setup: TokenizerSetup, file: string, r: Ev
   for (const s of samples) {
     const text = (await decodeIds(setup, s.tokens)).replace(/\n/g, '\\n');
     const end = s.stoppedBy !== null ? 'stopped' : s.ending === 'runaway_new_turn' ? 'ran on into a new turn' : 'did not stop';
-    lines.push(`  line ${s.line}: ${JSON.stringify(text.length > 120 ? text.slice(0, 117) + '...' : text)}  [${end}, ${s.tokens.length} tokens]`);
+    lines.push(
+      `  line ${s.line}: ${JSON.stringify(text.length > 120 ? text.slice(0, 117) + '...' : text)}  [${end}, ${s.tokens.length} tokens]`,
+    );
   }
   return lines.join('\n') + '\n';
 }
@@ -103,7 +123,7 @@ export function registerEval(program: Command): void {
     .option('--limit <n>', 'evaluate only the first N usable conversations')
     .option('--samples <n>', 'generations shown in the table', '3')
     .option('--loss-only', 'skip generation')
-    .option('--engine <name>', "chatsft (a model folder) or llama.cpp (a .gguf file, through node-llama-cpp)", 'chatsft')
+    .option('--engine <name>', 'chatsft (a model folder) or llama.cpp (a .gguf file, through node-llama-cpp)', 'chatsft')
     .option('--threads <n>', 'llama.cpp threads (default: its own choice)')
     .option('--json', 'print the report as JSON on stdout')
     .option('--quiet', 'no progress bar')

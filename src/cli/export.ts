@@ -58,15 +58,21 @@ export async function runExport(opts: {
   overwrite?: boolean;
 }): Promise<ExportSummary> {
   const { model, out } = opts;
-  if (opts.format !== 'hf' && opts.format !== 'gguf') throw new ChatsftError('USAGE', `--format must be hf or gguf, not ${JSON.stringify(opts.format)}`);
+  if (opts.format !== 'hf' && opts.format !== 'gguf')
+    throw new ChatsftError('USAGE', `--format must be hf or gguf, not ${JSON.stringify(opts.format)}`);
   const dtype = opts.dtype ?? (opts.format === 'gguf' ? 'f16' : 'f32');
   if (dtype !== 'f32' && dtype !== 'f16' && !(dtype === 'bf16' && opts.format === 'hf')) {
     throw new ChatsftError('USAGE', `--dtype must be f32 or f16${opts.format === 'hf' ? ' or bf16' : ''}, not ${JSON.stringify(dtype)}`);
   }
   const folder = loadModelFolder(model);
-  if (!fs.existsSync(path.join(model, 'config.json'))) throw new ChatsftError('MODEL_INVALID', 'no config.json: not a model folder with weights', model);
+  if (!fs.existsSync(path.join(model, 'config.json')))
+    throw new ChatsftError('MODEL_INVALID', 'no config.json: not a model folder with weights', model);
   if (!hasWeights(model)) {
-    throw new ChatsftError('MODEL_INVALID', `no weights (*.safetensors): ${opts.format === 'gguf' ? 'a GGUF' : 'an export'} needs a trained or pretrained model, not only a tokenizer`, model);
+    throw new ChatsftError(
+      'MODEL_INVALID',
+      `no weights (*.safetensors): ${opts.format === 'gguf' ? 'a GGUF' : 'an export'} needs a trained or pretrained model, not only a tokenizer`,
+      model,
+    );
   }
   // Refuse an output chatsft may not replace before the slow part (exportHf / exportGguf check again as they swap).
   checkOutput(out, {
@@ -86,7 +92,9 @@ export async function runExport(opts: {
     // A stop token the model never learned to emit makes it ramble; say so when the template tells otherwise.
     const found = await discoverEot(folder).catch(() => null);
     if (found !== null && found.token !== opts.eot) {
-      warnings.push(`--eot ${opts.eot} is not the token the chat template closes assistant turns with (${found.token}); the model learned to emit ${found.token}`);
+      warnings.push(
+        `--eot ${opts.eot} is not the token the chat template closes assistant turns with (${found.token}); the model learned to emit ${found.token}`,
+      );
     }
   }
   const tokenizerEos = folder.eosToken === undefined ? null : (folder.tokenizer.tokenToId(folder.eosToken) ?? null);
@@ -94,25 +102,54 @@ export async function runExport(opts: {
   const archs = cfg['architectures'];
 
   if (opts.format === 'gguf') {
-    const r = exportGguf(model, out, { eotToken: eot.token, dtype: dtype === 'bf16' ? 'f16' : dtype, overwrite: Boolean(opts.overwrite), onNote: note });
+    const r = exportGguf(model, out, {
+      eotToken: eot.token,
+      dtype: dtype === 'bf16' ? 'f16' : dtype,
+      overwrite: Boolean(opts.overwrite),
+      onNote: note,
+    });
     const t = r.tokenizer;
     if (r.droppedStopIds.length > 0) {
-      warnings.push(`generation_config stop ids ${r.droppedStopIds.join(', ')} have no GGUF slot (GGUF carries one eos and one eot); llama.cpp stops on ${t.eosId} and ${t.eotId}`);
+      warnings.push(
+        `generation_config stop ids ${r.droppedStopIds.join(', ')} have no GGUF slot (GGUF carries one eos and one eot); llama.cpp stops on ${t.eosId} and ${t.eotId}`,
+      );
     }
     return {
-      format: 'gguf', out: path.resolve(out), bytes: r.bytes, arch: r.arch, dtype, eot_token: eot.token, eot_source: eot.source,
-      bos_token_id: t.bosId, eos_token_id: t.eosId, eot_token_id: t.eotId, pad_token_id: t.padId,
+      format: 'gguf',
+      out: path.resolve(out),
+      bytes: r.bytes,
+      arch: r.arch,
+      dtype,
+      eot_token: eot.token,
+      eot_source: eot.source,
+      bos_token_id: t.bosId,
+      eos_token_id: t.eosId,
+      eot_token_id: t.eotId,
+      pad_token_id: t.padId,
       // llama.cpp's end-of-generation set is built from eos, eot (and eom) ids.
-      stop_ids: [...new Set([t.eotId, t.eosId])], files: [path.basename(out)], adapter: null, warnings,
+      stop_ids: [...new Set([t.eotId, t.eosId])],
+      files: [path.basename(out)],
+      adapter: null,
+      warnings,
     };
   }
   const r = exportHf(model, out, { eotToken: eot.token, overwrite: Boolean(opts.overwrite), dtype, onNote: note });
   return {
-    format: 'hf', out: r.dir, bytes: folderBytes(r.dir),
+    format: 'hf',
+    out: r.dir,
+    bytes: folderBytes(r.dir),
     arch: Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : String(cfg['model_type'] ?? 'unknown'),
-    dtype, eot_token: eot.token, eot_source: eot.source,
-    bos_token_id: r.bosTokenId, eos_token_id: tokenizerEos, eot_token_id: r.eotTokenId, pad_token_id: r.padTokenId,
-    stop_ids: r.eosTokenIds, files: r.files, adapter: r.adapterFrom, warnings,
+    dtype,
+    eot_token: eot.token,
+    eot_source: eot.source,
+    bos_token_id: r.bosTokenId,
+    eos_token_id: tokenizerEos,
+    eot_token_id: r.eotTokenId,
+    pad_token_id: r.padTokenId,
+    stop_ids: r.eosTokenIds,
+    files: r.files,
+    adapter: r.adapterFrom,
+    warnings,
   };
 }
 

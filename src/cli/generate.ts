@@ -31,7 +31,11 @@ export interface LoadedGenerator {
  */
 const PLAN_TOKENS = 512; // = PREFILL_CHUNK: longer prompts are prefilled in chunks
 
-export async function loadGenerator(modelDir: string, template: string, opts: { allowExtraTensors?: boolean; quiet?: boolean; ready?: TokenizerSetup } = {}): Promise<LoadedGenerator> {
+export async function loadGenerator(
+  modelDir: string,
+  template: string,
+  opts: { allowExtraTensors?: boolean; quiet?: boolean; ready?: TokenizerSetup } = {},
+): Promise<LoadedGenerator> {
   const setup = opts.ready ?? setupForInference(loadModelFolder(modelDir), template);
   // Plan first: layers that do not fit the wasm heap stay in host memory (uploaded per layer).
   const config = readLlamaConfig(path.join(modelDir, 'config.json'));
@@ -151,7 +155,9 @@ async function toJson(setup: TokenizerSetup, prompt: string, r: RowResult, line?
 }
 
 export function registerGenerate(program: Command): void {
-  const cmd = program.command('generate').description('generate from a model folder; stops at the template EOT, generation_config eos and tokenizer eos');
+  const cmd = program
+    .command('generate')
+    .description('generate from a model folder; stops at the template EOT, generation_config eos and tokenizer eos');
   addConfigFlags(cmd, ['model', 'template', 'data', 'allow_special_tokens_in_content'])
     .option('--prompt <text>', 'a user message (rendered with the chat template and generation prompt)')
     .option('--system <text>', 'a system message before the prompt')
@@ -166,9 +172,13 @@ export function registerGenerate(program: Command): void {
         if (!cfg.model) throw new ChatsftError('USAGE', 'missing --model DIR');
         const prompt = opts['prompt'] as string | undefined;
         const dataFile = cfg.data.train;
-        if ((prompt === undefined) === (dataFile === undefined)) throw new ChatsftError('USAGE', 'give exactly one of --prompt TEXT or --data FILE');
+        if ((prompt === undefined) === (dataFile === undefined))
+          throw new ChatsftError('USAGE', 'give exactly one of --prompt TEXT or --data FILE');
         if (opts['raw'] && opts['system'] !== undefined) {
-          throw new ChatsftError('USAGE', '--system needs the chat template; with --raw the prompt is plain text (put the system text in --prompt)');
+          throw new ChatsftError(
+            'USAGE',
+            '--system needs the chat template; with --raw the prompt is plain text (put the system text in --prompt)',
+          );
         }
         if (dataFile !== undefined && (opts['raw'] || opts['system'] !== undefined)) {
           throw new ChatsftError('USAGE', '--raw and --system apply to --prompt; with --data the prompts come from the conversations');
@@ -187,13 +197,23 @@ export function registerGenerate(program: Command): void {
         let prompts: EvalPrompt[] = [];
         let report: DataReport | undefined;
         if (prompt !== undefined) {
-          const messages = [...(opts['system'] !== undefined ? [{ role: 'system' as const, content: String(opts['system']) }] : []), { role: 'user' as const, content: prompt }];
+          const messages = [
+            ...(opts['system'] !== undefined ? [{ role: 'system' as const, content: String(opts['system']) }] : []),
+            { role: 'user' as const, content: prompt },
+          ];
           if (!opts['raw'] && !cfg.allow_special_tokens_in_content) {
             // As prepare does (SPEC §3): typed special-token text would become a real control token.
             const matcher = specialMatcher(setup.specialStrings);
-            for (const [flag, text] of [['--system', opts['system']], ['--prompt', prompt]] as const) {
+            for (const [flag, text] of [
+              ['--system', opts['system']],
+              ['--prompt', prompt],
+            ] as const) {
               const found = typeof text === 'string' ? matcher.find(text) : undefined;
-              if (found !== undefined) throw new ChatsftError('USAGE', `${flag} contains the special token ${found} (pass --allow-special-tokens-in-content to keep it, or --raw for plain text)`);
+              if (found !== undefined)
+                throw new ChatsftError(
+                  'USAGE',
+                  `${flag} contains the special token ${found} (pass --allow-special-tokens-in-content to keep it, or --raw for plain text)`,
+                );
             }
           }
           // Characters first: a prompt far past the positions is refused without tokenizing it.
@@ -217,11 +237,19 @@ export function registerGenerate(program: Command): void {
           printDataReport(report, { quiet, verb: 'skipped' });
           if (prompts.length === 0) throw new ChatsftError('DATA_INVALID', `no prompt to generate from: ${dataSummary(report, 'skipped')}`);
           const longest = Math.max(...prompts.map((p) => p.ids.length));
-          if (shape) checkKvCacheFits(shape, Math.min(batchSize, prompts.length), longest + s.maxNewTokens, '--max-new-tokens or --batch-size');
+          if (shape)
+            checkKvCacheFits(shape, Math.min(batchSize, prompts.length), longest + s.maxNewTokens, '--max-new-tokens or --batch-size');
         }
 
         const { model, runtime } = await loadGenerator(cfg.model, cfg.template, { ready: setup });
-        const sampling = { maxNewTokens: s.maxNewTokens, stopIds: runtime.stopIds, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: s.seed };
+        const sampling = {
+          maxNewTokens: s.maxNewTokens,
+          stopIds: runtime.stopIds,
+          temperature: s.temperature,
+          topK: s.topK,
+          topP: s.topP,
+          seed: s.seed,
+        };
         if (prompt !== undefined) {
           // Streamed to stdout as chosen (stop ids are never passed to onToken).
           const dec = streamDecoder(setup);
@@ -246,7 +274,11 @@ export function registerGenerate(program: Command): void {
         for (let i = 0; i < prompts.length; i += batchSize) {
           const chunk = prompts.slice(i, i + batchSize);
           // Seeds per row (seed + line) so a prompt samples the same tokens whatever its batch.
-          const results = await generate(engineStepModel(model), chunk.map((p) => p.ids), { ...sampling, seed: chunk.map((p) => s.seed + p.line) });
+          const results = await generate(
+            engineStepModel(model),
+            chunk.map((p) => p.ids),
+            { ...sampling, seed: chunk.map((p) => s.seed + p.line) },
+          );
           for (let k = 0; k < chunk.length; k++) {
             const p = chunk[k]!;
             const last = p.messages[p.messages.length - 1];

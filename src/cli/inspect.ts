@@ -29,7 +29,14 @@ export function registerInspect(program: Command): void {
         const count = intFlag(opts['count'], 'count', { min: 1 });
         const html = typeof opts['html'] === 'string' ? opts['html'] : undefined;
         const protect = [cfg.data.train, ...(cfg.model ? [cfg.model] : [])];
-        const replacing: ReplaceOptions = { kind: 'file', overwrite: Boolean(opts['overwrite']), notOwned: notInspectPage, protect, flag: '--html', onNote: (l) => process.stderr.write(`${l}\n`) };
+        const replacing: ReplaceOptions = {
+          kind: 'file',
+          overwrite: Boolean(opts['overwrite']),
+          notOwned: notInspectPage,
+          protect,
+          flag: '--html',
+          onNote: (l) => process.stderr.write(`${l}\n`),
+        };
         // Refuse a page we may not replace before doing any work.
         if (html !== undefined) checkOutput(html, replacing);
         const setup = setupFromConfig(cfg);
@@ -47,7 +54,10 @@ export function registerInspect(program: Command): void {
             continue;
           }
           if (seen++ < index) continue;
-          const over = limit && (limit.source !== 'max_length' || cfg.truncation === 'drop') ? certainlyOver(setup.tokenizer, parsed.conversation, limit.tokens) : undefined;
+          const over =
+            limit && (limit.source !== 'max_length' || cfg.truncation === 'drop')
+              ? certainlyOver(setup.tokenizer, parsed.conversation, limit.tokens)
+              : undefined;
           if (over && limit) {
             rep.drop(parsed.line, 'too_long', 'messages', overLengthMessage(over, limit));
           } else {

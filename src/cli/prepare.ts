@@ -44,7 +44,8 @@ export function registerPrepare(program: Command): void {
         if (!cfg.data.train) throw new ChatsftError('USAGE', 'missing --data FILE');
         const shardRows = intFlag(opts['shardRows'] ?? 50000, 'shard-rows', { min: 1 });
         const format = opts['format'] as ShardFormat;
-        if (format !== 'parquet' && format !== 'jsonl') throw new ChatsftError('USAGE', `--format must be parquet or jsonl, not ${String(format)}`);
+        if (format !== 'parquet' && format !== 'jsonl')
+          throw new ChatsftError('USAGE', `--format must be parquet or jsonl, not ${String(format)}`);
         const setup = setupFromConfig(cfg);
         if (setup.padWarning && !opts['quiet']) process.stderr.write(`warning: ${setup.padWarning}\n`);
         if (!existsSync(cfg.data.train)) throw new ChatsftError('FILE_MISSING', 'data file not found', cfg.data.train);
@@ -93,7 +94,10 @@ export function registerPrepare(program: Command): void {
         };
         if (opts['json']) printJson(summary);
         else {
-          const dropped = Object.entries(manifest.dropped).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+          const dropped =
+            Object.entries(manifest.dropped)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(', ') || 'none';
           process.stdout.write(
             `wrote ${manifest.shards.length} shard(s) to ${summary.out}\n` +
               `examples ${manifest.examples}  rows ${manifest.rows}  tokens ${manifest.tokens}  supervised ${manifest.supervised_tokens}\n` +

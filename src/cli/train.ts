@@ -32,7 +32,11 @@ export function registerTrain(program: Command): void {
   ])
     .option('--resume', 'continue the run in output_dir from its newest complete checkpoint')
     .option('--overwrite', 'replace an earlier chatsft run in output_dir (once the new run succeeds; anything else is refused)')
-    .addOption(new Option('--engine <name>', 'embedded (TensorFlow.js, default) or torch (PyTorch worker: GPU, several processes)').choices(['embedded', 'torch']).default('embedded'))
+    .addOption(
+      new Option('--engine <name>', 'embedded (TensorFlow.js, default) or torch (PyTorch worker: GPU, several processes)')
+        .choices(['embedded', 'torch'])
+        .default('embedded'),
+    )
     .option('--nproc <n>', 'torch: processes (DistributedDataParallel; the global batch is batch_size × n)')
     .option('--python <path>', 'torch: the Python interpreter with PyTorch (default /usr/bin/python3, or CHATSFT_PYTHON)')
     .addOption(new Option('--device <kind>', 'torch: auto (CUDA when available), cuda or cpu').choices(['auto', 'cuda', 'cpu']))
@@ -43,7 +47,12 @@ export function registerTrain(program: Command): void {
       action(async (opts: Record<string, unknown>) => {
         const cfg = configFrom(opts);
         if (cfg.max_steps === undefined && cfg.epochs === undefined) cfg.epochs = 1;
-        const result = await trainFromConfig(cfg, { resume: Boolean(opts['resume']), overwrite: Boolean(opts['overwrite']), quiet: Boolean(opts['quiet']), ...engineOptions(opts) });
+        const result = await trainFromConfig(cfg, {
+          resume: Boolean(opts['resume']),
+          overwrite: Boolean(opts['overwrite']),
+          quiet: Boolean(opts['quiet']),
+          ...engineOptions(opts),
+        });
         if (opts['json']) {
           printJson(result);
           return;
@@ -66,7 +75,8 @@ export function engineOptions(opts: Record<string, unknown>): { engine: 'embedde
   const engine = opts['engine'] === 'torch' ? 'torch' : 'embedded';
   const torchFlags = ['nproc', 'python', 'device', 'gradientCheckpointing'].filter((k) => opts[k] !== undefined);
   if (engine !== 'torch') {
-    if (torchFlags.length > 0) throw new ChatsftError('USAGE', `--${torchFlags[0]!.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} needs --engine torch`);
+    if (torchFlags.length > 0)
+      throw new ChatsftError('USAGE', `--${torchFlags[0]!.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} needs --engine torch`);
     return { engine };
   }
   const t: TorchEngineOptions = {};

@@ -164,7 +164,9 @@ function formatIssues(issues: z.core.$ZodIssue[], fromFlags: Map<string, string>
         const foreign = foreignKey(at, key);
         if (foreign) {
           const [name, note] = foreign.split('|');
-          lines.push(`${at ? `${at}.` : ''}${key}: unknown key (did you mean '${name}'? chatsft's name for ${key} of transformers/TRL/PEFT configs${note ? `; ${note}` : ''})`);
+          lines.push(
+            `${at ? `${at}.` : ''}${key}: unknown key (did you mean '${name}'? chatsft's name for ${key} of transformers/TRL/PEFT configs${note ? `; ${note}` : ''})`,
+          );
           continue;
         }
         const hint = nearest(key, keysAt(issue.path));
@@ -196,7 +198,11 @@ function coerce(spec: FlagSpec, value: string | boolean): unknown {
     const n = Number(value);
     return Number.isFinite(n) && value.trim() !== '' ? n : value;
   }
-  if (spec.kind === 'list') return value.split(',').map((s) => s.trim()).filter(Boolean);
+  if (spec.kind === 'list')
+    return value
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   if (spec.kind === 'record') {
     try {
       return JSON.parse(value) as unknown;

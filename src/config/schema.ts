@@ -40,7 +40,7 @@ export const ConfigSchema = z
     max_length: positiveInt.optional().describe('longest example (or packed row) in tokens'),
     truncation: z.enum(['drop', 'truncate_turns']).default('drop').describe('over-length policy'),
     packing: z.boolean().default(false).describe('pack examples into rows of max_length'),
-    pad: z.string().default('auto').describe("pad token: auto, eos, unk, or a token string"),
+    pad: z.string().default('auto').describe('pad token: auto, eos, unk, or a token string'),
     padding_side: z.enum(['right', 'left']).default('right').describe('side the collator pads on'),
     allow_special_tokens_in_content: z.boolean().default(false).describe('keep conversations whose text contains special-token strings'),
     lora: LoraSchema.optional().describe('LoRA settings; full fine-tuning when absent'),
@@ -69,7 +69,10 @@ export const ConfigSchema = z
       .default({ every_steps: 0, max_new_tokens: 128, samples: 32 }),
     checkpoint_every: z.number().int().min(0).default(0).describe('checkpoint every N steps (0: only at the end)'),
     allow_no_eot: z.boolean().default(false).describe('train even when the data supervise no EOT'),
-    allow_extra_tensors: z.boolean().default(false).describe('load weights that carry tensors the config does not use (ignored) instead of refusing them'),
+    allow_extra_tensors: z
+      .boolean()
+      .default(false)
+      .describe('load weights that carry tensors the config does not use (ignored) instead of refusing them'),
     output_dir: z.string().optional().describe('where the trained model folder goes'),
   })
   .strict();

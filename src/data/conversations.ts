@@ -34,9 +34,7 @@ export interface DataIssue {
 }
 
 export type ParsedLine =
-  | { ok: true; line: number; conversation: Conversation }
-  | { ok: false; line: number; issue: DataIssue }
-  | { ok: 'blank'; line: number };
+  { ok: true; line: number; conversation: Conversation } | { ok: false; line: number; issue: DataIssue } | { ok: 'blank'; line: number };
 
 const ROLES = new Set<Role>(['system', 'user', 'assistant', 'tool']);
 const SHAREGPT_ROLES: Record<string, Role> = {
@@ -90,12 +88,15 @@ export function parseLine(text: string, line: number): ParsedLine {
       if (!ROLES.has(role as Role)) return fail(line, `${at}.role`, `unknown role '${role}' (expected system, user, assistant or tool)`);
       const content = m['content'];
       const toolCalls = m['tool_calls'];
-      if (toolCalls !== undefined && toolCalls !== null && !Array.isArray(toolCalls)) return fail(line, `${at}.tool_calls`, 'expected a list');
+      if (toolCalls !== undefined && toolCalls !== null && !Array.isArray(toolCalls))
+        return fail(line, `${at}.tool_calls`, 'expected a list');
       // null stays null: templates branch on it (`if message.content`), and Python prints it as None.
       if (content === undefined && !Array.isArray(toolCalls)) return fail(line, `${at}.content`, 'missing');
-      if (content !== undefined && content !== null && typeof content !== 'string') return fail(line, `${at}.content`, 'expected a string or null');
+      if (content !== undefined && content !== null && typeof content !== 'string')
+        return fail(line, `${at}.content`, 'expected a string or null');
       const reasoning = m['reasoning_content'];
-      if (reasoning !== undefined && reasoning !== null && typeof reasoning !== 'string') return fail(line, `${at}.reasoning_content`, 'expected a string or null');
+      if (reasoning !== undefined && reasoning !== null && typeof reasoning !== 'string')
+        return fail(line, `${at}.reasoning_content`, 'expected a string or null');
       const train = m['train'];
       if (train !== undefined && typeof train !== 'boolean') return fail(line, `${at}.train`, 'expected true or false');
       messages.push({ ...m, role: role as Role } as Message);
@@ -139,7 +140,13 @@ export type ReadLine = ParsedLine & { bytes: number; reason?: string };
 export async function* readConversations(file: string, opts: ReadLinesOptions = {}): AsyncGenerator<ReadLine> {
   for await (const raw of readLines(file, opts)) {
     if ('problem' in raw) {
-      yield { ok: false, line: raw.line, issue: { line: raw.line, field: '(line)', message: raw.message }, reason: raw.problem, bytes: raw.bytes };
+      yield {
+        ok: false,
+        line: raw.line,
+        issue: { line: raw.line, field: '(line)', message: raw.message },
+        reason: raw.problem,
+        bytes: raw.bytes,
+      };
       continue;
     }
     const parsed = parseLine(raw.text, raw.line);

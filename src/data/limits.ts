@@ -106,10 +106,14 @@ export interface SizeLimit {
  * config.json, so that even without max_length a 30 MB line is not
  * tokenized (no row longer than the positions can be trained on).
  */
-export function sizeLimit(folder: { modelConfig?: Record<string, unknown> | undefined }, maxLength: number | undefined): SizeLimit | undefined {
+export function sizeLimit(
+  folder: { modelConfig?: Record<string, unknown> | undefined },
+  maxLength: number | undefined,
+): SizeLimit | undefined {
   if (maxLength !== undefined) return { tokens: maxLength, name: `max_length ${maxLength}`, source: 'max_length' };
   const p = folder.modelConfig?.['max_position_embeddings'];
-  if (typeof p === 'number' && Number.isInteger(p) && p > 0) return { tokens: p, name: `the model's max_position_embeddings ${p}`, source: 'max_position_embeddings' };
+  if (typeof p === 'number' && Number.isInteger(p) && p > 0)
+    return { tokens: p, name: `the model's max_position_embeddings ${p}`, source: 'max_position_embeddings' };
   return undefined;
 }
 

@@ -16,8 +16,7 @@ import { userErrorFromOs } from '../util/fs-errors.js';
 export type LineProblem = 'invalid_utf8' | 'line_too_large';
 
 export type RawLine =
-  | { line: number; bytes: number; text: string }
-  | { line: number; bytes: number; problem: LineProblem; message: string };
+  { line: number; bytes: number; text: string } | { line: number; bytes: number; problem: LineProblem; message: string };
 
 /**
  * Lines longer than this are skipped without being read into memory. No
@@ -59,7 +58,6 @@ export function firstInvalidUtf8(b: Uint8Array): number {
   return -1;
 }
 
-
 /** Stream the lines of `file`, 1-based, decoded or marked bad; `bytes` counts the line and its newline. */
 export async function* readLines(file: string, opts: ReadLinesOptions = {}): AsyncGenerator<RawLine> {
   if (!existsSync(file)) throw new ChatsftError('FILE_MISSING', 'data file not found', file);
@@ -75,7 +73,12 @@ export async function* readLines(file: string, opts: ReadLinesOptions = {}): Asy
     line++;
     const bytes = size + 1;
     if (size > cap) {
-      const r: RawLine = { line, bytes, problem: 'line_too_large', message: `line is ${size} bytes, over the limit of ${cap} bytes per line; skipped unread` };
+      const r: RawLine = {
+        line,
+        bytes,
+        problem: 'line_too_large',
+        message: `line is ${size} bytes, over the limit of ${cap} bytes per line; skipped unread`,
+      };
       parts = [];
       size = 0;
       return r;
@@ -86,7 +89,11 @@ export async function* readLines(file: string, opts: ReadLinesOptions = {}): Asy
     if (first && buf.length >= 3 && buf[0] === BOM[0] && buf[1] === BOM[1] && buf[2] === BOM[2]) buf = buf.subarray(3);
     // A UTF-16 file would otherwise be reported line by line as invalid UTF-8.
     if (first && buf.length >= 2 && ((buf[0] === 0xff && buf[1] === 0xfe) || (buf[0] === 0xfe && buf[1] === 0xff))) {
-      throw new ChatsftError('DATA_INVALID', 'the file is UTF-16 (it starts with a UTF-16 byte-order mark); JSONL must be UTF-8: re-encode it (iconv -f UTF-16 -t UTF-8)', file);
+      throw new ChatsftError(
+        'DATA_INVALID',
+        'the file is UTF-16 (it starts with a UTF-16 byte-order mark); JSONL must be UTF-8: re-encode it (iconv -f UTF-16 -t UTF-8)',
+        file,
+      );
     }
     first = false;
     if (buf.length > 0 && buf[buf.length - 1] === 0x0d) buf = buf.subarray(0, buf.length - 1); // CRLF files

@@ -24,7 +24,8 @@ export function formatDemoTable(report: DemoReport): string {
     r.seconds.toFixed(1),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] as string).length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number))).join('  ');
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number))).join('  ');
   const s = report.settings;
   return [
     `model: llama, hidden ${s.hiddenSize}, ${s.layers} layers, ${s.parameters} parameters, vocab ${s.vocabSize}; ` +

@@ -181,7 +181,10 @@ export const DEMO_MARKER = 'chatsft-demo.json';
 export function notDemoFolder(dir: string): string | null {
   for (const [file, ok] of [
     [DEMO_MARKER, (m: Record<string, unknown>) => m['generator'] === 'chatsft' && m['kind'] === 'demo'],
-    ['report.json', (m: Record<string, unknown>) => Array.isArray(m['runs']) && Array.isArray(m['verdict']) && typeof m['settings'] === 'object'],
+    [
+      'report.json',
+      (m: Record<string, unknown>) => Array.isArray(m['runs']) && Array.isArray(m['verdict']) && typeof m['settings'] === 'object',
+    ],
   ] as const) {
     try {
       if (ok(JSON.parse(readFileSync(join(dir, file), 'utf8')) as Record<string, unknown>)) return null;
@@ -260,7 +263,16 @@ async function runDemoIn(root: string, final: string | null, o: DemoOptions): Pr
   const runs: DemoRun[] = [];
   let stopIds: number[] = [];
   let parameters = 0;
-  const train = async (name: string, p: Pipeline, from: string, data: string, heldout: string, steps: number, lr: number, task: 'A' | 'B'): Promise<DemoRun> => {
+  const train = async (
+    name: string,
+    p: Pipeline,
+    from: string,
+    data: string,
+    heldout: string,
+    steps: number,
+    lr: number,
+    task: 'A' | 'B',
+  ): Promise<DemoRun> => {
     const dir = join(root, name);
     rmSync(dir, { recursive: true, force: true });
     const cfg = runConfig(p, from, data, heldout, dir, steps, lr, o);

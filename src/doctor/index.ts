@@ -94,7 +94,11 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   // --eval-data is audited the same way; its labels do not enter the collator simulation of training.
   const evalData =
     cfg.data.eval !== undefined
-      ? await scanData(ctx, createSimulator({ padId: setup.padId, paddingSide: setup.paddingSide, batchSize: cfg.batch_size, maxLength: cfg.max_length }), cfg.data.eval)
+      ? await scanData(
+          ctx,
+          createSimulator({ padId: setup.padId, paddingSide: setup.paddingSide, batchSize: cfg.batch_size, maxLength: cfg.max_length }),
+          cfg.data.eval,
+        )
       : undefined;
 
   const facts: DoctorFacts = { ...ctx, probeText: probe.probe.text, counts, sample: data.sample };
@@ -106,7 +110,9 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
 
   const count = (s: Severity): number => findings.filter((f) => f.severity === s).length;
   const eotSupervised: DoctorSummary['eot_supervised'] = {};
-  if (ctx.eot) for (const name of simulate) eotSupervised[name] = { trained_turns: counts[name].trainedTurns, supervised_eot: counts[name].supervisedEot };
+  if (ctx.eot)
+    for (const name of simulate)
+      eotSupervised[name] = { trained_turns: counts[name].trainedTurns, supervised_eot: counts[name].supervisedEot };
   return {
     findings,
     summary: {

@@ -18,7 +18,10 @@ const DIM = '\x1b[2m';
 function show(v: EvidenceValue): string {
   if (v === null) return 'none';
   if (Array.isArray(v)) return v.map(show).join(', ');
-  if (typeof v === 'object') return Object.entries(v).map(([k, x]) => `${k} ${show(x)}`).join(', ');
+  if (typeof v === 'object')
+    return Object.entries(v)
+      .map(([k, x]) => `${k} ${show(x)}`)
+      .join(', ');
   return String(v);
 }
 

@@ -91,7 +91,10 @@ export function initEngine(opts: EngineOptions = {}): Promise<{ backend: string 
       // large training run on idle cores gains ~1.5× with CHATSFT_WASM_THREADS=2.
       const threads = opts.wasmThreads ?? Number(process.env['CHATSFT_WASM_THREADS'] ?? '1');
       if (!Number.isInteger(threads) || threads < 1 || threads > 8) {
-        const given = opts.wasmThreads !== undefined ? `wasmThreads ${opts.wasmThreads}` : `CHATSFT_WASM_THREADS ${process.env['CHATSFT_WASM_THREADS']}`;
+        const given =
+          opts.wasmThreads !== undefined
+            ? `wasmThreads ${opts.wasmThreads}`
+            : `CHATSFT_WASM_THREADS ${process.env['CHATSFT_WASM_THREADS']}`;
         ready = undefined;
         throw new ChatsftError('USAGE', `wasm threads must be an integer in 1..8, got ${given}`);
       }

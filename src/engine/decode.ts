@@ -107,7 +107,16 @@ function add(x: Float32Array, y: Float32Array): Float32Array {
  * values k, v ([maxLen, hd] blocks): slots j < past count where seen[j], and
  * slot past is the query's own. Writes out [hd]; `scores` is scratch.
  */
-function attendOne(q: Float32Array, k: Float32Array, v: Float32Array, seen: Uint8Array, past: number, hd: number, scores: Float64Array, out: Float32Array): void {
+function attendOne(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  seen: Uint8Array,
+  past: number,
+  hd: number,
+  scores: Float64Array,
+  out: Float32Array,
+): void {
   const scale = 1 / Math.sqrt(hd);
   let max = -Infinity;
   for (let j = 0; j <= past; j++) {
@@ -148,38 +157,51 @@ export function decodeStep(model: LlamaModel, cache: KvCache, head: tf.Tensor2D,
   let [x] = readTensors(() => [embedIds(model, ids)]) as [Float32Array];
   for (let l = 0; l < c.numHiddenLayers; l++) {
     x = ((): Float32Array => {
-    const p = `model.layers.${l}`;
-    const a = `${p}.self_attn`;
-    const hn = rmsNormRows(x, d, values(model, `${p}.input_layernorm.weight`), eps);
-    let [q, k, v] = projectRows(model, [`${a}.q_proj`, `${a}.k_proj`, `${a}.v_proj`], hn, B) as [Float32Array, Float32Array, Float32Array];
-    if (c.qkNorm) {
-      q = rmsNormRows(q, hd, values(model, `${a}.q_norm.weight`), eps);
-      k = rmsNormRows(k, hd, values(model, `${a}.k_norm.weight`), eps);
-    }
-    ropeRows(q, H, hd, cos, sin);
-    ropeRows(k, KV, hd, cos, sin);
-    const kBuf = cache.k[l]!;
-    const vBuf = cache.v[l]!;
-    // Append: cache row (b, kv) is a [maxLen, hd] block; the new token goes to slot `past`.
-    for (let r = 0; r < B * KV; r++) {
-      kBuf.set(k.subarray(r * hd, (r + 1) * hd), (r * maxLen + past) * hd);
-      vBuf.set(v.subarray(r * hd, (r + 1) * hd), (r * maxLen + past) * hd);
-    }
-    const attn = new Float32Array(B * H * hd);
-    for (let b = 0; b < B; b++) {
-      const seen = valid.subarray(b * maxLen, b * maxLen + past);
-      for (let h = 0; h < H; h++) {
-        const kv = (b * KV + Math.floor(h / rep)) * maxLen * hd; // grouped-query: h = kv·rep + r
-        attendOne(q.subarray((b * H + h) * hd), kBuf.subarray(kv), vBuf.subarray(kv), seen, past, hd, scores, attn.subarray((b * H + h) * hd));
+      const p = `model.layers.${l}`;
+      const a = `${p}.self_attn`;
+      const hn = rmsNormRows(x, d, values(model, `${p}.input_layernorm.weight`), eps);
+      let [q, k, v] = projectRows(model, [`${a}.q_proj`, `${a}.k_proj`, `${a}.v_proj`], hn, B) as [
+        Float32Array,
+        Float32Array,
+        Float32Array,
+      ];
+      if (c.qkNorm) {
+        q = rmsNormRows(q, hd, values(model, `${a}.q_norm.weight`), eps);
+        k = rmsNormRows(k, hd, values(model, `${a}.k_norm.weight`), eps);
       }
-    }
-    const [o] = projectRows(model, [`${a}.o_proj`], attn, B) as [Float32Array];
-    const hres = add(x, o);
-    const hn2 = rmsNormRows(hres, d, values(model, `${p}.post_attention_layernorm.weight`), eps);
-    const [g, u] = projectRows(model, [`${p}.mlp.gate_proj`, `${p}.mlp.up_proj`], hn2, B) as [Float32Array, Float32Array];
-    const act = g.map((gi, i) => (gi / (1 + Math.exp(-gi))) * u[i]!); // SwiGLU: silu(gate) ⊙ up
-    const [down] = projectRows(model, [`${p}.mlp.down_proj`], act, B) as [Float32Array];
-    return add(hres, down);
+      ropeRows(q, H, hd, cos, sin);
+      ropeRows(k, KV, hd, cos, sin);
+      const kBuf = cache.k[l]!;
+      const vBuf = cache.v[l]!;
+      // Append: cache row (b, kv) is a [maxLen, hd] block; the new token goes to slot `past`.
+      for (let r = 0; r < B * KV; r++) {
+        kBuf.set(k.subarray(r * hd, (r + 1) * hd), (r * maxLen + past) * hd);
+        vBuf.set(v.subarray(r * hd, (r + 1) * hd), (r * maxLen + past) * hd);
+      }
+      const attn = new Float32Array(B * H * hd);
+      for (let b = 0; b < B; b++) {
+        const seen = valid.subarray(b * maxLen, b * maxLen + past);
+        for (let h = 0; h < H; h++) {
+          const kv = (b * KV + Math.floor(h / rep)) * maxLen * hd; // grouped-query: h = kv·rep + r
+          attendOne(
+            q.subarray((b * H + h) * hd),
+            kBuf.subarray(kv),
+            vBuf.subarray(kv),
+            seen,
+            past,
+            hd,
+            scores,
+            attn.subarray((b * H + h) * hd),
+          );
+        }
+      }
+      const [o] = projectRows(model, [`${a}.o_proj`], attn, B) as [Float32Array];
+      const hres = add(x, o);
+      const hn2 = rmsNormRows(hres, d, values(model, `${p}.post_attention_layernorm.weight`), eps);
+      const [g, u] = projectRows(model, [`${p}.mlp.gate_proj`, `${p}.mlp.up_proj`], hn2, B) as [Float32Array, Float32Array];
+      const act = g.map((gi, i) => (gi / (1 + Math.exp(-gi))) * u[i]!); // SwiGLU: silu(gate) ⊙ up
+      const [down] = projectRows(model, [`${p}.mlp.down_proj`], act, B) as [Float32Array];
+      return add(hres, down);
     })();
   }
   const h = rmsNormRows(x, d, values(model, 'model.norm.weight'), eps);

@@ -143,11 +143,16 @@ export function projectMany(model: LlamaModel, names: string[], x: tf.Tensor2D, 
   // weight once and caches it, where a concatenation is a new tensor to copy and re-pack on
   // every call (measured: most of a LoRA step on the SmolLM2-135M shape).
   const frozen = model.lora !== null || names.some((n) => paramT(model, `${n}.weight`) !== null);
-  const parts = !opts.training || frozen
-    ? names.map((n) => baseProduct(model, [n], x))
-    : names.length === 1
-      ? [baseProduct(model, names, x)]
-      : (tf.split(baseProduct(model, names, x), names.map((n) => param(model, `${n}.weight`).shape[1]!), 1) as tf.Tensor2D[]);
+  const parts =
+    !opts.training || frozen
+      ? names.map((n) => baseProduct(model, [n], x))
+      : names.length === 1
+        ? [baseProduct(model, names, x)]
+        : (tf.split(
+            baseProduct(model, names, x),
+            names.map((n) => param(model, `${n}.weight`).shape[1]!),
+            1,
+          ) as tf.Tensor2D[]);
   return parts.map((part, i) => {
     let out = part;
     const bias = model.params.get(`${names[i]!}.bias`);
@@ -206,11 +211,21 @@ export interface LayerInput {
  * q, k, v of one layer, after bias, q/k norm and RoPE:
  * q [B, H, T, hd], k/v [B, KV, T, hd].
  */
-export function qkv(model: LlamaModel, l: number, hn: tf.Tensor2D, inp: LayerInput, opts: ForwardOptions): { q: tf.Tensor4D; k: tf.Tensor4D; v: tf.Tensor4D } {
+export function qkv(
+  model: LlamaModel,
+  l: number,
+  hn: tf.Tensor2D,
+  inp: LayerInput,
+  opts: ForwardOptions,
+): { q: tf.Tensor4D; k: tf.Tensor4D; v: tf.Tensor4D } {
   const c = model.config;
   const { B, T } = inp;
   const p = `model.layers.${l}.self_attn`;
-  const [qp, kp, vp] = projectMany(model, [`${p}.q_proj`, `${p}.k_proj`, `${p}.v_proj`], hn, opts) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+  const [qp, kp, vp] = projectMany(model, [`${p}.q_proj`, `${p}.k_proj`, `${p}.v_proj`], hn, opts) as [
+    tf.Tensor2D,
+    tf.Tensor2D,
+    tf.Tensor2D,
+  ];
   let q: tf.Tensor = tf.reshape(qp, [B, T, c.numAttentionHeads, c.headDim]);
   let k: tf.Tensor = tf.reshape(kp, [B, T, c.numKeyValueHeads, c.headDim]);
   const v = tf.reshape(vp, [B, T, c.numKeyValueHeads, c.headDim]);
@@ -254,7 +269,9 @@ export function hiddenStates(model: LlamaModel, batch: Batch, opts: ForwardOptio
   for (let l = 0; l < c.numHiddenLayers; l++) {
     const xl = x;
     // Inference frees each layer's intermediates (and their packed copies) as it goes.
-    x = withLayer(model, l, () => (opts.training ? decoderLayer(model, l, xl, inp, bias, opts) : tf.tidy(() => decoderLayer(model, l, xl, inp, bias, opts))));
+    x = withLayer(model, l, () =>
+      opts.training ? decoderLayer(model, l, xl, inp, bias, opts) : tf.tidy(() => decoderLayer(model, l, xl, inp, bias, opts)),
+    );
   }
   return rmsNorm(x, model.params.get('model.norm.weight')!, c.rmsNormEps) as tf.Tensor2D;
 }
@@ -271,7 +288,14 @@ export function batchInputs(model: LlamaModel, batch: Batch): { cos: tf.Tensor4D
 }
 
 /** One decoder layer: x [B·T, d] → x [B·T, d] (its weights must be loaded: withLayer). */
-export function decoderLayer(model: LlamaModel, l: number, x: tf.Tensor2D, inp: Omit<LayerInput, 'x'>, bias: tf.Tensor3D, opts: ForwardOptions): tf.Tensor2D {
+export function decoderLayer(
+  model: LlamaModel,
+  l: number,
+  x: tf.Tensor2D,
+  inp: Omit<LayerInput, 'x'>,
+  bias: tf.Tensor3D,
+  opts: ForwardOptions,
+): tf.Tensor2D {
   const hn = rmsNorm(x, model.params.get(`model.layers.${l}.input_layernorm.weight`)!, model.config.rmsNormEps) as tf.Tensor2D;
   const { q, k, v } = qkv(model, l, hn, { ...inp, x }, opts);
   return finishLayer(model, l, x, attention(q, k, v, bias), opts);
@@ -350,7 +374,10 @@ export function lossForGrad(model: LlamaModel, batch: Batch, scale: number, opts
   if (rows.length === 0) return { loss: tf.mul(tf.sum(h), 0) as tf.Scalar, count: 0 };
   const hs = gatherRows(h, tf.tensor1d(rows, 'int32')); // [M, d]
   const { w, wT } = headWeights(model);
-  return { loss: tf.mul(headLossWithGrad(hs, w, wT, targets, lossChunk(model.config.vocabSize), headTrainable(model)), scale) as tf.Scalar, count: rows.length };
+  return {
+    loss: tf.mul(headLossWithGrad(hs, w, wT, targets, lossChunk(model.config.vocabSize), headTrainable(model)), scale) as tf.Scalar,
+    count: rows.length,
+  };
 }
 
 /** Summed cross-entropy and supervised count, no gradients (eval). */

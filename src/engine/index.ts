@@ -6,7 +6,20 @@ export type { LlamaConfig, ModelType, RopeScalingLlama3 } from '../hf/config.js'
 export { checkSlidingWindow, makeLlamaConfig, parseLlamaConfig, readLlamaConfig, toHfConfig } from '../hf/config.js';
 export type { ForwardOptions, LlamaModel, LoraSpec, LoraState } from './types.js';
 export type { LoadOptions } from './model.js';
-export { checkWeights, countParameters, createModel, disposeModel, exportTensors, expectedShapes, hfTensor, loadModel, modelFromTensors, resizeTokenEmbeddings, saveModel, storedDtype } from './model.js';
+export {
+  checkWeights,
+  countParameters,
+  createModel,
+  disposeModel,
+  exportTensors,
+  expectedShapes,
+  hfTensor,
+  loadModel,
+  modelFromTensors,
+  resizeTokenEmbeddings,
+  saveModel,
+  storedDtype,
+} from './model.js';
 export { countSupervised, evalLoss, logits, lossForGrad, supervisedTargets } from './forward.js';
 export type { KvCache } from './infer.js';
 export { createKvCache, disposeKvCache, forwardWithCache } from './infer.js';

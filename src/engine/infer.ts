@@ -71,7 +71,13 @@ function writeSlots(cache: KvCache, buf: Float32Array, hd: number, from: number,
  * t = 1 (decoding) takes decodeStep's path; longer inputs (prefill) the
  * general tensor forward.
  */
-export function forwardWithCache(model: LlamaModel, ids: number[][], cache: KvCache, positions: number[][], mask?: number[][]): Float32Array {
+export function forwardWithCache(
+  model: LlamaModel,
+  ids: number[][],
+  cache: KvCache,
+  positions: number[][],
+  mask?: number[][],
+): Float32Array {
   const B = cache.batchSize;
   const t = ids[0]?.length ?? 0;
   if (ids.length !== B || positions.length !== B || ids.some((r) => r.length !== t) || positions.some((r) => r.length !== t) || t === 0) {
@@ -96,7 +102,8 @@ export function forwardWithCache(model: LlamaModel, ids: number[][], cache: KvCa
   let logits: Float32Array | null = null;
   for (let c0 = 0; c0 < t; c0 += PREFILL_CHUNK) {
     const n = Math.min(PREFILL_CHUNK, t - c0);
-    const pick = (flat: Int32Array): Int32Array => Int32Array.from({ length: B * n }, (_, k) => flat[Math.floor(k / n) * t + c0 + (k % n)]!);
+    const pick = (flat: Int32Array): Int32Array =>
+      Int32Array.from({ length: B * n }, (_, k) => flat[Math.floor(k / n) * t + c0 + (k % n)]!);
     logits = prefill(model, cache, head, pick(idsFlat), pick(posFlat), n);
     cache.length += n;
   }
@@ -137,14 +144,22 @@ function prefill(model: LlamaModel, cache: KvCache, head: tf.Tensor2D, ids: Int3
     let x = inp.x;
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const xl = x;
-      x = withLayer(model, l, () => tf.tidy(() => {
-        const hn = rmsNorm(xl, model.params.get(`model.layers.${l}.input_layernorm.weight`)!, c.rmsNormEps) as tf.Tensor2D;
-        const { q, k, v } = qkv(model, l, hn, { ...inp, x: xl }, { training: false });
-        return finishLayer(model, l, xl, attention(q, all(cache.k[l]!, k), all(cache.v[l]!, v), biasT), { training: false });
-      }));
+      x = withLayer(model, l, () =>
+        tf.tidy(() => {
+          const hn = rmsNorm(xl, model.params.get(`model.layers.${l}.input_layernorm.weight`)!, c.rmsNormEps) as tf.Tensor2D;
+          const { q, k, v } = qkv(model, l, hn, { ...inp, x: xl }, { training: false });
+          return finishLayer(model, l, xl, attention(q, all(cache.k[l]!, k), all(cache.v[l]!, v), biasT), { training: false });
+        }),
+      );
     }
     // Last new position of each row: rows b·t + t − 1 of x [B·t, d].
-    const last = tf.gather(x, tf.tensor1d(Int32Array.from({ length: B }, (_, b) => b * t + t - 1), 'int32'));
+    const last = tf.gather(
+      x,
+      tf.tensor1d(
+        Int32Array.from({ length: B }, (_, b) => b * t + t - 1),
+        'int32',
+      ),
+    );
     const h = rmsNorm(last, model.params.get('model.norm.weight')!, c.rmsNormEps) as tf.Tensor2D;
     return [tf.matMul(h, head)];
   })[0]!;

@@ -24,7 +24,12 @@ import { withLayer } from './weights.js';
 
 /** tfjs's engine.gradients: vjp of f at xs with cotangent dy (null entries where f does not depend on x). */
 function vjp(f: () => tf.Tensor, xs: tf.Tensor[], dy?: tf.Tensor): { value: tf.Tensor; grads: (tf.Tensor | undefined)[] } {
-  type Grads = (f: () => tf.Tensor, xs: tf.Tensor[], dy?: tf.Tensor, allowNoGradients?: boolean) => { value: tf.Tensor; grads: (tf.Tensor | undefined)[] };
+  type Grads = (
+    f: () => tf.Tensor,
+    xs: tf.Tensor[],
+    dy?: tf.Tensor,
+    allowNoGradients?: boolean,
+  ) => { value: tf.Tensor; grads: (tf.Tensor | undefined)[] };
   const engine = tf.engine() as unknown as { gradients: Grads };
   return engine.gradients(f, xs, dy, true);
 }
@@ -96,7 +101,9 @@ export function microBatchGradients(model: LlamaModel, batch: Batch, scale: numb
       const x = xs[l]!;
       const replay = rng ? new Rng(Uint32Array.from(rngAt[l]!)) : undefined;
       const g: tf.Tensor = dy;
-      const { value, grads }: { value: tf.Tensor; grads: (tf.Tensor | undefined)[] } = withLayer(model, l, () => vjp(() => decoderLayer(model, l, x, inp, bias, opts(replay)), [x, ...vars.map(([, v]) => v)], g));
+      const { value, grads }: { value: tf.Tensor; grads: (tf.Tensor | undefined)[] } = withLayer(model, l, () =>
+        vjp(() => decoderLayer(model, l, x, inp, bias, opts(replay)), [x, ...vars.map(([, v]) => v)], g),
+      );
       value.dispose();
       g.dispose();
       vars.forEach(([n], i) => addInto(acc, n, grads[i + 1]));
@@ -108,7 +115,11 @@ export function microBatchGradients(model: LlamaModel, batch: Batch, scale: numb
     const emb = head.filter(([n]) => n === 'model.embed_tokens.weight' || n === 'model.embed_tokens.trainable_rows');
     if (emb.length > 0) {
       const g = dy;
-      const { value, grads } = vjp(() => embedIds(model, batch.inputIds), emb.map(([, v]) => v), g);
+      const { value, grads } = vjp(
+        () => embedIds(model, batch.inputIds),
+        emb.map(([, v]) => v),
+        g,
+      );
       value.dispose();
       emb.forEach(([n], i) => addInto(acc, n, grads[i]));
     }

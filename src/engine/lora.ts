@@ -37,7 +37,8 @@ function moduleNames(model: LlamaModel, targets: string[]): string[] {
 export function addLora(model: LlamaModel, spec: LoraSpec, seed: number): void {
   if (model.lora) throw new ChatsftError('ENGINE_ERROR', 'model already has LoRA adapters');
   const bad = spec.targets.filter((t) => !(LORA_TARGETS as readonly string[]).includes(t));
-  if (bad.length > 0) throw new ChatsftError('CONFIG_INVALID', `unknown LoRA targets ${bad.join(', ')} (valid: ${LORA_TARGETS.join(', ')})`, 'lora.targets');
+  if (bad.length > 0)
+    throw new ChatsftError('CONFIG_INVALID', `unknown LoRA targets ${bad.join(', ')} (valid: ${LORA_TARGETS.join(', ')})`, 'lora.targets');
   if (!(spec.r > 0 && Number.isInteger(spec.r))) throw new ChatsftError('CONFIG_INVALID', 'must be a positive integer', 'lora.r');
   if (!(spec.dropout >= 0 && spec.dropout < 1)) throw new ChatsftError('CONFIG_INVALID', 'must be in [0, 1)', 'lora.dropout');
   const rng = new Rng(seed);
@@ -54,7 +55,8 @@ export function addLora(model: LlamaModel, spec: LoraSpec, seed: number): void {
   const vocab = model.config.vocabSize;
   const ids = [...new Set(spec.trainTokenIds)].sort((x, y) => x - y);
   for (const id of ids) {
-    if (!(Number.isInteger(id) && id >= 0 && id < vocab)) throw new ChatsftError('CONFIG_INVALID', `token id ${id} is outside the vocabulary (${vocab})`, 'lora.train_embeddings');
+    if (!(Number.isInteger(id) && id >= 0 && id < vocab))
+      throw new ChatsftError('CONFIG_INVALID', `token id ${id} is outside the vocabulary (${vocab})`, 'lora.train_embeddings');
   }
   const d = model.config.hiddenSize;
   model.lora = {
@@ -146,18 +148,28 @@ export function saveAdapter(model: LlamaModel, dir: string, baseModelPath: strin
     const outDim = b.shape[1]!;
     // PEFT: lora_A.weight [r, in], lora_B.weight [out, r].
     tensors.set(`base_model.model.${name}.lora_A.weight`, { shape: [r, inDim], data: transpose2d(a.dataSync() as Float32Array, inDim, r) });
-    tensors.set(`base_model.model.${name}.lora_B.weight`, { shape: [outDim, r], data: transpose2d(b.dataSync() as Float32Array, r, outDim) });
+    tensors.set(`base_model.model.${name}.lora_B.weight`, {
+      shape: [outDim, r],
+      data: transpose2d(b.dataSync() as Float32Array, r, outDim),
+    });
   }
   if (lora.embedDelta) {
     // PEFT's TrainableTokens stores the rows' full values, not a delta.
     const d = model.config.hiddenSize;
-    const [rows] = readTensors(() => [tf.add(tf.gather(model.params.get('model.embed_tokens.weight')!, tf.tensor1d(lora.embedRows, 'int32')), lora.embedDelta!)]) as [Float32Array];
-    tensors.set('base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta', { shape: [lora.embedRows.length, d], data: rows });
+    const [rows] = readTensors(() => [
+      tf.add(tf.gather(model.params.get('model.embed_tokens.weight')!, tf.tensor1d(lora.embedRows, 'int32')), lora.embedDelta!),
+    ]) as [Float32Array];
+    tensors.set('base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta', {
+      shape: [lora.embedRows.length, d],
+      data: rows,
+    });
   }
   if (lora.headDelta) {
     const d = model.config.hiddenSize;
     // lm_head is stored [d, V] here: the rows of its transpose.
-    const [rows] = readTensors(() => [tf.add(tf.gather(tf.transpose(model.params.get('lm_head.weight')!), tf.tensor1d(lora.embedRows, 'int32')), lora.headDelta!)]) as [Float32Array];
+    const [rows] = readTensors(() => [
+      tf.add(tf.gather(tf.transpose(model.params.get('lm_head.weight')!), tf.tensor1d(lora.embedRows, 'int32')), lora.headDelta!),
+    ]) as [Float32Array];
     tensors.set('base_model.model.lm_head.token_adapter.trainable_tokens_delta', { shape: [lora.embedRows.length, d], data: rows });
   }
   writeSafetensors(path.join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });

@@ -10,7 +10,19 @@ import { tf, variableFrom } from './backend.js';
 import { ChatsftError } from '../errors.js';
 import { type LlamaConfig, readLlamaConfig, toHfConfig } from '../hf/config.js';
 import { Rng } from './rng.js';
-import { isFloatDtype, numelOf, openWeights, readF32, readRaw, u16View, writeSafetensorsStream, type StEntry, type StTensor, type WeightIndex, type WriteDtype } from '../hf/safetensors.js';
+import {
+  isFloatDtype,
+  numelOf,
+  openWeights,
+  readF32,
+  readRaw,
+  u16View,
+  writeSafetensorsStream,
+  type StEntry,
+  type StTensor,
+  type WeightIndex,
+  type WriteDtype,
+} from '../hf/safetensors.js';
 import type { HostTensor, LlamaModel } from './types.js';
 import { hostF32 } from './weights.js';
 
@@ -101,7 +113,11 @@ function makeVariableNamed(name: string, shape: number[], data: Float32Array, id
 }
 
 /** Build a model from HF-named tensors, checking names and shapes against the config. */
-export function modelFromTensors(config: LlamaConfig, tensors: Map<string, StTensor | { shape: number[]; data: Float32Array }>, where: string): LlamaModel {
+export function modelFromTensors(
+  config: LlamaConfig,
+  tensors: Map<string, StTensor | { shape: number[]; data: Float32Array }>,
+  where: string,
+): LlamaModel {
   const expected = expectedShapes(config);
   const params = new Map<string, tf.Variable>();
   const id = modelCounter++;
@@ -116,7 +132,12 @@ export function modelFromTensors(config: LlamaConfig, tensors: Map<string, StTen
       problems.push(`tensor '${name}' has shape [${t.shape.join(', ')}], config needs [${shape.join(', ')}]`);
     }
   }
-  if (problems.length > 0) throw new ChatsftError('MODEL_INVALID', problems.slice(0, 10).join('; ') + (problems.length > 10 ? `; … ${problems.length - 10} more` : ''), where);
+  if (problems.length > 0)
+    throw new ChatsftError(
+      'MODEL_INVALID',
+      problems.slice(0, 10).join('; ') + (problems.length > 10 ? `; … ${problems.length - 10} more` : ''),
+      where,
+    );
   for (const [name, shape] of expected) params.set(name, makeVariableNamed(name, shape, tensors.get(name)!.data, id));
   return { config, params, lora: null };
 }
@@ -171,16 +192,27 @@ export function checkWeights(config: LlamaConfig, index: WeightIndex, where: str
       problems.push(`missing tensor '${name}' [${shape.join(', ')}]`);
       continue;
     }
-    if (!isFloatDtype(e.dtype)) problems.push(`tensor '${name}' is ${e.dtype}: weights must be F32, F16 or BF16 (quantized or integer weights are not supported)`);
+    if (!isFloatDtype(e.dtype))
+      problems.push(`tensor '${name}' is ${e.dtype}: weights must be F32, F16 or BF16 (quantized or integer weights are not supported)`);
     if (e.shape.length !== shape.length || e.shape.some((d, i) => d !== shape[i])) {
       problems.push(`tensor '${name}' has shape [${e.shape.join(', ')}], config needs [${shape.join(', ')}]`);
     }
   }
   const extra = [...index.entries.keys()].filter((n) => !expected.has(n) && !harmlessExtra(n, config));
   if (extra.length > 0 && !allowExtra) {
-    problems.push(`${extra.length} tensor(s) the config does not use: ${extra.slice(0, 5).map((n) => `'${n}'`).join(', ')}${extra.length > 5 ? ', …' : ''} (pass --allow-extra-tensors to ignore them)`);
+    problems.push(
+      `${extra.length} tensor(s) the config does not use: ${extra
+        .slice(0, 5)
+        .map((n) => `'${n}'`)
+        .join(', ')}${extra.length > 5 ? ', …' : ''} (pass --allow-extra-tensors to ignore them)`,
+    );
   }
-  if (problems.length > 0) throw new ChatsftError('MODEL_INVALID', problems.slice(0, 10).join('; ') + (problems.length > 10 ? `; … ${problems.length - 10} more` : ''), where);
+  if (problems.length > 0)
+    throw new ChatsftError(
+      'MODEL_INVALID',
+      problems.slice(0, 10).join('; ') + (problems.length > 10 ? `; … ${problems.length - 10} more` : ''),
+      where,
+    );
 }
 
 /** A stored tensor kept as is in host memory (F64 becomes F32). */

@@ -138,7 +138,14 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: 
  * the backward needs), which is what keeps the chunks from being held on
  * the tape; `wT` is the head as [V, d] for dh.
  */
-export function headLossWithGrad(h: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D | null, targets: Int32Array, chunk: number, trainHead = true): tf.Scalar {
+export function headLossWithGrad(
+  h: tf.Tensor2D,
+  w: tf.Tensor2D,
+  wT: tf.Tensor2D | null,
+  targets: Int32Array,
+  chunk: number,
+  trainHead = true,
+): tf.Scalar {
   const [M, d] = h.shape;
   const V = w.shape[1];
   const op = custom<tf.Scalar>(([hh, ww], save) => {
@@ -155,7 +162,10 @@ export function headLossWithGrad(h: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D
         const z = tf.sum(e, 1, true); // [n, 1]
         const lse = tf.add(m, tf.log(z)); // [n, 1]
         // Target logits and probabilities by flat index r·V + y, not a [n, V] one-hot.
-        const flat = tf.tensor1d(Int32Array.from(targets.subarray(r0, r0 + n), (y, r) => r * V + y), 'int32');
+        const flat = tf.tensor1d(
+          Int32Array.from(targets.subarray(r0, r0 + n), (y, r) => r * V + y),
+          'int32',
+        );
         const l = tf.sub(tf.sum(lse), tf.sum(tf.gather(tf.reshape(logits, [-1]), flat)));
         const p = tf.div(e, z) as T2; // softmax [n, V]
         // dlogits = softmax − onehot: subtract 1 at the n target entries only.
@@ -224,7 +234,10 @@ export function headLoss(h: tf.Tensor2D, w: tf.Tensor2D, targets: Int32Array, ch
     total += tf.tidy(() => {
       const logits = tf.matMul(tf.slice(h, [r0, 0], [n, d]) as T2, w); // [n, V]
       const lse = tf.logSumExp(logits, 1);
-      const flat = tf.tensor1d(Int32Array.from(targets.subarray(r0, r0 + n), (y, r) => r * V + y), 'int32');
+      const flat = tf.tensor1d(
+        Int32Array.from(targets.subarray(r0, r0 + n), (y, r) => r * V + y),
+        'int32',
+      );
       return tf.sub(tf.sum(lse), tf.sum(tf.gather(tf.reshape(logits, [-1]), flat))).dataSync()[0]!;
     });
   }

@@ -46,7 +46,13 @@ export function disposeAdamW(s: AdamWState): void {
  * One AdamW update with learning rate `lr` (the schedule's value for this
  * step): p ← p·(1 − lr·wd); p ← p − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε).
  */
-export function adamWUpdate(vars: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>, state: AdamWState, lr: number, o: Omit<AdamWOptions, 'lr'>): void {
+export function adamWUpdate(
+  vars: Map<string, tf.Variable>,
+  grads: Map<string, tf.Tensor>,
+  state: AdamWState,
+  lr: number,
+  o: Omit<AdamWOptions, 'lr'>,
+): void {
   state.step += 1;
   const bc1 = 1 - Math.pow(o.beta1, state.step);
   const bc2 = 1 - Math.pow(o.beta2, state.step);

@@ -81,7 +81,13 @@ export function parameterCount(c: LlamaConfig): number {
 function loraParams(c: LlamaConfig, lora: NonNullable<PlanInput['lora']>): number {
   const { d, q, kv, I } = sizes(c);
   const dims: Record<string, [number, number]> = {
-    q_proj: [d, q], k_proj: [d, kv], v_proj: [d, kv], o_proj: [q, d], gate_proj: [d, I], up_proj: [d, I], down_proj: [I, d],
+    q_proj: [d, q],
+    k_proj: [d, kv],
+    v_proj: [d, kv],
+    o_proj: [q, d],
+    gate_proj: [d, I],
+    up_proj: [d, I],
+    down_proj: [I, d],
   };
   let n = 0;
   for (const t of lora.targets) {
@@ -101,11 +107,17 @@ function evaluate(inp: PlanInput, checkpointing: boolean, hostLayers: number): M
   const H = c.numAttentionHeads;
   const f = 4; // f32 bytes
   // Large frozen tables stay on the host (no [V, d] copy and no per-use transposes in the heap).
-  const hostEmbedding = f * s.table >= 256 * 1024 ** 2 && (inp.mode === 'infer' || (inp.mode === 'lora' && (inp.lora?.trainRows ?? 0) === 0));
+  const hostEmbedding =
+    f * s.table >= 256 * 1024 ** 2 && (inp.mode === 'infer' || (inp.mode === 'lora' && (inp.lora?.trainRows ?? 0) === 0));
   // Weights in the heap: tables, norms/biases, in-heap layers, plus a host layer uploaded in both
   // layouts and concatenated. Every matrix a product uses also gets XNNPACK's packed copy, which
   // tfjs-wasm caches per weight tensor (measured: a 0.5 B model's 1.9 GiB of weights need ~4 GiB).
-  const weights = f * (s.table * ((c.tieWordEmbeddings ? 1 : 2) - (hostEmbedding ? 1 : 0)) + L * s.layerSmall + 2 * (L - hostLayers) * s.layerMatrix + (hostLayers > 0 ? 5 * s.layerMatrix : 0));
+  const weights =
+    f *
+    (s.table * ((c.tieWordEmbeddings ? 1 : 2) - (hostEmbedding ? 1 : 0)) +
+      L * s.layerSmall +
+      2 * (L - hostLayers) * s.layerMatrix +
+      (hostLayers > 0 ? 5 * s.layerMatrix : 0));
   const trained = inp.mode === 'full' ? s.parameters : inp.mode === 'lora' && inp.lora ? loraParams(c, inp.lora) : 0;
   // Gradients, AdamW m and v; full fine-tuning adds the update's temporaries of its largest
   // tensor (clipping and AdamW go tensor by tensor); LoRA's are small, counted as one more copy.
@@ -128,10 +140,22 @@ function evaluate(inp: PlanInput, checkpointing: boolean, hostLayers: number): M
   const host = (hostLayers * s.layerMatrix + (hostEmbedding ? s.table : 0)) * (inp.storedBytes ?? 2);
   const ram = inp.hostMemory ?? os.totalmem();
   let problem: string | null = null;
-  if (host + peak > ram) problem = `needs ${gib(host + peak)} of RAM (${gib(host)} host weights + ${gib(peak)} wasm heap); this machine has ${gib(ram)}`;
-  else if (peak > budget(inp.mode)) problem = `needs ${gib(peak)} of wasm heap (weights ${gib(weights)}, optimizer ${gib(optimizer)}, activations ${gib(activations)}, output head ${gib(head)}); tfjs-wasm's heap is capped at ${gib(WASM_HEAP_LIMIT)} (plan budget ${gib(budget(inp.mode))}, leaving room for fragmentation)`;
+  if (host + peak > ram)
+    problem = `needs ${gib(host + peak)} of RAM (${gib(host)} host weights + ${gib(peak)} wasm heap); this machine has ${gib(ram)}`;
+  else if (peak > budget(inp.mode))
+    problem = `needs ${gib(peak)} of wasm heap (weights ${gib(weights)}, optimizer ${gib(optimizer)}, activations ${gib(activations)}, output head ${gib(head)}); tfjs-wasm's heap is capped at ${gib(WASM_HEAP_LIMIT)} (plan budget ${gib(budget(inp.mode))}, leaving room for fragmentation)`;
   const frozenHead = inp.mode === 'infer' || (inp.mode === 'lora' && (inp.lora?.trainRows ?? 0) === 0);
-  return { parameters: s.parameters, checkpointing, hostLayers, hostEmbedding, frozenHead, heap: { weights, optimizer, activations, head, peak }, host, fits: problem === null, problem };
+  return {
+    parameters: s.parameters,
+    checkpointing,
+    hostLayers,
+    hostEmbedding,
+    frozenHead,
+    heap: { weights, optimizer, activations, head, peak },
+    host,
+    fits: problem === null,
+    problem,
+  };
 }
 
 /** The cheapest plan that fits: no checkpointing and no offload when possible. */
@@ -174,8 +198,20 @@ export function assertPlanFits(plan: MemoryPlan, inp: PlanInput, where?: string)
   if (plan.fits) return;
   // One change at a time first, then the changes combined in order.
   const changes: [string, (i: PlanInput) => PlanInput][] = [];
-  if (inp.mode === 'full') changes.push(['lora (e.g. lora: {r: 16})', (i) => ({ ...i, mode: 'lora', lora: { r: 16, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], trainRows: 0 } })]);
-  if (inp.batchSize > 1) changes.push([inp.mode === 'infer' ? 'one prompt at a time' : 'batch_size 1 (--batch-size 1; grad_accum keeps the effective batch)', (i) => ({ ...i, batchSize: 1 })]);
+  if (inp.mode === 'full')
+    changes.push([
+      'lora (e.g. lora: {r: 16})',
+      (i) => ({
+        ...i,
+        mode: 'lora',
+        lora: { r: 16, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], trainRows: 0 },
+      }),
+    ]);
+  if (inp.batchSize > 1)
+    changes.push([
+      inp.mode === 'infer' ? 'one prompt at a time' : 'batch_size 1 (--batch-size 1; grad_accum keeps the effective batch)',
+      (i) => ({ ...i, batchSize: 1 }),
+    ]);
   const flag = inp.mode === 'infer' ? 'a prompt + new tokens of at most' : 'max_length (--max-length)';
   for (let T = Math.floor(inp.seqLen / 2); T >= 64; T = Math.floor(T / 2)) changes.push([`${flag} ${T}`, (i) => ({ ...i, seqLen: T })]);
   const fixes: string[] = [];
@@ -193,5 +229,9 @@ export function assertPlanFits(plan: MemoryPlan, inp: PlanInput, where?: string)
     }
   }
   const hint = fixes.length > 0 ? `; these would fit: ${fixes.slice(0, 3).join('; ')}` : '; no smaller setting fits on this machine';
-  throw new ChatsftError('RESOURCE_LIMIT', `the model does not fit: ${(plan.parameters / 1e6).toFixed(1)} M parameters ${plan.problem}${hint}`, where);
+  throw new ChatsftError(
+    'RESOURCE_LIMIT',
+    `the model does not fit: ${(plan.parameters / 1e6).toFixed(1)} M parameters ${plan.problem}${hint}`,
+    where,
+  );
 }

@@ -64,7 +64,14 @@ export interface StepResult {
 }
 
 /** accumulate → clip → AdamW update; no tensors outlive the call. */
-export function trainStep(model: LlamaModel, micro: Batch[], opt: AdamWState, lr: number, hp: Omit<AdamWOptions, 'lr'> & { maxGradNorm: number }, rng?: Rng): StepResult {
+export function trainStep(
+  model: LlamaModel,
+  micro: Batch[],
+  opt: AdamWState,
+  lr: number,
+  hp: Omit<AdamWOptions, 'lr'> & { maxGradNorm: number },
+  rng?: Rng,
+): StepResult {
   const { grads, loss, tokens } = accumulateGradients(model, micro, rng);
   try {
     const gradNorm = clipGradients(grads, hp.maxGradNorm);

@@ -67,7 +67,10 @@ let registered = false;
 export function registerWasmKernelFixes(): void {
   if (registered) return;
   registered = true;
-  const swap = (kernelName: string, kernelFunc: (args: { inputs: Record<string, Info>; attrs: Record<string, unknown>; backend: WasmBackend }) => Info | Info[]) => {
+  const swap = (
+    kernelName: string,
+    kernelFunc: (args: { inputs: Record<string, Info>; attrs: Record<string, unknown>; backend: WasmBackend }) => Info | Info[],
+  ) => {
     tf.unregisterKernel(kernelName, 'wasm');
     tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc as unknown as tf.KernelFunc });
   };

@@ -111,7 +111,10 @@ export function hostMatVec(t: HostTensor, x: Float32Array, B: number): Float32Ar
     else w = (t.data as Float32Array).subarray(o * inp, (o + 1) * inp);
     for (let b = 0; b < B; b++) {
       // Four partial sums: shorter dependency chains for V8's scalar code.
-      let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      let a0 = 0,
+        a1 = 0,
+        a2 = 0,
+        a3 = 0;
       const xo = b * inp;
       let i = 0;
       for (; i + 3 < inp; i += 4) {

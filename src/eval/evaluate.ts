@@ -152,13 +152,23 @@ export async function evalPrompts(
     const msgs = parsed.conversation.messages;
     const last = msgs[msgs.length - 1];
     if (last === undefined || last.role !== 'assistant' || msgs.length < 2) {
-      rep.drop(parsed.line, 'no_final_assistant', 'messages', 'does not end with an assistant turn after a prompt; nothing to compare a generation with');
+      rep.drop(
+        parsed.line,
+        'no_final_assistant',
+        'messages',
+        'does not end with an assistant turn after a prompt; nothing to compare a generation with',
+      );
       continue;
     }
     if (!o.allowSpecialTokensInContent) {
       const special = specialTokenIn(matcher, msgs);
       if (special) {
-        rep.drop(parsed.line, 'special_tokens_in_content', special[0], `contains the special token ${special[1]} (pass --allow-special-tokens-in-content to keep it)`);
+        rep.drop(
+          parsed.line,
+          'special_tokens_in_content',
+          special[0],
+          `contains the special token ${special[1]} (pass --allow-special-tokens-in-content to keep it)`,
+        );
         continue;
       }
     }
@@ -166,7 +176,12 @@ export async function evalPrompts(
     if (o.maxPromptTokens !== undefined) {
       const over = certainlyOver(setup.tokenizer, { messages }, o.maxPromptTokens);
       if (over) {
-        rep.drop(parsed.line, 'too_long', 'messages', `${over.chars} characters of prompt cannot fit the ${o.maxPromptTokens} tokens left by max_position_embeddings − --max-new-tokens; not tokenized`);
+        rep.drop(
+          parsed.line,
+          'too_long',
+          'messages',
+          `${over.chars} characters of prompt cannot fit the ${o.maxPromptTokens} tokens left by max_position_embeddings − --max-new-tokens; not tokenized`,
+        );
         continue;
       }
     }
@@ -179,7 +194,12 @@ export async function evalPrompts(
       continue;
     }
     if (o.maxPromptTokens !== undefined && ids.length > o.maxPromptTokens) {
-      rep.drop(parsed.line, 'too_long', 'messages', `prompt is ${ids.length} tokens; with --max-new-tokens it would pass max_position_embeddings (at most ${o.maxPromptTokens} prompt tokens)`);
+      rep.drop(
+        parsed.line,
+        'too_long',
+        'messages',
+        `prompt is ${ids.length} tokens; with --max-new-tokens it would pass max_position_embeddings (at most ${o.maxPromptTokens} prompt tokens)`,
+      );
       continue;
     }
     const content = typeof last.content === 'string' ? last.content : '';
@@ -191,7 +211,12 @@ export async function evalPrompts(
 }
 
 /** Mean supervised cross-entropy of rows, in batches (no gradients). */
-export async function meanLoss(model: LlamaModel, rows: Row[], setup: TokenizerSetup, batchSize = 16): Promise<{ loss: number; tokens: number }> {
+export async function meanLoss(
+  model: LlamaModel,
+  rows: Row[],
+  setup: TokenizerSetup,
+  batchSize = 16,
+): Promise<{ loss: number; tokens: number }> {
   const { evalLoss } = await import('../engine/index.js');
   let sum = 0;
   let count = 0;
@@ -205,7 +230,10 @@ export async function meanLoss(model: LlamaModel, rows: Row[], setup: TokenizerS
 }
 
 /** The embedded engine as a GenerateBatch: KV cache, greedy unless sampling options are given. */
-export function engineGenerateBatch(model: LlamaModel, sampling: { temperature?: number; topK?: number; topP?: number; seed?: number } = {}): GenerateBatch {
+export function engineGenerateBatch(
+  model: LlamaModel,
+  sampling: { temperature?: number; topK?: number; topP?: number; seed?: number } = {},
+): GenerateBatch {
   return async (prompts, opts) => {
     const { engineStepModel, generate } = await import('../generate/index.js');
     return generate(engineStepModel(model), prompts, { ...sampling, ...opts });
@@ -227,21 +255,36 @@ export async function evaluateModel(opts: EvaluateOptions): Promise<{ report: Ev
   if (!opts.lossOnly) {
     if (!generateBatch) throw new ChatsftError('USAGE', 'evaluateModel needs a model or a generateBatch function');
     if (maxPositions !== undefined && opts.maxNewTokens >= maxPositions) {
-      throw new ChatsftError('USAGE', `--max-new-tokens ${opts.maxNewTokens} leaves no room for a prompt: the model has max_position_embeddings ${maxPositions}`);
+      throw new ChatsftError(
+        'USAGE',
+        `--max-new-tokens ${opts.maxNewTokens} leaves no room for a prompt: the model has max_position_embeddings ${maxPositions}`,
+      );
     }
-    ({ prompts, skipped, report: dataReport } = await evalPrompts(setup, opts.data, {
+    ({
+      prompts,
+      skipped,
+      report: dataReport,
+    } = await evalPrompts(setup, opts.data, {
       ...(opts.limit !== undefined ? { limit: opts.limit } : {}),
       allowSpecialTokensInContent: opts.encode?.allowSpecialTokensInContent ?? false,
       ...(maxPositions !== undefined ? { maxPromptTokens: maxPositions - opts.maxNewTokens } : {}),
       ...(opts.onIssue ? { onIssue: opts.onIssue } : {}),
     }));
     if (prompts.length === 0) {
-      throw new ChatsftError('DATA_INVALID', `nothing to evaluate: ${dataSummary(dataReport, 'skipped')}${dataReport.issues[0] ? `; first: ${dataReport.issues[0]}` : ''}`);
+      throw new ChatsftError(
+        'DATA_INVALID',
+        `nothing to evaluate: ${dataSummary(dataReport, 'skipped')}${dataReport.issues[0] ? `; first: ${dataReport.issues[0]}` : ''}`,
+      );
     }
 
     if (model && !opts.generateBatch) {
       const longest = Math.max(...prompts.map((p) => p.ids.length));
-      checkKvCacheFits(model.config, Math.min(opts.batchSize ?? 16, prompts.length), longest + opts.maxNewTokens, '--max-new-tokens or --batch-size');
+      checkKvCacheFits(
+        model.config,
+        Math.min(opts.batchSize ?? 16, prompts.length),
+        longest + opts.maxNewTokens,
+        '--max-new-tokens or --batch-size',
+      );
     }
   }
 
@@ -255,7 +298,10 @@ export async function evaluateModel(opts: EvaluateOptions): Promise<{ report: Ev
     // Rows past the model's positions are dropped as too_long rather than run silently.
     const cap = maxPositions !== undefined ? Math.min(maxPositions, opts.encode?.maxLength ?? Infinity) : opts.encode?.maxLength;
     const encode = { ...(opts.encode ?? {}), ...(cap !== undefined ? { maxLength: cap } : {}) };
-    const { rows, stats } = await prepareRows(setup, opts.data, { ...encode, ...(opts.lossOnly && opts.onIssue ? { onIssue: opts.onIssue } : {}) });
+    const { rows, stats } = await prepareRows(setup, opts.data, {
+      ...encode,
+      ...(opts.lossOnly && opts.onIssue ? { onIssue: opts.onIssue } : {}),
+    });
     lossReport = reportOf(opts.data, stats);
     lossExamples = rows.length;
     if (rows.length > 0) ({ loss, tokens: lossTokens } = await meanLoss(model, rows, setup, opts.batchSize ?? 16));

@@ -19,7 +19,12 @@ class Cursor {
   pos = 0;
   private buf = Buffer.alloc(0);
   private at = 0; // file offset of buf[0]
-  constructor(private readonly fd: number, readonly size: number, private readonly file: string, public where: () => string) {}
+  constructor(
+    private readonly fd: number,
+    readonly size: number,
+    private readonly file: string,
+    public where: () => string,
+  ) {}
 
   /** Ensure `n` bytes from pos are readable, or say where the file ends. */
   need(n: number): void {

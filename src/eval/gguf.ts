@@ -109,12 +109,21 @@ export async function evaluateGguf(o: GgufEvalOptions): Promise<{ report: GgufEv
     const msgs = parsed.conversation.messages;
     const last = msgs[msgs.length - 1];
     if (last?.role !== 'assistant' || msgs.length < 2) {
-      rep.drop(parsed.line, 'no_final_assistant', 'messages', 'does not end with an assistant turn after a prompt; nothing to compare a generation with');
+      rep.drop(
+        parsed.line,
+        'no_final_assistant',
+        'messages',
+        'does not end with an assistant turn after a prompt; nothing to compare a generation with',
+      );
       continue;
     }
     const conv: Conversation = { ...parsed.conversation, messages: msgs.slice(0, -1) };
     try {
-      prompts.push({ line: parsed.line, text: renderChat(chat.template, conv, { vars: chat.vars, addGenerationPrompt: true }), reference: typeof last.content === 'string' ? last.content : '' });
+      prompts.push({
+        line: parsed.line,
+        text: renderChat(chat.template, conv, { vars: chat.vars, addGenerationPrompt: true }),
+        reference: typeof last.content === 'string' ? last.content : '',
+      });
       rep.use();
     } catch (e) {
       rep.drop(parsed.line, 'template_error', 'messages', (e as Error).message);
@@ -151,7 +160,12 @@ export async function evaluateGguf(o: GgufEvalOptions): Promise<{ report: GgufEv
       o.onProgress?.(i + 1, prompts.length);
     }
     const m = stopRateMetrics(
-      rows.map((r) => ({ tokens: r.tokens, stoppedBy: r.stoppedBy, hitMaxNewTokens: r.hitMaxNewTokens, referenceTokens: r.referenceTokens })),
+      rows.map((r) => ({
+        tokens: r.tokens,
+        stoppedBy: r.stoppedBy,
+        hitMaxNewTokens: r.hitMaxNewTokens,
+        referenceTokens: r.referenceTokens,
+      })),
       { maxNewTokens: o.maxNewTokens, turnHeaders: headers },
     );
     const stopIds = [runner.eosId, runner.eotId].filter((x): x is number => x !== null);

@@ -21,8 +21,19 @@ import { f32ToF16 } from '../util/f16.js';
 
 /** GGUF metadata value types (gguf.md `gguf_metadata_value_type`). */
 export const GgufType = {
-  UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6,
-  BOOL: 7, STRING: 8, ARRAY: 9, UINT64: 10, INT64: 11, FLOAT64: 12,
+  UINT8: 0,
+  INT8: 1,
+  UINT16: 2,
+  INT16: 3,
+  UINT32: 4,
+  INT32: 5,
+  FLOAT32: 6,
+  BOOL: 7,
+  STRING: 8,
+  ARRAY: 9,
+  UINT64: 10,
+  INT64: 11,
+  FLOAT64: 12,
 } as const;
 export type GgufScalarType = Exclude<(typeof GgufType)[keyof typeof GgufType], 9>;
 
@@ -60,8 +71,16 @@ class ByteSink {
     this.buf.copy(next, 0, 0, this.len);
     this.buf = next;
   }
-  u32(v: number): void { this.ensure(4); this.buf.writeUInt32LE(v, this.len); this.len += 4; }
-  u64(v: number | bigint): void { this.ensure(8); this.buf.writeBigUInt64LE(BigInt(v), this.len); this.len += 8; }
+  u32(v: number): void {
+    this.ensure(4);
+    this.buf.writeUInt32LE(v, this.len);
+    this.len += 4;
+  }
+  u64(v: number | bigint): void {
+    this.ensure(8);
+    this.buf.writeBigUInt64LE(BigInt(v), this.len);
+    this.len += 8;
+  }
   str(s: string): void {
     const n = Buffer.byteLength(s, 'utf8');
     this.u64(n);
@@ -90,14 +109,30 @@ class ByteSink {
     } else {
       if (typeof v !== 'number') bad(key, `expected a number, got ${typeof v}`);
       switch (type) {
-        case GgufType.UINT8: b.writeUInt8(v, o); break;
-        case GgufType.INT8: b.writeInt8(v, o); break;
-        case GgufType.UINT16: b.writeUInt16LE(v, o); break;
-        case GgufType.INT16: b.writeInt16LE(v, o); break;
-        case GgufType.UINT32: b.writeUInt32LE(v, o); break;
-        case GgufType.INT32: b.writeInt32LE(v, o); break;
-        case GgufType.FLOAT32: b.writeFloatLE(v, o); break;
-        case GgufType.FLOAT64: b.writeDoubleLE(v, o); break;
+        case GgufType.UINT8:
+          b.writeUInt8(v, o);
+          break;
+        case GgufType.INT8:
+          b.writeInt8(v, o);
+          break;
+        case GgufType.UINT16:
+          b.writeUInt16LE(v, o);
+          break;
+        case GgufType.INT16:
+          b.writeInt16LE(v, o);
+          break;
+        case GgufType.UINT32:
+          b.writeUInt32LE(v, o);
+          break;
+        case GgufType.INT32:
+          b.writeInt32LE(v, o);
+          break;
+        case GgufType.FLOAT32:
+          b.writeFloatLE(v, o);
+          break;
+        case GgufType.FLOAT64:
+          b.writeDoubleLE(v, o);
+          break;
       }
     }
     this.len += n;
@@ -132,7 +167,8 @@ export function writeGguf(file: string, kvs: readonly GgufKv[], tensors: readonl
   }
   const alignKv = kvs.find((k) => k.key === 'general.alignment');
   const alignment = alignKv && typeof alignKv.value === 'number' ? alignKv.value : GGUF_DEFAULT_ALIGNMENT;
-  if (!Number.isInteger(alignment) || alignment <= 0 || alignment % 8 !== 0) bad('general.alignment', `must be a positive multiple of 8, got ${alignment}`);
+  if (!Number.isInteger(alignment) || alignment <= 0 || alignment % 8 !== 0)
+    bad('general.alignment', `must be a positive multiple of 8, got ${alignment}`);
 
   const h = new ByteSink();
   h.buf.write('GGUF', 0, 'ascii');

@@ -122,7 +122,10 @@ export function ggufTensors(c: LlamaConfig, hf: Map<string, HfTensorSource>, dty
   const arch = ggufArch(c);
   if (arch === 'qwen2' && c.numAttentionHeads * c.headDim !== c.hiddenSize) {
     // llama.cpp's qwen2 graph sizes q/o as [n_embd, n_embd] (llama and qwen3 read attention.key_length).
-    throw new ChatsftError('EXPORT_ERROR', `llama.cpp's qwen2 graph needs num_attention_heads × head_dim = hidden_size (${c.numAttentionHeads} × ${c.headDim} ≠ ${c.hiddenSize})`);
+    throw new ChatsftError(
+      'EXPORT_ERROR',
+      `llama.cpp's qwen2 graph needs num_attention_heads × head_dim = hidden_size (${c.numAttentionHeads} × ${c.headDim} ≠ ${c.hiddenSize})`,
+    );
   }
   const out: GgufTensor[] = [];
   const factors = llama3RopeFactors(c);
@@ -133,7 +136,8 @@ export function ggufTensors(c: LlamaConfig, hf: Map<string, HfTensorSource>, dty
     const gname = ggufTensorName(name);
     if (gname === null) continue;
     seen.add(gname);
-    if (arch === 'qwen3' && gname.endsWith('.bias')) throw new ChatsftError('EXPORT_ERROR', `llama.cpp's qwen3 graph has no attention biases ('${name}')`);
+    if (arch === 'qwen3' && gname.endsWith('.bias'))
+      throw new ChatsftError('EXPORT_ERROR', `llama.cpp's qwen3 graph has no attention biases ('${name}')`);
     let data: Float32Array | (() => Float32Array) = t.data;
     if (arch === 'llama' && /attn_[qk]\.(weight|bias)$/.test(gname)) {
       const nHead = gname.includes('attn_q') ? c.numAttentionHeads : c.numKeyValueHeads;
@@ -144,14 +148,19 @@ export function ggufTensors(c: LlamaConfig, hf: Map<string, HfTensorSource>, dty
   }
   if (!seen.has('token_embd.weight')) throw new ChatsftError('EXPORT_ERROR', 'model.embed_tokens.weight is missing');
   if (!seen.has('output_norm.weight')) throw new ChatsftError('EXPORT_ERROR', 'model.norm.weight is missing');
-  if (!c.tieWordEmbeddings && !seen.has('output.weight')) throw new ChatsftError('EXPORT_ERROR', 'lm_head.weight is missing and tie_word_embeddings is false');
+  if (!c.tieWordEmbeddings && !seen.has('output.weight'))
+    throw new ChatsftError('EXPORT_ERROR', 'lm_head.weight is missing and tie_word_embeddings is false');
   for (let l = 0; l < c.numHiddenLayers; l++) {
     for (const part of ['attn_norm', 'ffn_norm', 'attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down']) {
       if (!seen.has(`blk.${l}.${part}.weight`)) throw new ChatsftError('EXPORT_ERROR', `layer ${l} has no ${part} weight`);
     }
     if (arch === 'qwen2') {
       // llama.cpp's qwen2 graph requires q/k/v biases; a bias-free layout gets zeros (same function).
-      for (const [p, rows] of [['attn_q', c.numAttentionHeads * c.headDim], ['attn_k', c.numKeyValueHeads * c.headDim], ['attn_v', c.numKeyValueHeads * c.headDim]] as const) {
+      for (const [p, rows] of [
+        ['attn_q', c.numAttentionHeads * c.headDim],
+        ['attn_k', c.numKeyValueHeads * c.headDim],
+        ['attn_v', c.numKeyValueHeads * c.headDim],
+      ] as const) {
         const name = `blk.${l}.${p}.bias`;
         if (!seen.has(name)) out.push({ name, shape: [rows], type: GGML_TYPE_F32, data: new Float32Array(rows) });
       }

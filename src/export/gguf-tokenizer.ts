@@ -29,8 +29,10 @@ const TT = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE
  * names whose regex is the same (llama-vocab.cpp, `llm_tokenizer_bpe`).
  */
 const PRE_BY_REGEX: Record<string, string> = {
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": 'qwen2',
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": 'llama-bpe',
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+":
+    'qwen2',
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+":
+    'llama-bpe',
   "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+": 'gpt-2',
 };
 
@@ -71,7 +73,11 @@ function detectPre(tj: Json, where: string): string {
   const pt = tj['pre_tokenizer'] as Json | null | undefined;
   if (pt && pt['type'] === 'ByteLevel' && pt['use_regex'] !== false) {
     if (pt['add_prefix_space'] === true) {
-      throw new ChatsftError('EXPORT_ERROR', 'ByteLevel pre-tokenizer with add_prefix_space has no llama.cpp equivalent; pass preTokenizer to force one', where);
+      throw new ChatsftError(
+        'EXPORT_ERROR',
+        'ByteLevel pre-tokenizer with add_prefix_space has no llama.cpp equivalent; pass preTokenizer to force one',
+        where,
+      );
     }
     return 'gpt-2';
   }
@@ -80,7 +86,13 @@ function detectPre(tj: Json, where: string): string {
     const split = parts[0];
     const pattern = split?.['pattern'] as Json | undefined;
     const regex = pattern?.['Regex'];
-    if (parts.length === 2 && split?.['type'] === 'Split' && typeof regex === 'string' && parts[1]?.['type'] === 'ByteLevel' && parts[1]['use_regex'] === false) {
+    if (
+      parts.length === 2 &&
+      split?.['type'] === 'Split' &&
+      typeof regex === 'string' &&
+      parts[1]?.['type'] === 'ByteLevel' &&
+      parts[1]['use_regex'] === false
+    ) {
       const pre = PRE_BY_REGEX[regex];
       if (pre) return pre;
     }
@@ -111,7 +123,11 @@ export function ggufTokenizerMetadata(modelDir: string, opts: GgufTokenizerOptio
   const tc = fs.existsSync(tcFile) ? readJson(tcFile) : {};
   const model = tj['model'] as Json | undefined;
   if (!model || model['type'] !== 'BPE') {
-    throw new ChatsftError('EXPORT_ERROR', `tokenizer model type ${JSON.stringify(model?.['type'])} is not supported for GGUF (only BPE)`, tjFile);
+    throw new ChatsftError(
+      'EXPORT_ERROR',
+      `tokenizer model type ${JSON.stringify(model?.['type'])} is not supported for GGUF (only BPE)`,
+      tjFile,
+    );
   }
   const vocab = model['vocab'] as Record<string, number>;
   const added = ((tj['added_tokens'] as AddedToken[] | undefined) ?? []).map((a) => ({ id: a.id, content: a.content, special: a.special }));
@@ -127,7 +143,7 @@ export function ggufTokenizerMetadata(modelDir: string, opts: GgufTokenizerOptio
 
   const spm = model['byte_fallback'] === true;
   const unkTok = tokenString(tc['unk_token']) ?? (typeof model['unk_token'] === 'string' ? (model['unk_token'] as string) : null);
-  const unkId = unkTok !== null ? idOf.get(unkTok) ?? null : null;
+  const unkId = unkTok !== null ? (idOf.get(unkTok) ?? null) : null;
 
   const tokens: string[] = new Array(n);
   const types: number[] = new Array(n);
@@ -192,7 +208,10 @@ export function ggufTokenizerMetadata(modelDir: string, opts: GgufTokenizerOptio
   const padTok = opts.padToken !== undefined ? opts.padToken : tokenString(tc['pad_token']);
   const padId = resolve(padTok, 'pad token');
   const addBos = addsBos(tc, tj, bosTok);
-  const addEos = typeof tc['add_eos_token'] === 'boolean' ? (tc['add_eos_token'] as boolean) : postProcessorAdds(tj, tokenString(tc['eos_token']), 'last');
+  const addEos =
+    typeof tc['add_eos_token'] === 'boolean'
+      ? (tc['add_eos_token'] as boolean)
+      : postProcessorAdds(tj, tokenString(tc['eos_token']), 'last');
   if (addBos && bosId === null) throw new ChatsftError('EXPORT_ERROR', 'add_bos_token is true but no bos token is set', tcFile);
 
   if (bosId !== null) kvs.push(kv.u32('tokenizer.ggml.bos_token_id', bosId));

@@ -93,12 +93,24 @@ export function ggufModelMetadata(c: LlamaConfig, arch: GgufArch): GgufKv[] {
 export function policyStopIds(srcDir: string, cfg: LlamaConfig, tok: { eosId: number; eotId: number }): number[] {
   const genFile = path.join(srcDir, 'generation_config.json');
   const gen = fs.existsSync(genFile) ? readJson(genFile) : {};
-  return stopIdsFor({ eotIds: [tok.eotId], generationConfigEos: eosIdField(gen['eos_token_id']), configEos: cfg.eosTokenId, tokenizerEos: tok.eosId });
+  return stopIdsFor({
+    eotIds: [tok.eotId],
+    generationConfigEos: eosIdField(gen['eos_token_id']),
+    configEos: cfg.eosTokenId,
+    tokenizerEos: tok.eosId,
+  });
 }
 
 export function exportGguf(srcDir: string, outFile: string, opts: GgufExportOptions): GgufExportResult {
   const dtype = opts.dtype ?? 'f16';
-  const replacing = { kind: 'file' as const, overwrite: Boolean(opts.overwrite), notOwned: notChatsftGguf, protect: [srcDir], flag: '--out', ...(opts.onNote ? { onNote: opts.onNote } : {}) };
+  const replacing = {
+    kind: 'file' as const,
+    overwrite: Boolean(opts.overwrite),
+    notOwned: notChatsftGguf,
+    protect: [srcDir],
+    flag: '--out',
+    ...(opts.onNote ? { onNote: opts.onNote } : {}),
+  };
   // Refuse early, before reading weights.
   checkOutput(outFile, replacing);
   const cfg = readLlamaConfig(path.join(srcDir, 'config.json'));
@@ -111,10 +123,14 @@ export function exportGguf(srcDir: string, outFile: string, opts: GgufExportOpti
     preTokenizer: opts.preTokenizer,
     vocabSize: cfg.vocabSize,
     configBosId: cfg.bosTokenId,
-    configEosId: Array.isArray(eos) ? eos[0] ?? null : eos,
+    configEosId: Array.isArray(eos) ? (eos[0] ?? null) : eos,
   });
   if (tok.info.tokens > cfg.vocabSize) {
-    throw new ChatsftError('EXPORT_ERROR', `the tokenizer has ${tok.info.tokens} tokens but the model only ${cfg.vocabSize} embedding rows`, srcDir);
+    throw new ChatsftError(
+      'EXPORT_ERROR',
+      `the tokenizer has ${tok.info.tokens} tokens but the model only ${cfg.vocabSize} embedding rows`,
+      srcDir,
+    );
   }
   // Tensors are read from disk one at a time while the file is written: peak memory is
   // the largest tensor (in f32, plus its f16 copy), not the model.

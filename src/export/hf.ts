@@ -15,7 +15,16 @@ import { checkOutput, replaceOutputSync, writeJsonAtomic as writeJson, type Repl
 import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { readLlamaConfig, toHfConfig } from '../hf/config.js';
-import { DTYPE_BYTES, numelOf, openWeights, readF32, readRaw, u16View, writeSafetensorsStream, type WriteDtype } from '../hf/safetensors.js';
+import {
+  DTYPE_BYTES,
+  numelOf,
+  openWeights,
+  readF32,
+  readRaw,
+  u16View,
+  writeSafetensorsStream,
+  type WriteDtype,
+} from '../hf/safetensors.js';
 import { eosIdField, stopIdsFor } from '../hf/stop_ids.js';
 import { configChatTemplate, readJson, tokenIds, tokenString, type Json } from '../hf/files.js';
 
@@ -103,7 +112,14 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
   const maxShard = opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   if (!(maxShard > 0)) throw new ChatsftError('USAGE', `maxShardBytes must be > 0 (got ${maxShard})`);
   const out = path.resolve(outDir);
-  const replacing: ReplaceOptions = { kind: 'dir', overwrite: Boolean(opts.overwrite), notOwned: notExportFolder, protect: [srcDir], flag: '--out', ...(opts.onNote ? { onNote: opts.onNote } : {}) };
+  const replacing: ReplaceOptions = {
+    kind: 'dir',
+    overwrite: Boolean(opts.overwrite),
+    notOwned: notExportFolder,
+    protect: [srcDir],
+    flag: '--out',
+    ...(opts.onNote ? { onNote: opts.onNote } : {}),
+  };
   // Refuse early, before reading weights.
   checkOutput(out, replacing);
 
@@ -116,7 +132,12 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
   const idOf = (tok: string, what: string): number => {
     const id = ids.get(tok);
     if (id === undefined) throw new ChatsftError('EXPORT_ERROR', `${what} ${JSON.stringify(tok)} is not in the vocabulary`, tjFile);
-    if (id >= cfg.vocabSize) throw new ChatsftError('EXPORT_ERROR', `${what} ${JSON.stringify(tok)} has id ${id} but the model has ${cfg.vocabSize} embedding rows`, srcDir);
+    if (id >= cfg.vocabSize)
+      throw new ChatsftError(
+        'EXPORT_ERROR',
+        `${what} ${JSON.stringify(tok)} has id ${id} but the model has ${cfg.vocabSize} embedding rows`,
+        srcDir,
+      );
     return id;
   };
   const eotId = idOf(opts.eotToken, 'EOT token');
@@ -140,7 +161,9 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
   // Streamed: each tensor is read, converted and written on its own (peak memory: the largest tensor).
   const index = openWeights(srcDir);
   const outType: WriteDtype = opts.dtype === 'f16' ? 'F16' : opts.dtype === 'bf16' ? 'BF16' : 'F32';
-  const sizes: [string, number][] = [...index.entries.keys()].sort().map((n) => [n, numelOf(index.entries.get(n)!.shape) * DTYPE_BYTES[outType]]);
+  const sizes: [string, number][] = [...index.entries.keys()]
+    .sort()
+    .map((n) => [n, numelOf(index.entries.get(n)!.shape) * DTYPE_BYTES[outType]]);
   const tensorBytes = sizes.reduce((a, [, b]) => a + b, 0);
   const read = (name: string): Float32Array | Uint16Array => {
     const e = index.entries.get(name)!;
@@ -148,70 +171,89 @@ export function exportHf(srcDir: string, outDir: string, opts: HfExportOptions):
     return e.dtype === outType && outType !== 'F32' ? u16View(readRaw(e)) : readF32(e);
   };
 
-  return replaceOutputSync(out, (tmp) => {
-    const files: string[] = [];
-    const shards = planShards(sizes, maxShard);
-    const weightMap: Record<string, string> = {};
-    shards.forEach((shard, i) => {
-      const name = shards.length === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
-      const specs = shard.map(([n]) => ({ name: n, shape: index.entries.get(n)!.shape, dtype: outType }));
-      // transformers refuses safetensors whose metadata `format` is not a known framework.
-      writeSafetensorsStream(path.join(tmp, name), specs, (s) => read(s.name), { format: 'pt' });
-      for (const [n] of shard) weightMap[n] = name;
-      files.push(name);
-    });
-    if (shards.length > 1) {
-      writeJson(path.join(tmp, 'model.safetensors.index.json'), { metadata: { total_size: tensorBytes }, weight_map: weightMap });
-      files.push('model.safetensors.index.json');
-    }
-
-    const hfCfg = toHfConfig(cfg);
-    hfCfg['eos_token_id'] = eosIds.length === 1 ? eosIds[0] : eosIds;
-    hfCfg['pad_token_id'] = padId;
-    hfCfg['torch_dtype'] = outType === 'F16' ? 'float16' : outType === 'BF16' ? 'bfloat16' : 'float32';
-    writeJson(path.join(tmp, 'config.json'), hfCfg);
-    Object.assign(gen, { eos_token_id: eosIds, pad_token_id: padId, bos_token_id: gen['bos_token_id'] ?? cfg.bosTokenId });
-    writeJson(path.join(tmp, 'generation_config.json'), gen);
-    files.push('config.json', 'generation_config.json');
-
-    fs.copyFileSync(tjFile, path.join(tmp, 'tokenizer.json'));
-    const newTc: Json = { ...tc, pad_token: padTok };
-    if (template !== null) newTc['chat_template'] = template;
-    writeJson(path.join(tmp, 'tokenizer_config.json'), newTc);
-    files.push('tokenizer.json', 'tokenizer_config.json');
-    const stm = path.join(srcDir, 'special_tokens_map.json');
-    if (fs.existsSync(stm)) {
-      writeJson(path.join(tmp, 'special_tokens_map.json'), { ...readJson(stm), pad_token: padTok });
-      files.push('special_tokens_map.json');
-    }
-    // transformers ≥ 4.43 prefers chat_template.jinja over tokenizer_config's field; keep them equal.
-    if (fs.existsSync(path.join(srcDir, 'chat_template.jinja')) && template !== null) {
-      fs.writeFileSync(path.join(tmp, 'chat_template.jinja'), template);
-      files.push('chat_template.jinja');
-    }
-    // The adapter goes to adapter/, never next to the merged weights: transformers
-    // treats a folder with adapter_config.json as base model + adapter and would
-    // apply the (already merged) LoRA a second time.
-    const adapterFrom = findAdapter(srcDir);
-    if (adapterFrom !== null) {
-      fs.mkdirSync(path.join(tmp, 'adapter'));
-      for (const f of ADAPTER_FILES) {
-        fs.copyFileSync(path.join(adapterFrom, f), path.join(tmp, 'adapter', f));
-        files.push(`adapter/${f}`);
+  return replaceOutputSync(
+    out,
+    (tmp) => {
+      const files: string[] = [];
+      const shards = planShards(sizes, maxShard);
+      const weightMap: Record<string, string> = {};
+      shards.forEach((shard, i) => {
+        const name =
+          shards.length === 1
+            ? 'model.safetensors'
+            : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
+        const specs = shard.map(([n]) => ({ name: n, shape: index.entries.get(n)!.shape, dtype: outType }));
+        // transformers refuses safetensors whose metadata `format` is not a known framework.
+        writeSafetensorsStream(path.join(tmp, name), specs, (s) => read(s.name), { format: 'pt' });
+        for (const [n] of shard) weightMap[n] = name;
+        files.push(name);
+      });
+      if (shards.length > 1) {
+        writeJson(path.join(tmp, 'model.safetensors.index.json'), { metadata: { total_size: tensorBytes }, weight_map: weightMap });
+        files.push('model.safetensors.index.json');
       }
-    }
-    for (const f of TOKENIZER_EXTRAS) {
-      if (fs.existsSync(path.join(srcDir, f))) {
-        fs.copyFileSync(path.join(srcDir, f), path.join(tmp, f));
-        files.push(f);
-      }
-    }
 
-    writeJson(path.join(tmp, EXPORT_MARKER), { generator: 'chatsft', kind: 'export-hf', source: path.resolve(srcDir), created: new Date().toISOString() });
-    const bos = gen['bos_token_id'];
-    return {
-      dir: out, files, shards: shards.length, tensorBytes, eosTokenIds: eosIds, padTokenId: padId, eotTokenId: eotId,
-      bosTokenId: typeof bos === 'number' ? bos : null, adapterFrom,
-    };
-  }, replacing);
+      const hfCfg = toHfConfig(cfg);
+      hfCfg['eos_token_id'] = eosIds.length === 1 ? eosIds[0] : eosIds;
+      hfCfg['pad_token_id'] = padId;
+      hfCfg['torch_dtype'] = outType === 'F16' ? 'float16' : outType === 'BF16' ? 'bfloat16' : 'float32';
+      writeJson(path.join(tmp, 'config.json'), hfCfg);
+      Object.assign(gen, { eos_token_id: eosIds, pad_token_id: padId, bos_token_id: gen['bos_token_id'] ?? cfg.bosTokenId });
+      writeJson(path.join(tmp, 'generation_config.json'), gen);
+      files.push('config.json', 'generation_config.json');
+
+      fs.copyFileSync(tjFile, path.join(tmp, 'tokenizer.json'));
+      const newTc: Json = { ...tc, pad_token: padTok };
+      if (template !== null) newTc['chat_template'] = template;
+      writeJson(path.join(tmp, 'tokenizer_config.json'), newTc);
+      files.push('tokenizer.json', 'tokenizer_config.json');
+      const stm = path.join(srcDir, 'special_tokens_map.json');
+      if (fs.existsSync(stm)) {
+        writeJson(path.join(tmp, 'special_tokens_map.json'), { ...readJson(stm), pad_token: padTok });
+        files.push('special_tokens_map.json');
+      }
+      // transformers ≥ 4.43 prefers chat_template.jinja over tokenizer_config's field; keep them equal.
+      if (fs.existsSync(path.join(srcDir, 'chat_template.jinja')) && template !== null) {
+        fs.writeFileSync(path.join(tmp, 'chat_template.jinja'), template);
+        files.push('chat_template.jinja');
+      }
+      // The adapter goes to adapter/, never next to the merged weights: transformers
+      // treats a folder with adapter_config.json as base model + adapter and would
+      // apply the (already merged) LoRA a second time.
+      const adapterFrom = findAdapter(srcDir);
+      if (adapterFrom !== null) {
+        fs.mkdirSync(path.join(tmp, 'adapter'));
+        for (const f of ADAPTER_FILES) {
+          fs.copyFileSync(path.join(adapterFrom, f), path.join(tmp, 'adapter', f));
+          files.push(`adapter/${f}`);
+        }
+      }
+      for (const f of TOKENIZER_EXTRAS) {
+        if (fs.existsSync(path.join(srcDir, f))) {
+          fs.copyFileSync(path.join(srcDir, f), path.join(tmp, f));
+          files.push(f);
+        }
+      }
+
+      writeJson(path.join(tmp, EXPORT_MARKER), {
+        generator: 'chatsft',
+        kind: 'export-hf',
+        source: path.resolve(srcDir),
+        created: new Date().toISOString(),
+      });
+      const bos = gen['bos_token_id'];
+      return {
+        dir: out,
+        files,
+        shards: shards.length,
+        tensorBytes,
+        eosTokenIds: eosIds,
+        padTokenId: padId,
+        eotTokenId: eotId,
+        bosTokenId: typeof bos === 'number' ? bos : null,
+        adapterFrom,
+      };
+    },
+    replacing,
+  );
 }

@@ -41,7 +41,12 @@ export interface LlamaCppRunner {
   eosId: number | null;
   eotId: number | null;
   /** Greedy generation of one prompt; `onToken` sees each new id as it comes (for timing). */
-  generate(prompt: LlamaCppPrompt, maxNewTokens: number, stopIds?: readonly number[], onToken?: (id: number) => void): Promise<GenerationResult>;
+  generate(
+    prompt: LlamaCppPrompt,
+    maxNewTokens: number,
+    stopIds?: readonly number[],
+    onToken?: (id: number) => void,
+  ): Promise<GenerationResult>;
   close(): Promise<void>;
 }
 
@@ -132,7 +137,10 @@ export async function openLlamaCpp(ggufPath: string, contextSize: number, opts: 
       const ids = typeof prompt === 'string' ? runner.tokenize(prompt) : prompt;
       if (ids.length === 0) throw new ChatsftError('USAGE', 'empty prompt');
       if (ids.length + maxNewTokens > context.contextSize) {
-        throw new ChatsftError('USAGE', `prompt (${ids.length}) + maxNewTokens (${maxNewTokens}) exceeds the context size ${context.contextSize}`);
+        throw new ChatsftError(
+          'USAGE',
+          `prompt (${ids.length}) + maxNewTokens (${maxNewTokens}) exceeds the context size ${context.contextSize}`,
+        );
       }
       const stops = stopIds ? new Set(stopIds) : null;
       const isStop = (t: number): boolean => (stops ? stops.has(t) : runner.isEog(t));
@@ -168,8 +176,13 @@ export async function openLlamaCpp(ggufPath: string, contextSize: number, opts: 
  * Greedy generation for each prompt, one at a time (batch 1), stopping at the
  * first stop id. Prompts may be rendered text or token ids.
  */
-export async function generateWithLlamaCpp(ggufPath: string, prompts: readonly LlamaCppPrompt[], opts: LlamaCppGenerateOptions): Promise<GenerationResult[]> {
-  if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) throw new ChatsftError('USAGE', `maxNewTokens must be a non-negative integer (got ${opts.maxNewTokens})`);
+export async function generateWithLlamaCpp(
+  ggufPath: string,
+  prompts: readonly LlamaCppPrompt[],
+  opts: LlamaCppGenerateOptions,
+): Promise<GenerationResult[]> {
+  if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0)
+    throw new ChatsftError('USAGE', `maxNewTokens must be a non-negative integer (got ${opts.maxNewTokens})`);
   // The context must hold the longest prompt plus the new tokens. Text prompts
   // need llama.cpp's tokenizer to be counted, so the model is opened first and
   // reopened only if the probe context is too small.

@@ -12,7 +12,15 @@
  * reference the cached path must match (tests) and costs O(T^2).
  */
 import { ChatsftError } from '../errors.js';
-import { checkSlidingWindow, createKvCache, disposeKvCache, forwardWithCache, logits, type KvCache, type LlamaModel } from '../engine/index.js';
+import {
+  checkSlidingWindow,
+  createKvCache,
+  disposeKvCache,
+  forwardWithCache,
+  logits,
+  type KvCache,
+  type LlamaModel,
+} from '../engine/index.js';
 import type { Batch } from '../batch/types.js';
 import { noCacheStepModel } from './no_cache.js';
 import type { StepModel } from './types.js';
@@ -32,7 +40,15 @@ function compactCache(cache: KvCache, keep: readonly number[]): KvCache {
     });
   const valid = new Uint8Array(keep.length * cache.maxLen);
   keep.forEach((r, i) => valid.set(cache.valid.subarray(r * cache.maxLen, (r + 1) * cache.maxLen), i * cache.maxLen));
-  return { batchSize: keep.length, maxLen: cache.maxLen, length: cache.length, k: pick(cache.k), v: pick(cache.v), valid, head: cache.head };
+  return {
+    batchSize: keep.length,
+    maxLen: cache.maxLen,
+    length: cache.length,
+    k: pick(cache.k),
+    v: pick(cache.v),
+    valid,
+    head: cache.head,
+  };
 }
 
 export function engineStepModel(model: LlamaModel): StepModel {
@@ -64,7 +80,12 @@ export function engineStepModel(model: LlamaModel): StepModel {
         cacheRows = [...rows];
       }
       const positions = rows.map((b) => [(nextPosition[b] = (nextPosition[b] as number) + 1) - 1]);
-      return forwardWithCache(model, tokens.map((t) => [t]), cache, positions);
+      return forwardWithCache(
+        model,
+        tokens.map((t) => [t]),
+        cache,
+        positions,
+      );
     },
     dispose() {
       if (cache !== null) disposeKvCache(cache);

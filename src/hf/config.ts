@@ -57,7 +57,8 @@ function fail(where: string, msg: string): never {
 
 function posInt(raw: Record<string, unknown>, key: string, where: string, dflt?: number): number {
   const v = raw[key] ?? dflt;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) fail(where, `${key} must be a positive integer (got ${JSON.stringify(v)})`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0)
+    fail(where, `${key} must be a positive integer (got ${JSON.stringify(v)})`);
   return v;
 }
 
@@ -87,7 +88,8 @@ export function parseLlamaConfig(raw: Record<string, unknown>, where = 'config.j
   const headDimRaw = raw['head_dim'];
   let headDim: number;
   if (headDimRaw === undefined || headDimRaw === null) {
-    if (hiddenSize % numAttentionHeads !== 0) fail(where, `hidden_size (${hiddenSize}) is not divisible by num_attention_heads (${numAttentionHeads}) and head_dim is not given`);
+    if (hiddenSize % numAttentionHeads !== 0)
+      fail(where, `hidden_size (${hiddenSize}) is not divisible by num_attention_heads (${numAttentionHeads}) and head_dim is not given`);
     headDim = hiddenSize / numAttentionHeads;
   } else {
     headDim = posInt(raw, 'head_dim', where);
@@ -181,7 +183,8 @@ export function readLlamaConfig(file: string): LlamaConfig {
   } catch (e) {
     throw new ChatsftError('FILE_CORRUPT', `not JSON (${(e as Error).message})`, file);
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ChatsftError('MODEL_INVALID', 'config is not a JSON object', file);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new ChatsftError('MODEL_INVALID', 'config is not a JSON object', file);
   return parseLlamaConfig(raw as Record<string, unknown>, file);
 }
 

@@ -8,7 +8,11 @@ import { ChatsftError } from '../errors.js';
 
 export type Json = Record<string, unknown>;
 
-export interface AddedToken { id: number; content: string; special: boolean }
+export interface AddedToken {
+  id: number;
+  content: string;
+  special: boolean;
+}
 
 export function readJson(file: string): Json {
   let text: string;

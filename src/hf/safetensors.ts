@@ -19,7 +19,16 @@ import { f16BitsToF32, f32ToF16 } from '../util/f16.js';
 export type StDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
 export const DTYPE_BYTES: Record<StDtype, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 
 /** Float dtypes model weights may have; integer/bool tensors are never silently cast. */
@@ -142,7 +151,8 @@ export function openSafetensors(file: string): StFile {
       }
       const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
       if (typeof e !== 'object' || e === null) corrupt(file, `entry '${name}' is not an object`);
-      if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_BYTES)) corrupt(file, `tensor '${name}' has unsupported dtype ${JSON.stringify(e.dtype)}`);
+      if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_BYTES))
+        corrupt(file, `tensor '${name}' has unsupported dtype ${JSON.stringify(e.dtype)}`);
       const dtype = e.dtype as StDtype;
       if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
         corrupt(file, `tensor '${name}' has an invalid shape ${JSON.stringify(e.shape)}`);
@@ -153,9 +163,11 @@ export function openSafetensors(file: string): StFile {
         corrupt(file, `tensor '${name}' has invalid data_offsets ${JSON.stringify(off)}`);
       }
       const [begin, end] = off as [number, number];
-      if (begin > end || end > dataLen) corrupt(file, `tensor '${name}' data_offsets [${begin}, ${end}] lie outside the ${dataLen}-byte data section`);
+      if (begin > end || end > dataLen)
+        corrupt(file, `tensor '${name}' data_offsets [${begin}, ${end}] lie outside the ${dataLen}-byte data section`);
       const need = numelOf(shape) * DTYPE_BYTES[dtype];
-      if (end - begin !== need) corrupt(file, `tensor '${name}' has ${end - begin} bytes but shape [${shape.join(', ')}] × ${dtype} needs ${need}`);
+      if (end - begin !== need)
+        corrupt(file, `tensor '${name}' has ${end - begin} bytes but shape [${shape.join(', ')}] × ${dtype} needs ${need}`);
       entries.push({ name, dtype, shape, file, start: dataStart + begin, bytes: end - begin });
       ranges.push({ name, begin, end });
     }
@@ -305,22 +317,38 @@ export function openWeights(dir: string): WeightIndex {
     weightMap = wm as Record<string, string>;
     const shards = new Set(Object.values(weightMap));
     files = [...shards].sort().map((s) => {
-      if (typeof s !== 'string' || s.includes('/') || s.includes('\\')) throw new ChatsftError('FILE_CORRUPT', `bad shard name ${JSON.stringify(s)}`, index);
+      if (typeof s !== 'string' || s.includes('/') || s.includes('\\'))
+        throw new ChatsftError('FILE_CORRUPT', `bad shard name ${JSON.stringify(s)}`, index);
       return path.join(dir, s);
     });
   } else if (fs.existsSync(single)) {
     files = [single];
   } else {
-    files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort().map((f) => path.join(dir, f)) : [];
+    files = fs.existsSync(dir)
+      ? fs
+          .readdirSync(dir)
+          .filter((f) => f.endsWith('.safetensors'))
+          .sort()
+          .map((f) => path.join(dir, f))
+      : [];
   }
   if (files.length === 0) throw new ChatsftError('FILE_MISSING', 'no *.safetensors weights found', dir);
   const entries = new Map<string, StEntry>();
   let totalBytes = 0;
   for (const f of files) {
     for (const e of openSafetensors(f).entries) {
-      if (entries.has(e.name)) throw new ChatsftError('FILE_CORRUPT', `tensor '${e.name}' appears in more than one shard (${path.basename(entries.get(e.name)!.file)} and ${path.basename(f)})`, f);
+      if (entries.has(e.name))
+        throw new ChatsftError(
+          'FILE_CORRUPT',
+          `tensor '${e.name}' appears in more than one shard (${path.basename(entries.get(e.name)!.file)} and ${path.basename(f)})`,
+          f,
+        );
       if (weightMap && weightMap[e.name] !== path.basename(f)) {
-        throw new ChatsftError('FILE_CORRUPT', `tensor '${e.name}' is in ${path.basename(f)} but the index says ${JSON.stringify(weightMap[e.name] ?? null)}`, index);
+        throw new ChatsftError(
+          'FILE_CORRUPT',
+          `tensor '${e.name}' is in ${path.basename(f)} but the index says ${JSON.stringify(weightMap[e.name] ?? null)}`,
+          index,
+        );
       }
       entries.set(e.name, e);
       totalBytes += e.bytes;
@@ -328,7 +356,8 @@ export function openWeights(dir: string): WeightIndex {
   }
   if (weightMap) {
     for (const [name, shard] of Object.entries(weightMap)) {
-      if (!entries.has(name)) throw new ChatsftError('FILE_CORRUPT', `the index lists tensor '${name}' in ${shard}, which does not contain it`, index);
+      if (!entries.has(name))
+        throw new ChatsftError('FILE_CORRUPT', `the index lists tensor '${name}' in ${shard}, which does not contain it`, index);
     }
   }
   return { dir, files, entries, totalBytes };

@@ -34,7 +34,11 @@ function asList(value: Ids, where: string): number[] {
   const list = typeof value === 'number' ? [value] : [...value];
   list.forEach((id, i) => {
     if (!Number.isInteger(id) || id < 0) {
-      throw new ChatsftError('MODEL_INVALID', `stop id must be a non-negative integer, got ${String(id)}`, typeof value === 'number' ? where : `${where}[${i}]`);
+      throw new ChatsftError(
+        'MODEL_INVALID',
+        `stop id must be a non-negative integer, got ${String(id)}`,
+        typeof value === 'number' ? where : `${where}[${i}]`,
+      );
     }
   });
   return list;

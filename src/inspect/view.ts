@@ -110,10 +110,16 @@ export function renderTerminal(view: InspectView, color: boolean): string {
       const alt = t.index % 2 === 1;
       const style =
         t.kind === 'trained'
-          ? alt ? ANSI.trainedAlt : ANSI.trained
+          ? alt
+            ? ANSI.trainedAlt
+            : ANSI.trained
           : t.kind === 'masked'
-            ? alt ? ANSI.maskedAlt : ANSI.masked
-            : t.kind === 'eot' ? ANSI.eot : ANSI.eotMasked;
+            ? alt
+              ? ANSI.maskedAlt
+              : ANSI.masked
+            : t.kind === 'eot'
+              ? ANSI.eot
+              : ANSI.eotMasked;
       // Colour each line separately so backgrounds do not run across newlines.
       body += s
         .split('\n')
@@ -138,8 +144,12 @@ export function renderTerminal(view: InspectView, color: boolean): string {
     );
   });
   for (const t of view.turns) {
-    if (t.reasoningDropped) out.push(`message ${t.messageIndex}: its reasoning was dropped by the template (not in this row, so not learned)`);
-    if (t.straddled) out.push(`message ${t.messageIndex}: the first token joins header and reply text; it is masked and supervision starts at the next token`);
+    if (t.reasoningDropped)
+      out.push(`message ${t.messageIndex}: its reasoning was dropped by the template (not in this row, so not learned)`);
+    if (t.straddled)
+      out.push(
+        `message ${t.messageIndex}: the first token joins header and reply text; it is masked and supervision starts at the next token`,
+      );
   }
   return out.join('\n');
 }
@@ -161,7 +171,9 @@ export function notInspectPage(file: string): string | null {
   } finally {
     fs.closeSync(fd);
   }
-  return buf.subarray(0, n).toString('utf8').includes(HTML_MARKER) ? null : `not a page written by chatsft inspect (no ${HTML_MARKER} at its top)`;
+  return buf.subarray(0, n).toString('utf8').includes(HTML_MARKER)
+    ? null
+    : `not a page written by chatsft inspect (no ${HTML_MARKER} at its top)`;
 }
 
 /** A self-contained HTML page of one or more views. */

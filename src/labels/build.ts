@@ -60,7 +60,13 @@ function openerIds(setup: TokenizerSetup, prompt: string | undefined): Set<numbe
  * Build input ids and labels for one rendered conversation. Every problem
  * is a drop reason for this example; nothing throws for one bad line.
  */
-export function buildLabels(setup: TokenizerSetup, conv: Conversation, rendered: RenderedChat, tokens: Tokens, trainOn: TrainOn): LabelResult {
+export function buildLabels(
+  setup: TokenizerSetup,
+  conv: Conversation,
+  rendered: RenderedChat,
+  tokens: Tokens,
+  trainOn: TrainOn,
+): LabelResult {
   const { text, spans } = rendered;
   let tok = tokens;
   if (setup.addBos && setup.bosId !== undefined && !(setup.bosToken && text.startsWith(setup.bosToken))) {

@@ -92,7 +92,12 @@ export function createEncoder(setup: TokenizerSetup, opts: EncodeOptions = {}): 
       } else if (options.truncation === 'truncate_turns') {
         out.push(await truncateTurns(setup, options.trainOn, p.conv, p.line, r, options.maxLength));
       } else {
-        out.push({ ok: false, line: p.line, reason: 'too_long', detail: `${r.example.inputIds.length} tokens > max_length ${options.maxLength}` });
+        out.push({
+          ok: false,
+          line: p.line,
+          reason: 'too_long',
+          detail: `${r.example.inputIds.length} tokens > max_length ${options.maxLength}`,
+        });
       }
     }
     return out;
@@ -100,19 +105,18 @@ export function createEncoder(setup: TokenizerSetup, opts: EncodeOptions = {}): 
   return { setup, options, start, finish, encode: (items) => finish(start(items)) };
 }
 
-function prepareOne(
-  setup: TokenizerSetup,
-  matcher: SpecialMatcher,
-  allowSpecial: boolean,
-  conv: Conversation,
-  line: number,
-): Pending {
+function prepareOne(setup: TokenizerSetup, matcher: SpecialMatcher, allowSpecial: boolean, conv: Conversation, line: number): Pending {
   if (!allowSpecial) {
     for (let i = 0; i < conv.messages.length; i++) {
       for (const { field, text } of messageFields(conv.messages[i] as Conversation['messages'][number])) {
         const found = matcher.find(text);
         if (found !== undefined) {
-          return { ok: false, line, reason: 'special_tokens_in_content', detail: `messages[${i}].${field} contains the special token ${found}` };
+          return {
+            ok: false,
+            line,
+            reason: 'special_tokens_in_content',
+            detail: `messages[${i}].${field} contains the special token ${found}`,
+          };
         }
       }
     }
@@ -172,7 +176,9 @@ async function truncateTurns(
   full: EncodedExample,
   maxLength: number,
 ): Promise<EncodeResult> {
-  const candidates = full.example.turns.filter((t) => t.eot < maxLength).map((t) => t.messageIndices[t.messageIndices.length - 1] as number);
+  const candidates = full.example.turns
+    .filter((t) => t.eot < maxLength)
+    .map((t) => t.messageIndices[t.messageIndices.length - 1] as number);
   for (let c = candidates.length - 1; c >= 0; c--) {
     const keep = (candidates[c] as number) + 1;
     const shorter: Conversation = { ...conv, messages: conv.messages.slice(0, keep) };
@@ -188,5 +194,10 @@ async function truncateTurns(
     const r = finishOne(setup, trainOn, shorter, line, rendered, tokens);
     if (r.ok && r.example.inputIds.length <= maxLength) return { ...r, truncated: true };
   }
-  return { ok: false, line, reason: 'too_long', detail: `${full.example.inputIds.length} tokens > max_length ${maxLength} and no shorter prefix of whole turns fits` };
+  return {
+    ok: false,
+    line,
+    reason: 'too_long',
+    detail: `${full.example.inputIds.length} tokens > max_length ${maxLength} and no shorter prefix of whole turns fits`,
+  };
 }

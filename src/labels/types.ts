@@ -62,4 +62,3 @@ export interface LabelledExample {
   /** The rendered text the tokens cover. */
   text: string;
 }
-

@@ -43,7 +43,11 @@ export async function discoverEot(folderOrDir: ModelFolder | string): Promise<Di
   const final = probe.closings.find((c) => c.kind === 'final');
   const id = final?.ids[final.ids.length - 1];
   if (id === undefined) {
-    throw new ChatsftError('TEMPLATE_ERROR', `could not find the end-of-turn token with the chat template (${probe.problem?.message ?? 'no final turn'}); pass --eot TOKEN`, folder.dir);
+    throw new ChatsftError(
+      'TEMPLATE_ERROR',
+      `could not find the end-of-turn token with the chat template (${probe.problem?.message ?? 'no final turn'}); pass --eot TOKEN`,
+      folder.dir,
+    );
   }
   const token = setup.tokenizer.idToToken(id);
   if (token === null || token === undefined) throw new ChatsftError('TOKENIZER_ERROR', `EOT id ${id} has no token string`, folder.dir);

@@ -116,8 +116,7 @@ export function loadModelFolder(dir: string): ModelFolder {
 
   // tokenizer_config wins over special_tokens_map, as in transformers.
   const pick = (key: string): string | undefined =>
-    tokenString(tokenizerConfig[key], cfgPath, key) ??
-    tokenString(specialTokensMap?.[key], join(dir, 'special_tokens_map.json'), key);
+    tokenString(tokenizerConfig[key], cfgPath, key) ?? tokenString(specialTokensMap?.[key], join(dir, 'special_tokens_map.json'), key);
   const bosToken = pick('bos_token');
   const eosToken = pick('eos_token');
   const unkToken = pick('unk_token');

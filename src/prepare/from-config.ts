@@ -23,4 +23,3 @@ export function encodeOptionsFrom(cfg: SftConfig): EncodeOptions {
     allowSpecialTokensInContent: cfg.allow_special_tokens_in_content,
   };
 }
-

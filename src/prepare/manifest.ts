@@ -84,18 +84,29 @@ export interface PreparedExpectation {
  */
 export function checkManifest(m: ParsedManifest, setup: TokenizerSetup, want: PreparedExpectation, file: string): void {
   const refuse = (field: string, message: string): never => {
-    throw new ChatsftError('CONFIG_INVALID', `${field}: ${message}; prepare the data again with this config, or change the config to match`, file);
+    throw new ChatsftError(
+      'CONFIG_INVALID',
+      `${field}: ${message}; prepare the data again with this config, or change the config to match`,
+      file,
+    );
   };
   if (m.tokenizer_sha256 !== setup.folder.tokenizerSha256 || m.vocab_size !== setup.vocabSize) {
     refuse('tokenizer', 'prepared with another tokenizer or other added tokens than this model and config');
   }
   if (m.template.sha256 !== setup.template.sha256) {
-    refuse('template', `prepared with template ${m.template.origin} (sha256 ${m.template.sha256.slice(0, 12)}…), the config gives ${setup.template.origin} (sha256 ${setup.template.sha256.slice(0, 12)}…)`);
+    refuse(
+      'template',
+      `prepared with template ${m.template.origin} (sha256 ${m.template.sha256.slice(0, 12)}…), the config gives ${setup.template.origin} (sha256 ${setup.template.sha256.slice(0, 12)}…)`,
+    );
   }
   if (m.pad_token !== setup.padToken || m.pad_token_id !== setup.padId) {
-    refuse('pad', `prepared with pad ${JSON.stringify(m.pad_token)} (id ${m.pad_token_id}), the config gives ${JSON.stringify(setup.padToken)} (id ${setup.padId})`);
+    refuse(
+      'pad',
+      `prepared with pad ${JSON.stringify(m.pad_token)} (id ${m.pad_token_id}), the config gives ${JSON.stringify(setup.padToken)} (id ${setup.padId})`,
+    );
   }
   if (m.train_on !== want.train_on) refuse('train_on', `prepared with train_on: ${m.train_on}, the config says ${want.train_on}`);
-  if (m.max_length !== want.max_length) refuse('max_length', `prepared with max_length ${m.max_length ?? 'unset'}, the config says ${want.max_length ?? 'unset'}`);
+  if (m.max_length !== want.max_length)
+    refuse('max_length', `prepared with max_length ${m.max_length ?? 'unset'}, the config says ${want.max_length ?? 'unset'}`);
   if (m.packing !== want.packing) refuse('packing', `prepared with packing: ${m.packing}, the config says ${want.packing}`);
 }

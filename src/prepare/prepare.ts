@@ -83,7 +83,14 @@ function emptyStats(): SplitStats {
 
 /** The report of a split (SplitStats carry the same counts, for the manifest). */
 export function reportOf(file: string, stats: SplitStats): DataReport {
-  return { file, lines: stats.lines, used: stats.examples, dropped: stats.dropped, issues: stats.issues, issues_omitted: stats.issues_omitted };
+  return {
+    file,
+    lines: stats.lines,
+    used: stats.examples,
+    dropped: stats.dropped,
+    issues: stats.issues,
+    issues_omitted: stats.issues_omitted,
+  };
 }
 
 function account(stats: SplitStats, rep: DataReporter, r: EncodeResult, trimmed: Set<number>, eots: Set<number>): Example | undefined {
@@ -176,7 +183,8 @@ export async function processFile(
     // Size check before tokenizing: a line certainly over the limit is never tokenized whole.
     const over = limit ? certainlyOver(setup.tokenizer, conversation, limit.tokens) : undefined;
     if (over && limit) {
-      const kept = limit.source === 'max_length' && opts.truncation === 'truncate_turns' ? trimToBound(conversation, over.bound) : undefined;
+      const kept =
+        limit.source === 'max_length' && opts.truncation === 'truncate_turns' ? trimToBound(conversation, over.bound) : undefined;
       if (!kept) {
         rep.drop(parsed.line, 'too_long', 'messages', overLengthMessage(over, limit));
         continue;
@@ -210,12 +218,18 @@ export async function processFile(
  * One bad line is dropped; a template that yields labels for no line at all
  * is a template problem and ends the run, naming it.
  */
-function failIfTemplateCannotServe(setup: TokenizerSetup, file: string, stats: SplitStats, first: { reason: DropReason; detail: string } | undefined): void {
+function failIfTemplateCannotServe(
+  setup: TokenizerSetup,
+  file: string,
+  stats: SplitStats,
+  first: { reason: DropReason; detail: string } | undefined,
+): void {
   if (stats.examples > 0 || !first) return;
   const templateDrops = [...TEMPLATE_REASONS].reduce((n, r) => n + (stats.dropped[r] ?? 0), 0);
   const all = Object.values(stats.dropped).reduce((n: number, c) => n + (c ?? 0), 0);
   if (templateDrops === 0 || templateDrops < all / 2) return;
-  const code = first.reason === 'eot_not_found' ? 'TEMPLATE_NO_EOT' : first.reason === 'template_error' ? 'TEMPLATE_ERROR' : 'TEMPLATE_SPAN';
+  const code =
+    first.reason === 'eot_not_found' ? 'TEMPLATE_NO_EOT' : first.reason === 'template_error' ? 'TEMPLATE_ERROR' : 'TEMPLATE_SPAN';
   const what =
     first.reason === 'eot_not_found'
       ? 'the template does not close assistant turns with a special token, so a model trained on it cannot learn to stop'
@@ -230,7 +244,11 @@ function failIfTemplateCannotServe(setup: TokenizerSetup, file: string, stats: S
 }
 
 /** Prepare a file into memory (what `train` does with a JSONL path). */
-export async function prepareRows(setup: TokenizerSetup, file: string, opts: PrepareOptions = {}): Promise<{ rows: Row[]; stats: SplitStats }> {
+export async function prepareRows(
+  setup: TokenizerSetup,
+  file: string,
+  opts: PrepareOptions = {},
+): Promise<{ rows: Row[]; stats: SplitStats }> {
   const rows: Row[] = [];
   const stats = await processFile(setup, file, opts, (r) => {
     for (const x of r) rows.push(x);
@@ -383,16 +401,21 @@ export async function prepareToDir(setup: TokenizerSetup, data: string, opts: Pr
         packing: opts.packing ?? false,
         format,
         shards: train.shards,
-        ...(evalSplit && opts.evalData
-          ? { eval: { ...omitLines(evalSplit.stats), shards: evalSplit.shards, data: opts.evalData } }
-          : {}),
+        ...(evalSplit && opts.evalData ? { eval: { ...omitLines(evalSplit.stats), shards: evalSplit.shards, data: opts.evalData } } : {}),
       };
       // The tokenizer the ids refer to (with any tokens chatsft added); the manifest last, as the mark of a complete folder.
       setup.tokenizer.save(join(staging, 'tokenizer.json'));
       writeJsonAtomic(join(staging, MANIFEST), manifest);
       return manifest;
     },
-    { kind: 'dir', overwrite: Boolean(opts.overwrite), notOwned: notPreparedFolder, protect, flag: '--out', ...(opts.onNote ? { onNote: opts.onNote } : {}) },
+    {
+      kind: 'dir',
+      overwrite: Boolean(opts.overwrite),
+      notOwned: notPreparedFolder,
+      protect,
+      flag: '--out',
+      ...(opts.onNote ? { onNote: opts.onNote } : {}),
+    },
   );
 }
 

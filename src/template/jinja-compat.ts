@@ -232,16 +232,26 @@ function strftimeNow(format: string): string {
   const months = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
   return format.replace(/%([dmYyHMSbB%])/g, (_m, c: string) => {
     switch (c) {
-      case 'd': return pad(d.getDate());
-      case 'm': return pad(d.getMonth() + 1);
-      case 'Y': return String(d.getFullYear());
-      case 'y': return pad(d.getFullYear() % 100);
-      case 'H': return pad(d.getHours());
-      case 'M': return pad(d.getMinutes());
-      case 'S': return pad(d.getSeconds());
-      case 'b': return (months[d.getMonth()] as string).slice(0, 3);
-      case 'B': return months[d.getMonth()] as string;
-      default: return '%';
+      case 'd':
+        return pad(d.getDate());
+      case 'm':
+        return pad(d.getMonth() + 1);
+      case 'Y':
+        return String(d.getFullYear());
+      case 'y':
+        return pad(d.getFullYear() % 100);
+      case 'H':
+        return pad(d.getHours());
+      case 'M':
+        return pad(d.getMinutes());
+      case 'S':
+        return pad(d.getSeconds());
+      case 'b':
+        return (months[d.getMonth()] as string).slice(0, 3);
+      case 'B':
+        return months[d.getMonth()] as string;
+      default:
+        return '%';
     }
   });
 }

@@ -122,7 +122,9 @@ const REASONING: Conversation = {
 const TOKEN_LIKE = /^\s*(<\|[^|\s]+\|>|<\/?[A-Za-z_][^<>\s]*>|\[\/?[A-Za-z_][^\]\s]*\])/;
 
 async function encodeOne(setup: TokenizerSetup, conv: Conversation): Promise<EncodeResult | undefined> {
-  const [r] = await createEncoder(setup, { trainOn: 'assistant', allowSpecialTokensInContent: true }).encode([{ conversation: conv, line: 0 }]);
+  const [r] = await createEncoder(setup, { trainOn: 'assistant', allowSpecialTokensInContent: true }).encode([
+    { conversation: conv, line: 0 },
+  ]);
   return r;
 }
 
@@ -217,9 +219,9 @@ export async function probeTemplate(setup: TokenizerSetup): Promise<TemplateProb
   // token of the generation prompt (<|im_start|>, <|start_header_id|>, <start_of_turn>).
   const headerText = turnHeaderText(setup.template, setup.vars);
   const stops = new Set(eotIds);
-  const turnHeaders = turnHeaderIds(headerText === null ? [] : (await setup.tokenizer.encode(headerText, null, { addSpecialTokens: false })).getIds()).filter(
-    (h) => !h.some((id) => stops.has(id)),
-  );
+  const turnHeaders = turnHeaderIds(
+    headerText === null ? [] : (await setup.tokenizer.encode(headerText, null, { addSpecialTokens: false })).getIds(),
+  ).filter((h) => !h.some((id) => stops.has(id)));
 
   return {
     template,

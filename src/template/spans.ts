@@ -172,7 +172,12 @@ function assistantRuns(conv: Conversation): Array<[number, number]> {
  * turn. Throws TEMPLATE_ERROR when the template raises, DATA_INVALID for
  * reserved characters, TEMPLATE_SPAN when a turn cannot be located.
  */
-export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars: TemplateVars, specials: readonly string[] = []): RenderedChat {
+export function renderWithSpans(
+  template: ChatTemplate,
+  conv: Conversation,
+  vars: TemplateVars,
+  specials: readonly string[] = [],
+): RenderedChat {
   const sp = specialIndex(specials);
   for (const m of conv.messages) {
     for (const s of messageStrings(m)) {
@@ -234,7 +239,10 @@ export function renderWithSpans(template: ChatTemplate, conv: Conversation, vars
     // A run where some messages are located alone is not merged (gpt-oss prints a turn header
     // between them and only its last message closes with <|return|>): the rest are found below,
     // each a turn of its own, so the header between them is never supervised.
-    const merged = first < last && single.every((x) => x === undefined) ? prefixSpan(conv, first, last, promptBefore(first), upTo(last), text, sp, generationPrompt) : undefined;
+    const merged =
+      first < last && single.every((x) => x === undefined)
+        ? prefixSpan(conv, first, last, promptBefore(first), upTo(last), text, sp, generationPrompt)
+        : undefined;
     if (merged) {
       for (const span of splitAtHeaders(conv, text, merged, generationPrompt, sp)) located.push({ msg: span.messageIndex, span });
       continue;
@@ -281,7 +289,10 @@ const specialIndexCache = new WeakMap<readonly string[], SpecialIndex>();
 function specialIndex(specials: readonly string[]): SpecialIndex {
   let idx = specialIndexCache.get(specials);
   if (!idx) {
-    idx = { set: new Set(specials.filter((x) => x.length > 0)), lengths: [...new Set(specials.map((x) => x.length))].filter((n) => n > 0).sort((a, b) => b - a) };
+    idx = {
+      set: new Set(specials.filter((x) => x.length > 0)),
+      lengths: [...new Set(specials.map((x) => x.length))].filter((n) => n > 0).sort((a, b) => b - a),
+    };
     specialIndexCache.set(specials, idx);
   }
   return idx;
@@ -446,7 +457,8 @@ function splitAtHeaders(conv: Conversation, text: string, run: AssistantSpan, g:
     let closer = end;
     while (closer > start && isPySpace(text[closer - 1] as string)) closer--;
     const i = run.messageIndices[k] as number;
-    if (!text.slice(start, end).includes(visibleContent(conv.messages[i] as Message)) || endsWithSpecial(text, closer, sp) === undefined) return [run];
+    if (!text.slice(start, end).includes(visibleContent(conv.messages[i] as Message)) || endsWithSpecial(text, closer, sp) === undefined)
+      return [run];
     const toolCalls = hasToolCalls(conv.messages[i] as Message);
     pieces.push({ messageIndex: i, messageIndices: [i], start, end, closed: true, method: 'prefix', toolCalls });
   }
@@ -522,7 +534,15 @@ function fillFinalTurn(
   let end = text.length;
   while (end > start && isPySpace(text[end - 1] as string)) end--;
   if (endsWithSpecial(text, end, sp) === undefined) return;
-  l.span = { messageIndex: l.msg, messageIndices: [l.msg], start, end: text.length, closed: true, method: 'prefix', toolCalls: hasToolCalls(m) };
+  l.span = {
+    messageIndex: l.msg,
+    messageIndices: [l.msg],
+    start,
+    end: text.length,
+    closed: true,
+    method: 'prefix',
+    toolCalls: hasToolCalls(m),
+  };
 }
 
 /** The content sentinels, outside or (for templates that trim content) inside its outer whitespace. */
@@ -567,7 +587,16 @@ function fillBySentinels(
     const start = startOf(l.msg, text.length);
     if (empty && start !== undefined) {
       // Even with no content the template may print channel markup before the closer (harmony).
-      l.span = { messageIndex: l.msg, messageIndices: [l.msg], start, end: start, closed: false, toCloser: true, method: 'sentinel', toolCalls: hasToolCalls(m) };
+      l.span = {
+        messageIndex: l.msg,
+        messageIndices: [l.msg],
+        start,
+        end: start,
+        closed: false,
+        toCloser: true,
+        method: 'sentinel',
+        toolCalls: hasToolCalls(m),
+      };
     }
   }
   const wrapped = todo
@@ -587,7 +616,17 @@ function fillBySentinels(
       const start = startOf(l.msg, text.length);
       if (start === undefined) continue;
       const toolCalls = hasToolCalls(conv.messages[l.msg] as Message);
-      l.span = { messageIndex: l.msg, messageIndices: [l.msg], start, end: start, closed: false, toCloser: true, method: 'sentinel', toolCalls, contentDropped: true };
+      l.span = {
+        messageIndex: l.msg,
+        messageIndices: [l.msg],
+        start,
+        end: start,
+        closed: false,
+        toCloser: true,
+        method: 'sentinel',
+        toolCalls,
+        contentDropped: true,
+      };
     }
   };
   if (wrapped.length === 0) return dropped(); // null/empty content is never wrapped
@@ -634,7 +673,13 @@ function annotateReasoning(conv: Conversation, text: string, span: AssistantSpan
  * in its own block): a block that follows the last turn's block with no
  * assistant message between belongs to that turn.
  */
-function generationSpans(tpl: ChatTemplate, conv: Conversation, vars: TemplateVars, text: string, runs: Array<[number, number]>): AssistantSpan[] {
+function generationSpans(
+  tpl: ChatTemplate,
+  conv: Conversation,
+  vars: TemplateVars,
+  text: string,
+  runs: Array<[number, number]>,
+): AssistantSpan[] {
   const s = strip(renderWith(tpl.marked, conv, { vars }), GEN_OPEN, GEN_CLOSE);
   const found = pairs(s.opens, s.closes, s.order);
   if (s.text !== text || !found) {
@@ -643,7 +688,10 @@ function generationSpans(tpl: ChatTemplate, conv: Conversation, vars: TemplateVa
   const assistants = runs.flatMap(([a, b]) => Array.from({ length: b - a + 1 }, (_x, k) => a + k));
   const nonEmpty = found.filter(([a, b]) => b > a);
   if (nonEmpty.length < assistants.length) {
-    throw templateProblem(tpl, `the template renders ${nonEmpty.length} {% generation %} blocks for ${assistants.length} assistant messages`);
+    throw templateProblem(
+      tpl,
+      `the template renders ${nonEmpty.length} {% generation %} blocks for ${assistants.length} assistant messages`,
+    );
   }
   const spans: AssistantSpan[] = [];
   let extra = nonEmpty.length - assistants.length;

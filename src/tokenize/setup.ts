@@ -6,13 +6,7 @@
 import { ChatsftError } from '../errors.js';
 import type { Tokenizer } from 'tokenizers';
 import { type ModelFolder } from '../model/folder.js';
-import {
-  CHATML_TEMPLATE,
-  compileTemplate,
-  loadTemplateFile,
-  type ChatTemplate,
-  type TemplateVars,
-} from '../template/render.js';
+import { CHATML_TEMPLATE, compileTemplate, loadTemplateFile, type ChatTemplate, type TemplateVars } from '../template/render.js';
 
 export type TemplateChoice = 'model' | 'chatml' | string;
 export type PadChoice = 'auto' | 'eos' | 'unk' | string;
@@ -162,7 +156,11 @@ function choosePad(
     }
     const u = folder.unkToken;
     if (u !== undefined && !eosLike.has(u) && idOf(u) !== undefined) {
-      return { token: u, id: idOf(u) as number, reason: p ? `unk (the tokenizer pad ${p} is an EOS/EOT token)` : 'unk (the tokenizer has no pad token)' };
+      return {
+        token: u,
+        id: idOf(u) as number,
+        reason: p ? `unk (the tokenizer pad ${p} is an EOS/EOT token)` : 'unk (the tokenizer has no pad token)',
+      };
     }
     const id = addSpecial(tokenizer, '<|pad|>', added);
     return { token: '<|pad|>', id, reason: 'a new <|pad|> token (no usable pad or unk)' };
@@ -175,7 +173,8 @@ function choosePad(
   }
   if (choice === 'unk') {
     const u = folder.unkToken;
-    if (u === undefined || idOf(u) === undefined) throw new ChatsftError('CONFIG_INVALID', 'pad: unk, but the tokenizer has no unk token', 'pad');
+    if (u === undefined || idOf(u) === undefined)
+      throw new ChatsftError('CONFIG_INVALID', 'pad: unk, but the tokenizer has no unk token', 'pad');
     return { token: u, id: idOf(u) as number, reason: 'unk (pad: unk)' };
   }
   const existing = idOf(choice);

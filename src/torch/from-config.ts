@@ -29,9 +29,16 @@ export interface TorchEngineOptions {
 }
 
 /** As loadOrCreateModel (src/train/setup.ts) decides, without loading any weights. */
-export function modelSource(modelDir: string | undefined, modelConfig: string | undefined): { config: LlamaConfig; init: { kind: 'folder'; path: string } | { kind: 'seed' } } {
-  const hasWeights = modelDir !== undefined && fs.existsSync(modelDir) && fs.readdirSync(modelDir).some((f) => f.endsWith('.safetensors') || f === 'model.safetensors.index.json');
-  if (hasWeights && modelConfig === undefined) return { config: readLlamaConfig(path.join(modelDir, 'config.json')), init: { kind: 'folder', path: modelDir } };
+export function modelSource(
+  modelDir: string | undefined,
+  modelConfig: string | undefined,
+): { config: LlamaConfig; init: { kind: 'folder'; path: string } | { kind: 'seed' } } {
+  const hasWeights =
+    modelDir !== undefined &&
+    fs.existsSync(modelDir) &&
+    fs.readdirSync(modelDir).some((f) => f.endsWith('.safetensors') || f === 'model.safetensors.index.json');
+  if (hasWeights && modelConfig === undefined)
+    return { config: readLlamaConfig(path.join(modelDir, 'config.json')), init: { kind: 'folder', path: modelDir } };
   if (modelConfig !== undefined) return { config: readLlamaConfig(modelConfig), init: { kind: 'seed' } };
   const cfgFile = modelDir ? path.join(modelDir, 'config.json') : undefined;
   if (cfgFile && fs.existsSync(cfgFile)) return { config: readLlamaConfig(cfgFile), init: { kind: 'seed' } };
@@ -48,7 +55,12 @@ async function stopEvalFor(cfg: SftConfig, setup: TokenizerSetup): Promise<StopE
   const { prompts } = await evalPrompts(setup, file, STOP_EVAL_PROMPTS);
   if (prompts.length === 0) return undefined;
   const runtime = await chatRuntime(setup);
-  return { prompts: prompts.map((p) => p.ids), stopIds: runtime.stopIds, maxNewTokens: cfg.eval.max_new_tokens, turnHeaders: runtime.turnHeaders.map((h) => [...h]) };
+  return {
+    prompts: prompts.map((p) => p.ids),
+    stopIds: runtime.stopIds,
+    maxNewTokens: cfg.eval.max_new_tokens,
+    turnHeaders: runtime.turnHeaders.map((h) => [...h]),
+  };
 }
 
 export async function trainTorchFromConfig(
@@ -113,6 +125,8 @@ export async function trainTorchFromConfig(
     onLog: (line) => (opts.onLog ? opts.onLog(line) : progress.log(line)),
     finalizeFolder: (dir) => saveTokenizerFiles(setup, dir, { eotIds: train.eotIds }),
   });
-  progress.done(`trained ${result.steps} steps in ${result.seconds.toFixed(1)} s on ${result.device}${result.worldSize > 1 ? ` × ${result.worldSize} processes` : ''}`);
+  progress.done(
+    `trained ${result.steps} steps in ${result.seconds.toFixed(1)} s on ${result.device}${result.worldSize > 1 ? ` × ${result.worldSize} processes` : ''}`,
+  );
   return result;
 }

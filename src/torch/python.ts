@@ -73,10 +73,18 @@ export function probeTorch(python = defaultPython()): TorchInfo {
 export function requireTorch(python = defaultPython()): TorchInfo {
   const info = probeTorch(python);
   if (info.torch === null) {
-    throw new ChatsftError('ENGINE_UNAVAILABLE', `--engine torch needs PyTorch, but ${python} cannot import it (${info.error ?? 'unknown error'}); ${INSTALL_HINT}`, '--python');
+    throw new ChatsftError(
+      'ENGINE_UNAVAILABLE',
+      `--engine torch needs PyTorch, but ${python} cannot import it (${info.error ?? 'unknown error'}); ${INSTALL_HINT}`,
+      '--python',
+    );
   }
   if (info.torch_ok === false) {
-    throw new ChatsftError('ENGINE_UNAVAILABLE', `--engine torch needs PyTorch >= 1.13, ${python} has ${info.torch}; ${INSTALL_HINT}`, '--python');
+    throw new ChatsftError(
+      'ENGINE_UNAVAILABLE',
+      `--engine torch needs PyTorch >= 1.13, ${python} has ${info.torch}; ${INSTALL_HINT}`,
+      '--python',
+    );
   }
   return info;
 }

@@ -75,14 +75,30 @@ export interface TorchTrainResult extends TrainResult {
 type WorkerEvent =
   | ({ event: 'ready' } & WorkerReady)
   | { event: 'resumed'; step: number; losses: number[] }
-  | { event: 'step'; step: number; loss: number; lr: number; grad_norm: number; seconds: number; eval_loss?: number; generations?: WorkerGeneration[] }
+  | {
+      event: 'step';
+      step: number;
+      loss: number;
+      lr: number;
+      grad_norm: number;
+      seconds: number;
+      eval_loss?: number;
+      generations?: WorkerGeneration[];
+    }
   | { event: 'stopped'; step: number }
   | { event: 'done'; step: number; eval_loss: number | null; generations?: WorkerGeneration[] }
   /** Non-finite loss / grad_norm come as "NaN" / "Infinity" (JSON has no such numbers); `what` names a non-finite weight. */
   | { event: 'diverged'; step: number; loss: number | string; grad_norm: number | string; what?: string }
   | { event: 'error'; code: string; message: string; where?: string };
 
-const WORKER_CODES: readonly ErrorCode[] = ['MODEL_INVALID', 'CHECKPOINT_INVALID', 'ENGINE_ERROR', 'DATA_INVALID', 'CONFIG_INVALID', 'TRAINING_DIVERGED'];
+const WORKER_CODES: readonly ErrorCode[] = [
+  'MODEL_INVALID',
+  'CHECKPOINT_INVALID',
+  'ENGINE_ERROR',
+  'DATA_INVALID',
+  'CONFIG_INVALID',
+  'TRAINING_DIVERGED',
+];
 
 export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTrainResult> {
   const t0 = performance.now();
@@ -93,7 +109,10 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
   if (!(Number.isInteger(nproc) && nproc >= 1)) throw new ChatsftError('USAGE', `--nproc must be a positive integer, got ${String(nproc)}`);
   // One GPU per process: more processes than GPUs would fail inside the worker.
   if (info.cuda && opts.device !== 'cpu' && nproc > (info.device_count ?? 1)) {
-    throw new ChatsftError('USAGE', `--nproc ${nproc} needs ${nproc} GPUs, ${python} sees ${info.device_count ?? 1}; lower --nproc or add --device cpu`);
+    throw new ChatsftError(
+      'USAGE',
+      `--nproc ${nproc} needs ${nproc} GPUs, ${python} sees ${info.device_count ?? 1}; lower --nproc or add --device cpu`,
+    );
   }
   if (opts.rows.length === 0) throw new ChatsftError('DATA_INVALID', 'no training rows');
   const supervisedEot = countSupervisedEot(opts.rows, opts.eotIds);
@@ -116,7 +135,12 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
   // The same completeness rule as the embedded engine: the newest complete checkpoint, recovered
   // from the siblings an interrupted save left (the worker writes complete.json last).
   const found = opts.resume ? findCheckpoint(out, opts.onLog) : null;
-  if (opts.resume && !found) throw new ChatsftError('CHECKPOINT_INVALID', 'nothing to resume: no complete checkpoint here (set checkpoint_every, or drop --resume to start over)', out);
+  if (opts.resume && !found)
+    throw new ChatsftError(
+      'CHECKPOINT_INVALID',
+      'nothing to resume: no complete checkpoint here (set checkpoint_every, or drop --resume to start over)',
+      out,
+    );
   const jobDir = path.join(out, JOB_DIR);
   fs.rmSync(jobDir, { recursive: true, force: true });
   ensureDir(jobDir);
@@ -153,7 +177,8 @@ async function trainWithWorker(opts: TorchTrainOptions, p: Prepared): Promise<To
   const plan = writePlanFile(file('plan.i32'), opts.rows, order, totalSteps, hp.gradAccum, opts.padId);
   if (opts.init.kind === 'seed') writeSafetensors(file('init.safetensors'), initialTensors(opts.config, hp.seed));
   const lora = opts.lora ?? null;
-  if (lora) writeSafetensors(file('lora_init.safetensors'), loraInitTensors({ ...opts.config, vocabSize: opts.vocabSize }, lora, hp.seed + 1));
+  if (lora)
+    writeSafetensors(file('lora_init.safetensors'), loraInitTensors({ ...opts.config, vocabSize: opts.vocabSize }, lora, hp.seed + 1));
 
   const srcDtype = opts.config.raw['torch_dtype'];
   const saveDtype = opts.init.kind === 'folder' && (srcDtype === 'bfloat16' || srcDtype === 'float16') ? srcDtype : 'float32';
@@ -162,7 +187,10 @@ async function trainWithWorker(opts: TorchTrainOptions, p: Prepared): Promise<To
     version: 1,
     output_dir: out,
     config: { ...opts.config.raw },
-    init: opts.init.kind === 'folder' ? { kind: 'folder', path: path.resolve(opts.init.path) } : { kind: 'file', path: file('init.safetensors') },
+    init:
+      opts.init.kind === 'folder'
+        ? { kind: 'folder', path: path.resolve(opts.init.path) }
+        : { kind: 'file', path: file('init.safetensors') },
     vocab_size: opts.vocabSize,
     rows: file('rows.i32'),
     eval_rows: opts.evalRows?.length ? file('eval.i32') : null,
@@ -174,7 +202,16 @@ async function trainWithWorker(opts: TorchTrainOptions, p: Prepared): Promise<To
     step_tokens: plan.stepTokens,
     pad_id: opts.padId,
     padding_side: opts.paddingSide,
-    lora: lora ? { r: lora.r, alpha: lora.alpha, dropout: lora.dropout, targets: lora.targets, train_token_ids: [...new Set(lora.trainTokenIds)].sort((a, b) => a - b), init: file('lora_init.safetensors') } : null,
+    lora: lora
+      ? {
+          r: lora.r,
+          alpha: lora.alpha,
+          dropout: lora.dropout,
+          targets: lora.targets,
+          train_token_ids: [...new Set(lora.trainTokenIds)].sort((a, b) => a - b),
+          init: file('lora_init.safetensors'),
+        }
+      : null,
     adamw: { beta1: ADAMW_DEFAULTS.beta1, beta2: ADAMW_DEFAULTS.beta2, eps: ADAMW_DEFAULTS.eps, weight_decay: hp.weightDecay },
     max_grad_norm: hp.maxGradNorm,
     eval_every: opts.evalEverySteps ?? 0,
@@ -189,7 +226,9 @@ async function trainWithWorker(opts: TorchTrainOptions, p: Prepared): Promise<To
     save_dtype: saveDtype,
     threads: Math.max(1, Math.floor(availableParallelism() / nproc)),
     base_model_path: opts.baseModelPath ?? null,
-    stop_eval: opts.stopEval?.prompts.length ? { prompts: opts.stopEval.prompts, stop_ids: opts.stopEval.stopIds, max_new_tokens: opts.stopEval.maxNewTokens } : null,
+    stop_eval: opts.stopEval?.prompts.length
+      ? { prompts: opts.stopEval.prompts, stop_ids: opts.stopEval.stopIds, max_new_tokens: opts.stopEval.maxNewTokens }
+      : null,
   };
   writeJsonAtomic(file('job.json'), job);
   // As the embedded loop: a fresh run starts a new metrics file.
@@ -205,13 +244,18 @@ async function trainWithWorker(opts: TorchTrainOptions, p: Prepared): Promise<To
   let stopped = false;
   let diverged: Extract<WorkerEvent, { event: 'diverged' }> | null = null;
   const logFile = path.join(out, WORKER_LOG);
-  const args = nproc > 1 ? [...launcherArgs(nproc, await freePort(), file('ranks')), '-m', 'chatsft_worker', file('job.json')] : ['-m', 'chatsft_worker', file('job.json')];
+  const args =
+    nproc > 1
+      ? [...launcherArgs(nproc, await freePort(), file('ranks')), '-m', 'chatsft_worker', file('job.json')]
+      : ['-m', 'chatsft_worker', file('job.json')];
   const failure = await runWorker(python, args, logFile, (ev) => {
     switch (ev.event) {
       case 'ready':
         ready = ev;
         opts.onReady?.(ev);
-        opts.onLog?.(`torch ${ev.torch} on ${ev.device_name}${ev.autocast ? ` (${ev.autocast} autocast)` : ''}, ${ev.world_size} process${ev.world_size > 1 ? 'es' : ''}, ${(ev.trainable / 1e6).toFixed(2)} M of ${(ev.parameters / 1e6).toFixed(2)} M parameters trained`);
+        opts.onLog?.(
+          `torch ${ev.torch} on ${ev.device_name}${ev.autocast ? ` (${ev.autocast} autocast)` : ''}, ${ev.world_size} process${ev.world_size > 1 ? 'es' : ''}, ${(ev.trainable / 1e6).toFixed(2)} M of ${(ev.parameters / 1e6).toFixed(2)} M parameters trained`,
+        );
         break;
       case 'resumed': {
         resumedFrom = ev.step;
@@ -238,7 +282,17 @@ async function trainWithWorker(opts: TorchTrainOptions, p: Prepared): Promise<To
           ...(ev.eval_loss !== undefined ? { eval_loss: ev.eval_loss } : {}),
           ...(stop ?? {}),
         } as MetricsLine);
-        opts.onStep?.({ step: ev.step, totalSteps, loss: ev.loss, lr: ev.lr, gradNorm: ev.grad_norm, tokens: plan.stepTokens[s]!, inputTokens: real, tokensPerSecond: real / ev.seconds, ...(ev.eval_loss !== undefined ? { evalLoss: ev.eval_loss } : {}) });
+        opts.onStep?.({
+          step: ev.step,
+          totalSteps,
+          loss: ev.loss,
+          lr: ev.lr,
+          gradNorm: ev.grad_norm,
+          tokens: plan.stepTokens[s]!,
+          inputTokens: real,
+          tokensPerSecond: real / ev.seconds,
+          ...(ev.eval_loss !== undefined ? { evalLoss: ev.eval_loss } : {}),
+        });
         break;
       }
       case 'stopped':
@@ -259,7 +313,15 @@ async function trainWithWorker(opts: TorchTrainOptions, p: Prepared): Promise<To
   if (div) {
     // The embedded engine's error (src/train/diverge.ts): step, last finite loss, the checkpoint kept, a hint.
     if (div.what) throw new ChatsftError('TRAINING_DIVERGED', `${div.what}. Try a lower lr or max_grad_norm`, out);
-    throw divergedError({ step: div.step, loss: Number(div.loss), gradNorm: Number(div.grad_norm), losses, lr: hp.lr, maxGradNorm: hp.maxGradNorm, outputDir: out });
+    throw divergedError({
+      step: div.step,
+      loss: Number(div.loss),
+      gradNorm: Number(div.grad_norm),
+      losses,
+      lr: hp.lr,
+      maxGradNorm: hp.maxGradNorm,
+      outputDir: out,
+    });
   }
   if (failure) throw failure;
   const finished = ready as WorkerReady | null;
@@ -305,7 +367,12 @@ async function trainWithWorker(opts: TorchTrainOptions, p: Prepared): Promise<To
  * null on success, or the error to throw: the worker's own (with its code)
  * or a crash, both naming the log.
  */
-async function runWorker(python: string, args: string[], logFile: string, onEvent: (ev: WorkerEvent) => void): Promise<ChatsftError | null> {
+async function runWorker(
+  python: string,
+  args: string[],
+  logFile: string,
+  onEvent: (ev: WorkerEvent) => void,
+): Promise<ChatsftError | null> {
   const log = fs.openSync(logFile, 'a');
   fs.writeSync(log, `\n=== ${new Date().toISOString()} ${python} ${args.join(' ')}\n`);
   let errorEvent: { code: string; message: string; where?: string } | null = null;
@@ -349,7 +416,11 @@ async function runWorker(python: string, args: string[], logFile: string, onEven
       const c = (WORKER_CODES as readonly string[]).includes(errorEvent.code) ? (errorEvent.code as ErrorCode) : 'ENGINE_ERROR';
       return new ChatsftError(c, `${errorEvent.message} (torch worker log: ${logFile})`, errorEvent.where);
     }
-    if (code !== 0) return new ChatsftError('ENGINE_ERROR', `the torch worker ${signal ? `was killed by ${signal}` : `exited with code ${code}`}; see its log: ${logFile}`);
+    if (code !== 0)
+      return new ChatsftError(
+        'ENGINE_ERROR',
+        `the torch worker ${signal ? `was killed by ${signal}` : `exited with code ${code}`}; see its log: ${logFile}`,
+      );
     return null;
   } finally {
     fs.closeSync(log);
@@ -398,7 +469,24 @@ function stopGroup(pid: number | undefined): void {
  * None on Python ≥ 3.11 (IntFlag iteration skips 0) and the launcher crashes.
  */
 export function launcherArgs(nproc: number, port: number, logDir: string): string[] {
-  return ['-m', 'torch.distributed.run', '--nnodes', '1', '--nproc_per_node', String(nproc), '--master_addr', '127.0.0.1', '--master_port', String(port), '--log_dir', logDir, '--redirects', '2', '--tee', '2'];
+  return [
+    '-m',
+    'torch.distributed.run',
+    '--nnodes',
+    '1',
+    '--nproc_per_node',
+    String(nproc),
+    '--master_addr',
+    '127.0.0.1',
+    '--master_port',
+    String(port),
+    '--log_dir',
+    logDir,
+    '--redirects',
+    '2',
+    '--tee',
+    '2',
+  ];
 }
 
 /** A free TCP port on 127.0.0.1 for torch.distributed's rendezvous (several runs may share a machine). */

@@ -133,13 +133,22 @@ export function loadCheckpoint(outputDir: string, vars: Map<string, tf.Variable>
     throw new ChatsftError('CHECKPOINT_INVALID', `cannot read trainer state (${(e as Error).message})`, where);
   }
   if (state.fingerprint !== fingerprint) {
-    throw new ChatsftError('CHECKPOINT_INVALID', 'checkpoint belongs to a run with different data, model or hyper-parameters; use a new output_dir or drop --resume', dir);
+    throw new ChatsftError(
+      'CHECKPOINT_INVALID',
+      'checkpoint belongs to a run with different data, model or hyper-parameters; use a new output_dir or drop --resume',
+      dir,
+    );
   }
   const { tensors, metadata } = readSafetensors(path.join(dir, 'state.safetensors'));
   for (const [name, v] of vars) {
-    for (const [prefix, target] of [['param', v], ['adam_m', opt.m.get(name)!], ['adam_v', opt.v.get(name)!]] as const) {
+    for (const [prefix, target] of [
+      ['param', v],
+      ['adam_m', opt.m.get(name)!],
+      ['adam_v', opt.v.get(name)!],
+    ] as const) {
       const t = tensors.get(`${prefix}/${name}`);
-      if (!t || t.shape.join(',') !== v.shape.join(',')) throw new ChatsftError('CHECKPOINT_INVALID', `missing or mis-shaped ${prefix}/${name}`, dir);
+      if (!t || t.shape.join(',') !== v.shape.join(','))
+        throw new ChatsftError('CHECKPOINT_INVALID', `missing or mis-shaped ${prefix}/${name}`, dir);
       tf.tidy(() => target.assign(tf.tensor(t.data, t.shape)));
     }
   }

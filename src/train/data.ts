@@ -12,7 +12,11 @@ export class DataOrder {
   readonly microPerEpoch: number;
   private cache = new Map<number, number[]>();
 
-  constructor(private readonly rows: Row[], private readonly batchSize: number, private readonly seed: number) {
+  constructor(
+    private readonly rows: Row[],
+    private readonly batchSize: number,
+    private readonly seed: number,
+  ) {
     this.microPerEpoch = Math.ceil(rows.length / batchSize);
   }
 

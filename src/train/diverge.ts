@@ -18,7 +18,15 @@ function lastCheckpointStep(outputDir: string): number | null {
 }
 
 /** The error for a step whose loss or gradient norm is not finite. */
-export function divergedError(o: { step: number; loss: number; gradNorm: number; losses: number[]; lr: number; maxGradNorm: number; outputDir: string }): ChatsftError {
+export function divergedError(o: {
+  step: number;
+  loss: number;
+  gradNorm: number;
+  losses: number[];
+  lr: number;
+  maxGradNorm: number;
+  outputDir: string;
+}): ChatsftError {
   let lastFinite: { step: number; loss: number } | null = null;
   for (let i = o.losses.length - 1; i >= 0; i--) {
     const l = o.losses[i] as number;

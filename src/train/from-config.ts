@@ -15,7 +15,15 @@ import { readShards } from '../prepare/shards.js';
 import { encodeOptionsFrom, setupFromConfig } from '../prepare/from-config.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import { saveTokenizerFiles, stopIdsOf } from '../model/save.js';
-import { checkSlidingWindow, disposeModel, initEngine, readLlamaConfig, resizeTokenEmbeddings, storedDtype, type LoraSpec } from '../engine/index.js';
+import {
+  checkSlidingWindow,
+  disposeModel,
+  initEngine,
+  readLlamaConfig,
+  resizeTokenEmbeddings,
+  storedDtype,
+  type LoraSpec,
+} from '../engine/index.js';
 import { assertPlanFits, describePlan, planMemory, type PlanInput } from '../engine/plan.js';
 import { availableParallelism } from 'node:os';
 import { createProgress } from '../util/progress.js';
@@ -121,7 +129,12 @@ export async function trainFromConfig(
   const prompts = heldOutPrompts(heldOut, cfg.eval.samples);
   const stopIds = stopIdsOf(setup, train.eotIds);
   // output_dir is settled after the data loaded (its errors leave output_dir alone), before anything is written.
-  const inputs = [cfg.data.train, ...(cfg.data.eval ? [cfg.data.eval] : []), ...(cfg.model ? [cfg.model] : []), ...(typeof cfg.model_config === 'string' ? [cfg.model_config] : [])];
+  const inputs = [
+    cfg.data.train,
+    ...(cfg.data.eval ? [cfg.data.eval] : []),
+    ...(cfg.model ? [cfg.model] : []),
+    ...(typeof cfg.model_config === 'string' ? [cfg.model_config] : []),
+  ];
   const claimOutput = (log: (line: string) => void) =>
     claimRunDir(cfg.output_dir as string, { resume: Boolean(opts.resume), overwrite: Boolean(opts.overwrite), inputs, onNote: log });
   if (opts.engine === 'torch') {
@@ -129,8 +142,14 @@ export async function trainFromConfig(
     let done = false;
     try {
       // Same held-out prompts, stop ids and turn headers; the worker generates, eval/stop_rate.ts counts.
-      const stopEval = prompts.length > 0 ? { prompts, stopIds, maxNewTokens: cfg.eval.max_new_tokens, turnHeaders: await turnHeadersOf(setup) } : undefined;
-      const r = await trainTorchFromConfig(cfg, setup, { ...train, rows: trainRows }, evalSplit, { ...opts, ...(stopEval ? { stopEval } : {}) });
+      const stopEval =
+        prompts.length > 0
+          ? { prompts, stopIds, maxNewTokens: cfg.eval.max_new_tokens, turnHeaders: await turnHeadersOf(setup) }
+          : undefined;
+      const r = await trainTorchFromConfig(cfg, setup, { ...train, rows: trainRows }, evalSplit, {
+        ...opts,
+        ...(stopEval ? { stopEval } : {}),
+      });
       done = true;
       return { ...r, data_reports: dataReports };
     } finally {
@@ -191,10 +210,18 @@ export async function trainFromConfig(
   if (pretrained) loading.done('weights loaded');
   model.gradientCheckpointing = checkpointing ?? false;
   if (model.config.vocabSize < setup.vocabSize) resizeTokenEmbeddings(model, setup.vocabSize);
-  const measureStopRate = engineStopRate(model, prompts, { stopIds, turnHeaders: await turnHeadersOf(setup), maxNewTokens: cfg.eval.max_new_tokens });
+  const measureStopRate = engineStopRate(model, prompts, {
+    stopIds,
+    turnHeaders: await turnHeadersOf(setup),
+    maxNewTokens: cfg.eval.max_new_tokens,
+  });
   let atStart: StopRateSummary | null = null;
   try {
-    checkSlidingWindow(model.config, [...trainRows, ...heldOut].reduce((n, r) => Math.max(n, r.inputIds.length), 0), 'training rows');
+    checkSlidingWindow(
+      model.config,
+      [...trainRows, ...heldOut].reduce((n, r) => Math.max(n, r.inputIds.length), 0),
+      'training rows',
+    );
     // A pretrained start is measured first, so a run that unlearns stopping can say so.
     if (pretrained && prompts.length > 0) atStart = await measureStopRate();
   } catch (e) {
@@ -221,54 +248,58 @@ export async function trainFromConfig(
   let ok = false;
   try {
     result = await runTraining({
-    model,
-    rows: trainRows,
-    ...(evalSplit ? { evalRows: evalSplit.rows } : {}),
-    padId: setup.padId,
-    paddingSide: setup.paddingSide,
-    eotIds: train.eotIds.length ? train.eotIds : setup.eosId !== undefined ? [setup.eosId] : [],
-    allowNoEot: cfg.allow_no_eot,
-    hp: {
-      lr: cfg.lr,
-      weightDecay: cfg.weight_decay,
-      warmupSteps: cfg.warmup_steps,
-      schedule: cfg.schedule,
-      maxGradNorm: cfg.max_grad_norm,
-      batchSize: cfg.batch_size,
-      gradAccum: cfg.grad_accum,
-      ...(cfg.epochs !== undefined ? { epochs: cfg.epochs } : {}),
-      ...(cfg.max_steps !== undefined ? { maxSteps: cfg.max_steps } : {}),
-      seed: cfg.seed,
-    },
-    lora,
-    // A LoRA run on a bf16/f16 base saves its merged weights in kind (PEFT's merge_and_unload keeps the dtype).
-    ...(lora && pretrained && cfg.model ? { saveDtype: storedDtype(cfg.model) } : {}),
-    evalEverySteps: cfg.eval.every_steps,
-    ...(prompts.length > 0 ? { measureStopRate } : {}),
-    checkpointEvery: cfg.checkpoint_every,
-    outputDir: resolve(cfg.output_dir),
-    resume: Boolean(opts.resume),
-    baseModelPath: cfg.model ?? null,
-    onStep: (e) => {
-      if (e.stopRate !== undefined) lastStop = e.stopRate;
-      if (!totalShown) {
-        progress.setTotal(e.totalSteps);
-        totalShown = true;
-      }
-      progress.update(e.step, {
-        tokens: e.inputTokens,
-        info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''}${stopShown(e.stopRate)} lr ${e.lr.toExponential(2)}`,
-      });
-    },
-    onLog: log,
-    finalizeFolder: (dir) => saveTokenizerFiles(setup, dir, { eotIds: train.eotIds }),
+      model,
+      rows: trainRows,
+      ...(evalSplit ? { evalRows: evalSplit.rows } : {}),
+      padId: setup.padId,
+      paddingSide: setup.paddingSide,
+      eotIds: train.eotIds.length ? train.eotIds : setup.eosId !== undefined ? [setup.eosId] : [],
+      allowNoEot: cfg.allow_no_eot,
+      hp: {
+        lr: cfg.lr,
+        weightDecay: cfg.weight_decay,
+        warmupSteps: cfg.warmup_steps,
+        schedule: cfg.schedule,
+        maxGradNorm: cfg.max_grad_norm,
+        batchSize: cfg.batch_size,
+        gradAccum: cfg.grad_accum,
+        ...(cfg.epochs !== undefined ? { epochs: cfg.epochs } : {}),
+        ...(cfg.max_steps !== undefined ? { maxSteps: cfg.max_steps } : {}),
+        seed: cfg.seed,
+      },
+      lora,
+      // A LoRA run on a bf16/f16 base saves its merged weights in kind (PEFT's merge_and_unload keeps the dtype).
+      ...(lora && pretrained && cfg.model ? { saveDtype: storedDtype(cfg.model) } : {}),
+      evalEverySteps: cfg.eval.every_steps,
+      ...(prompts.length > 0 ? { measureStopRate } : {}),
+      checkpointEvery: cfg.checkpoint_every,
+      outputDir: resolve(cfg.output_dir),
+      resume: Boolean(opts.resume),
+      baseModelPath: cfg.model ?? null,
+      onStep: (e) => {
+        if (e.stopRate !== undefined) lastStop = e.stopRate;
+        if (!totalShown) {
+          progress.setTotal(e.totalSteps);
+          totalShown = true;
+        }
+        progress.update(e.step, {
+          tokens: e.inputTokens,
+          info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''}${stopShown(e.stopRate)} lr ${e.lr.toExponential(2)}`,
+        });
+      },
+      onLog: log,
+      finalizeFolder: (dir) => saveTokenizerFiles(setup, dir, { eotIds: train.eotIds }),
     });
     ok = true;
   } catch (e) {
     // --overwrite: the new run is discarded and the earlier one put back; say so in the error.
     if (opts.overwrite && e instanceof ChatsftError) {
       const own = e.where !== undefined ? e.message.slice(e.where.length + 2) : e.message;
-      throw new ChatsftError(e.code, `${own}. This --overwrite run (with any checkpoint it wrote) was discarded and the earlier run put back`, e.where);
+      throw new ChatsftError(
+        e.code,
+        `${own}. This --overwrite run (with any checkpoint it wrote) was discarded and the earlier run put back`,
+        e.where,
+      );
     }
     throw e;
   } finally {
@@ -282,4 +313,3 @@ export async function trainFromConfig(
   if (warning) opts.onLog?.(warning);
   return { ...result, data_reports: dataReports, stopRateAtStart: atStart?.stop_rate ?? null, stopRateWarning: warning };
 }
-

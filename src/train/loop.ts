@@ -87,11 +87,28 @@ async function setup(opts: TrainOptions): Promise<Run> {
   const schedule: Schedule = { kind: hp.schedule, lr: hp.lr, warmupSteps: hp.warmupSteps, totalSteps };
   ensureDir(opts.outputDir);
   const fingerprint = fingerprintOf(opts, totalSteps);
-  const run: Run = { opts, vars, opt, order, schedule, totalSteps, step: 0, rng: new Rng(hp.seed + 2), fingerprint, losses: [], supervisedEot, resumedFrom: null };
+  const run: Run = {
+    opts,
+    vars,
+    opt,
+    order,
+    schedule,
+    totalSteps,
+    step: 0,
+    rng: new Rng(hp.seed + 2),
+    fingerprint,
+    losses: [],
+    supervisedEot,
+    resumedFrom: null,
+  };
   const found = opts.resume ? findCheckpoint(opts.outputDir, opts.onLog) : null;
   if (opts.resume && !found) {
     disposeAdamW(opt);
-    throw new ChatsftError('CHECKPOINT_INVALID', 'nothing to resume: no complete checkpoint here (set checkpoint_every, or drop --resume to start over)', opts.outputDir);
+    throw new ChatsftError(
+      'CHECKPOINT_INVALID',
+      'nothing to resume: no complete checkpoint here (set checkpoint_every, or drop --resume to start over)',
+      opts.outputDir,
+    );
   }
   if (found) {
     let st: TrainerState;
@@ -124,11 +141,28 @@ async function train(run: Run): Promise<{ tokens: number; stopped: boolean }> {
     if (opts.stopAfterSteps !== undefined && stepsThisSession >= opts.stopAfterSteps) return { tokens, stopped: true };
     const t = performance.now();
     const first = run.step * hp.gradAccum;
-    const micro = Array.from({ length: hp.gradAccum }, (_, i) => collate(order.micro(first + i), { padId: opts.padId, paddingSide: opts.paddingSide }));
+    const micro = Array.from({ length: hp.gradAccum }, (_, i) =>
+      collate(order.micro(first + i), { padId: opts.padId, paddingSide: opts.paddingSide }),
+    );
     const lr = lrAt(schedule, run.step);
-    const res = trainStep(opts.model, micro, run.opt, lr, { ...ADAMW_DEFAULTS, weightDecay: hp.weightDecay, maxGradNorm: hp.maxGradNorm }, run.rng);
+    const res = trainStep(
+      opts.model,
+      micro,
+      run.opt,
+      lr,
+      { ...ADAMW_DEFAULTS, weightDecay: hp.weightDecay, maxGradNorm: hp.maxGradNorm },
+      run.rng,
+    );
     if (!Number.isFinite(res.loss) || !Number.isFinite(res.gradNorm)) {
-      throw divergedError({ step: run.step + 1, loss: res.loss, gradNorm: res.gradNorm, losses: run.losses, lr: hp.lr, maxGradNorm: hp.maxGradNorm, outputDir: opts.outputDir });
+      throw divergedError({
+        step: run.step + 1,
+        loss: res.loss,
+        gradNorm: res.gradNorm,
+        losses: run.losses,
+        lr: hp.lr,
+        maxGradNorm: hp.maxGradNorm,
+        outputDir: opts.outputDir,
+      });
     }
     run.step += 1;
     stepsThisSession += 1;
@@ -140,12 +174,39 @@ async function train(run: Run): Promise<{ tokens: number; stopped: boolean }> {
     const evalNow = every > 0 && run.step % every === 0 && run.step < run.totalSteps;
     const ev = evalNow ? evaluate(run) : null;
     const stop = evalNow ? ((await opts.measureStopRate?.()) ?? null) : null;
-    const line = { step: run.step, loss: res.loss, lr, grad_norm: res.gradNorm, tokens: res.tokens, tokens_per_s: real / seconds, epoch: order.epochOf(first + hp.gradAccum), ...(ev !== null ? { eval_loss: ev } : {}), ...stopFields(stop) };
+    const line = {
+      step: run.step,
+      loss: res.loss,
+      lr,
+      grad_norm: res.gradNorm,
+      tokens: res.tokens,
+      tokens_per_s: real / seconds,
+      epoch: order.epochOf(first + hp.gradAccum),
+      ...(ev !== null ? { eval_loss: ev } : {}),
+      ...stopFields(stop),
+    };
     appendMetrics(opts.outputDir, line);
-    opts.onStep?.({ step: run.step, totalSteps: run.totalSteps, loss: res.loss, lr, gradNorm: res.gradNorm, tokens: res.tokens, inputTokens: real, tokensPerSecond: real / seconds, ...(ev !== null ? { evalLoss: ev } : {}), ...(stop ? { stopRate: stop.stop_rate } : {}) });
+    opts.onStep?.({
+      step: run.step,
+      totalSteps: run.totalSteps,
+      loss: res.loss,
+      lr,
+      gradNorm: res.gradNorm,
+      tokens: res.tokens,
+      inputTokens: real,
+      tokensPerSecond: real / seconds,
+      ...(ev !== null ? { evalLoss: ev } : {}),
+      ...(stop ? { stopRate: stop.stop_rate } : {}),
+    });
     const ck = opts.checkpointEvery ?? 0;
     if (ck > 0 && run.step % ck === 0 && run.step < run.totalSteps) {
-      saveCheckpoint(opts.outputDir, run.vars, run.opt, { step: run.step, microIndex: run.step * hp.gradAccum, rngState: run.rng.state(), fingerprint: run.fingerprint, losses: run.losses });
+      saveCheckpoint(opts.outputDir, run.vars, run.opt, {
+        step: run.step,
+        microIndex: run.step * hp.gradAccum,
+        rngState: run.rng.state(),
+        fingerprint: run.fingerprint,
+        losses: run.losses,
+      });
     }
     // Let a SIGINT/SIGTERM handler run between steps (the step itself is synchronous).
     await new Promise<void>((r) => setImmediate(r));
@@ -196,7 +257,13 @@ async function saveFinal(run: Run, evalLossValue: number | null, stop: StopRateS
   fs.writeFileSync(path.join(dir, 'loss.svg'), lossCurveSvg(readMetrics(dir)));
   await opts.finalizeFolder?.(dir);
   if ((opts.checkpointEvery ?? 0) > 0) {
-    saveCheckpoint(dir, run.vars, run.opt, { step: run.step, microIndex: run.step * opts.hp.gradAccum, rngState: run.rng.state(), fingerprint: run.fingerprint, losses: run.losses });
+    saveCheckpoint(dir, run.vars, run.opt, {
+      step: run.step,
+      microIndex: run.step * opts.hp.gradAccum,
+      rngState: run.rng.state(),
+      fingerprint: run.fingerprint,
+      losses: run.losses,
+    });
   }
 }
 
@@ -224,7 +291,16 @@ function result(run: Run, evalLossValue: number | null, t0: number, tokens: numb
 function fingerprintOf(opts: TrainOptions, totalSteps: number): string {
   const h = createHash('sha256');
   const { model } = opts;
-  h.update(JSON.stringify({ hp: opts.hp, lora: opts.lora ?? null, totalSteps, padId: opts.padId, side: opts.paddingSide, config: { ...model.config, raw: undefined } }));
+  h.update(
+    JSON.stringify({
+      hp: opts.hp,
+      lora: opts.lora ?? null,
+      totalSteps,
+      padId: opts.padId,
+      side: opts.paddingSide,
+      config: { ...model.config, raw: undefined },
+    }),
+  );
   for (const r of opts.rows as Row[]) h.update(Int32Array.from(r.inputIds)).update(Int32Array.from(r.labels));
   return h.digest('hex');
 }

@@ -48,7 +48,8 @@ function parseMetrics(file: string): { lines: MetricsLine[]; torn: string | null
       lines.push(o);
     } catch {
       const last = raw.slice(i + 1).every((r) => r.trim() === '');
-      if (!last) throw new ChatsftError('FILE_CORRUPT', 'not a metrics line (only the last line may be torn by a kill)', `${file}:${i + 1}`);
+      if (!last)
+        throw new ChatsftError('FILE_CORRUPT', 'not a metrics line (only the last line may be torn by a kill)', `${file}:${i + 1}`);
       torn = `${file}:${i + 1}: dropped a torn last line (${l.length} bytes) left by an interrupted run`;
     }
   });
@@ -60,7 +61,13 @@ export function truncateMetrics(outputDir: string, step: number): string | null 
   const file = path.join(outputDir, METRICS_FILE);
   if (!fs.existsSync(file)) return null;
   const { lines, torn } = parseMetrics(file);
-  writeFileAtomic(file, lines.filter((l) => l.step <= step).map((l) => JSON.stringify(l) + '\n').join(''));
+  writeFileAtomic(
+    file,
+    lines
+      .filter((l) => l.step <= step)
+      .map((l) => JSON.stringify(l) + '\n')
+      .join(''),
+  );
   return torn;
 }
 
@@ -82,7 +89,9 @@ export function stopFields(s: StopRateSummary | null): Pick<MetricsLine, 'stop_r
 
 export function stopRateCurve(lines: readonly MetricsLine[]): StopRatePoint[] {
   return lines.flatMap((l) =>
-    l.stop_rate === undefined ? [] : [{ step: l.step, stop_rate: l.stop_rate, mean_new_tokens: l.mean_new_tokens ?? NaN, runaway_new_turn: l.runaway_new_turn ?? NaN }],
+    l.stop_rate === undefined
+      ? []
+      : [{ step: l.step, stop_rate: l.stop_rate, mean_new_tokens: l.mean_new_tokens ?? NaN, runaway_new_turn: l.runaway_new_turn ?? NaN }],
   );
 }
 

@@ -42,7 +42,8 @@ export interface RunDirOptions {
 export function claimRunDir(outputDir: string, o: RunDirOptions): { release: (success: boolean) => void } {
   const out = path.resolve(outputDir);
   const none = { release: () => {} };
-  if (o.resume && o.overwrite) throw new ChatsftError('USAGE', '--resume continues a run and --overwrite replaces it: pass one of them', out);
+  if (o.resume && o.overwrite)
+    throw new ChatsftError('USAGE', '--resume continues a run and --overwrite replaces it: pass one of them', out);
   checkNotInput(out, o.inputs, 'output_dir');
   // An --overwrite killed with SIGKILL left the earlier run in `.NAME.old-PID`: put back if nothing replaced it, else reported.
   for (const n of sweepStale(path.dirname(out), path.basename(out), undefined, true)) o.onNote?.(n);
@@ -54,7 +55,8 @@ export function claimRunDir(outputDir: string, o: RunDirOptions): { release: (su
   }
   if (st && !st.isDirectory()) throw new ChatsftError('OUTPUT_REFUSED', 'output_dir is a file, not a folder', out);
   const empty = !st || fs.readdirSync(out).length === 0;
-  const mark = (): void => writeJsonAtomic(path.join(out, RUN_MARKER), { generator: 'chatsft', kind: 'train', created: new Date().toISOString() });
+  const mark = (): void =>
+    writeJsonAtomic(path.join(out, RUN_MARKER), { generator: 'chatsft', kind: 'train', created: new Date().toISOString() });
   if (empty) {
     if (o.resume) throw new ChatsftError('CHECKPOINT_INVALID', 'nothing to resume: the folder is empty or missing', out);
     ensureDir(out);
@@ -62,7 +64,12 @@ export function claimRunDir(outputDir: string, o: RunDirOptions): { release: (su
     return none;
   }
   const why = notRunFolder(out);
-  if (why !== null) throw new ChatsftError('OUTPUT_REFUSED', `${why}; chatsft never writes into or replaces it, even with --overwrite. Choose another output_dir`, out);
+  if (why !== null)
+    throw new ChatsftError(
+      'OUTPUT_REFUSED',
+      `${why}; chatsft never writes into or replaces it, even with --overwrite. Choose another output_dir`,
+      out,
+    );
   if (o.resume) {
     // Temps of killed writers inside the run (checkpoints are recovered by findCheckpoint).
     for (const n of sweepStale(out, undefined, (name) => name.startsWith(`${CHECKPOINT_DIR}.`))) o.onNote?.(n);
@@ -70,7 +77,11 @@ export function claimRunDir(outputDir: string, o: RunDirOptions): { release: (su
     return none;
   }
   if (!o.overwrite) {
-    throw new ChatsftError('USAGE', 'output_dir holds an earlier training run (pass --resume to continue it or --overwrite to replace it)', out);
+    throw new ChatsftError(
+      'USAGE',
+      'output_dir holds an earlier training run (pass --resume to continue it or --overwrite to replace it)',
+      out,
+    );
   }
   const aside = moveAside(out);
   try {

@@ -21,7 +21,11 @@ export function sequenceOf(r: RowResult): number[] {
  * A measurement over the embedded engine, `batchSize` prompts at a time
  * (prompts sorted by length so little left padding is wasted).
  */
-export function engineStopRate(model: LlamaModel, prompts: readonly number[][], o: GenerationSummaryOptions & { batchSize?: number }): () => Promise<StopRateSummary | null> {
+export function engineStopRate(
+  model: LlamaModel,
+  prompts: readonly number[][],
+  o: GenerationSummaryOptions & { batchSize?: number },
+): () => Promise<StopRateSummary | null> {
   const sorted = [...prompts].sort((a, b) => a.length - b.length);
   const batch = o.batchSize ?? 16;
   return async () => {
@@ -29,7 +33,10 @@ export function engineStopRate(model: LlamaModel, prompts: readonly number[][], 
     const sequences: number[][] = [];
     try {
       for (let i = 0; i < sorted.length; i += batch) {
-        const out = await generate(engineStepModel(model), sorted.slice(i, i + batch), { maxNewTokens: o.maxNewTokens, stopIds: o.stopIds });
+        const out = await generate(engineStepModel(model), sorted.slice(i, i + batch), {
+          maxNewTokens: o.maxNewTokens,
+          stopIds: o.stopIds,
+        });
         sequences.push(...out.map(sequenceOf));
       }
     } catch (e) {

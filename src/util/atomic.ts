@@ -160,20 +160,33 @@ export function checkOutput(finalPath: string, opts: ReplaceOptions): boolean {
   }
   if (st.isSymbolicLink()) {
     // Replacing would swap the link itself, not what it points to: ask for the real path.
-    throw new ChatsftError('OUTPUT_REFUSED', `${flag} is a symbolic link (to ${fs.readlinkSync(final)}); pass the path it points to`, final);
+    throw new ChatsftError(
+      'OUTPUT_REFUSED',
+      `${flag} is a symbolic link (to ${fs.readlinkSync(final)}); pass the path it points to`,
+      final,
+    );
   }
   if (opts.kind === 'dir') {
-    if (!st.isDirectory()) throw new ChatsftError('OUTPUT_REFUSED', `${flag} must be a folder, and this is a file; choose another path`, final);
+    if (!st.isDirectory())
+      throw new ChatsftError('OUTPUT_REFUSED', `${flag} must be a folder, and this is a file; choose another path`, final);
     if (fs.readdirSync(final).length === 0) return true;
   } else if (st.isDirectory()) {
     throw new ChatsftError('OUTPUT_REFUSED', `${flag} must be a file path, and this is a folder`, final);
   }
   const why = opts.notOwned(final);
   if (why !== null) {
-    throw new ChatsftError('OUTPUT_REFUSED', `${why}; chatsft replaces only output it wrote itself, even with --overwrite. Remove it yourself or choose another path`, final);
+    throw new ChatsftError(
+      'OUTPUT_REFUSED',
+      `${why}; chatsft replaces only output it wrote itself, even with --overwrite. Remove it yourself or choose another path`,
+      final,
+    );
   }
   if (!opts.overwrite) {
-    throw new ChatsftError('USAGE', `output ${opts.kind === 'dir' ? 'folder' : 'file'} exists and is not empty (pass --overwrite to replace it)`, final);
+    throw new ChatsftError(
+      'USAGE',
+      `output ${opts.kind === 'dir' ? 'folder' : 'file'} exists and is not empty (pass --overwrite to replace it)`,
+      final,
+    );
   }
   return true;
 }
@@ -314,7 +327,11 @@ export function moveAside(final: string): { old: string; release: (success: bool
       try {
         rename('restore', old, final);
       } catch (e) {
-        throw new ChatsftError('IO_ERROR', `could not put the previous output back (${(userErrorFromOs(e) as Error).message}); it is intact at ${old}`, final);
+        throw new ChatsftError(
+          'IO_ERROR',
+          `could not put the previous output back (${(userErrorFromOs(e) as Error).message}); it is intact at ${old}`,
+          final,
+        );
       }
     },
   };

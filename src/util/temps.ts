@@ -162,7 +162,9 @@ export function sweepStale(dir: string, final?: string, skip?: (name: string) =>
         fs.renameSync(p, target);
         notes.push(`restored ${target} from ${name} (left by interrupted process ${t.pid})`);
       } else if (t.kind === 'old' && keepOld) {
-        notes.push(`${p} holds what an interrupted --overwrite (process ${t.pid}) was replacing; delete it, or move it back to ${target}, yourself`);
+        notes.push(
+          `${p} holds what an interrupted --overwrite (process ${t.pid}) was replacing; delete it, or move it back to ${target}, yourself`,
+        );
       } else {
         fs.rmSync(p, { recursive: true, force: true });
         notes.push(`removed ${p} (left by interrupted process ${t.pid})`);

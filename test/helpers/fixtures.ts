@@ -70,7 +70,13 @@ export function buildFixture(name: FixtureName, opts: FixtureOptions = {}): stri
     const decoder = (config['added_tokens_decoder'] ?? {}) as Record<string, unknown>;
     decoder['32000'] = { content: '<|im_end|>', lstrip: false, normalized: false, rstrip: false, single_word: false, special: true };
     decoder['32001'] = { content: '<|im_start|>', lstrip: false, normalized: false, rstrip: false, single_word: false, special: true };
-    Object.assign(config, { added_tokens_decoder: decoder, eos_token: '<|im_end|>', chat_template: CHATML, padding_side: 'left', pad_token: null });
+    Object.assign(config, {
+      added_tokens_decoder: decoder,
+      eos_token: '<|im_end|>',
+      chat_template: CHATML,
+      padding_side: 'left',
+      pad_token: null,
+    });
   } else {
     symlinkSync(join(src, 'tokenizer.json'), join(dir, 'tokenizer.json'));
   }

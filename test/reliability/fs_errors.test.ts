@@ -67,7 +67,11 @@ test('a folder where a file is expected, a file where a folder is expected, a mi
   assertUserError(prep(path.join(data, 'sub')), 'IO_ERROR', /train\.jsonl\/sub: .*a part of the path is a file, not a folder \(ENOTDIR\)/);
   assertUserError(prep(path.join(data, 'a', 'b')), 'IO_ERROR', /ENOTDIR/);
   assertUserError(prep(data), 'OUTPUT_REFUSED', /train\.jsonl: --out (must be a folder|is an input)/);
-  assertUserError(cli(['prepare', '--model', model, '--data', path.join(root, 'nope.jsonl'), '--out', path.join(root, 'o1')]), 'FILE_MISSING', 'nope.jsonl');
+  assertUserError(
+    cli(['prepare', '--model', model, '--data', path.join(root, 'nope.jsonl'), '--out', path.join(root, 'o1')]),
+    'FILE_MISSING',
+    'nope.jsonl',
+  );
   // The model folder as --html is an input: refused before any work.
   assertUserError(cli(['inspect', '--model', model, '--data', data, '--html', model]), 'OUTPUT_REFUSED', /model: .*is an input/);
   assert.deepEqual(leftovers(root), []);
@@ -100,41 +104,58 @@ test('injected faults: EACCES and ENOSPC while writing, EXDEV on the swap; the e
 const tmpfsOk = canMountTmpfs(path.join(os.tmpdir(), `chatsft-mount-probe-${process.pid}`));
 fs.rmSync(path.join(os.tmpdir(), `chatsft-mount-probe-${process.pid}`), { recursive: true, force: true });
 
-test('disk full on a real tmpfs (ENOSPC) for prepare and for a training checkpoint, and a read-only one (EROFS)', { skip: tmpfsOk ? false : 'mount -t tmpfs is not permitted here (needs root in a privileged container)' }, () => {
-  const full = path.join(root, 'full');
-  mountTmpfs(full, 'size=8k');
-  try {
-    fs.writeFileSync(path.join(full, 'notes.txt'), 'user data');
-    const kept = hashTree(full);
-    const r = prep(path.join(full, 'out'));
-    assertUserError(r, 'IO_ERROR', /full\/out\/\S+: cannot write: no space left on the device \(ENOSPC\)/);
-    assert.deepEqual(hashTree(full), kept, 'only the user file is there: no partial output, no temp');
-  } finally {
-    umount(full);
-  }
-  // Disk full while training writes a checkpoint: the error names the checkpoint, and no temp checkpoint is left.
-  const full2 = path.join(root, 'full2');
-  mountTmpfs(full2, 'size=40k');
-  try {
-    const t = cli(['train', '--model', model, '--data', data, '--output-dir', path.join(full2, 'run'), '--max-steps', '3', '--checkpoint-every', '1', '--quiet']);
-    assertUserError(t, 'IO_ERROR', /full2\/run\/checkpoint\/\S+: cannot write: no space left on the device \(ENOSPC\)/);
-    assert.deepEqual(leftovers(full2), []);
-  } finally {
-    umount(full2);
-  }
-  const ro = path.join(root, 'ro');
-  mountTmpfs(ro, 'ro,size=64k');
-  try {
-    assertUserError(prep(path.join(ro, 'out')), 'IO_ERROR', /ro\/out: cannot create folder: read-only file system \(EROFS\)/);
-    assertUserError(
-      cli(['train', '--model', model, '--data', data, '--output-dir', path.join(ro, 'run', 'x'), '--max-steps', '1', '--quiet']),
-      'IO_ERROR',
-      /ro\/run: cannot create folder: read-only file system \(EROFS\)/,
-    );
-  } finally {
-    umount(ro);
-  }
-});
+test(
+  'disk full on a real tmpfs (ENOSPC) for prepare and for a training checkpoint, and a read-only one (EROFS)',
+  { skip: tmpfsOk ? false : 'mount -t tmpfs is not permitted here (needs root in a privileged container)' },
+  () => {
+    const full = path.join(root, 'full');
+    mountTmpfs(full, 'size=8k');
+    try {
+      fs.writeFileSync(path.join(full, 'notes.txt'), 'user data');
+      const kept = hashTree(full);
+      const r = prep(path.join(full, 'out'));
+      assertUserError(r, 'IO_ERROR', /full\/out\/\S+: cannot write: no space left on the device \(ENOSPC\)/);
+      assert.deepEqual(hashTree(full), kept, 'only the user file is there: no partial output, no temp');
+    } finally {
+      umount(full);
+    }
+    // Disk full while training writes a checkpoint: the error names the checkpoint, and no temp checkpoint is left.
+    const full2 = path.join(root, 'full2');
+    mountTmpfs(full2, 'size=40k');
+    try {
+      const t = cli([
+        'train',
+        '--model',
+        model,
+        '--data',
+        data,
+        '--output-dir',
+        path.join(full2, 'run'),
+        '--max-steps',
+        '3',
+        '--checkpoint-every',
+        '1',
+        '--quiet',
+      ]);
+      assertUserError(t, 'IO_ERROR', /full2\/run\/checkpoint\/\S+: cannot write: no space left on the device \(ENOSPC\)/);
+      assert.deepEqual(leftovers(full2), []);
+    } finally {
+      umount(full2);
+    }
+    const ro = path.join(root, 'ro');
+    mountTmpfs(ro, 'ro,size=64k');
+    try {
+      assertUserError(prep(path.join(ro, 'out')), 'IO_ERROR', /ro\/out: cannot create folder: read-only file system \(EROFS\)/);
+      assertUserError(
+        cli(['train', '--model', model, '--data', data, '--output-dir', path.join(ro, 'run', 'x'), '--max-steps', '1', '--quiet']),
+        'IO_ERROR',
+        /ro\/run: cannot create folder: read-only file system \(EROFS\)/,
+      );
+    } finally {
+      umount(ro);
+    }
+  },
+);
 
 const chattrOk = (() => {
   const probe = fs.mkdtempSync(path.join(os.tmpdir(), 'chatsft-chattr-'));
@@ -144,26 +165,34 @@ const chattrOk = (() => {
   return ok;
 })();
 
-test('a rename that really fails (chattr +i, which stops root too): the old folder is kept byte-for-byte', { skip: chattrOk ? false : 'chattr +i is not available or not permitted here' }, () => {
-  const parent = path.join(root, 'immutable-parent');
-  const out = path.join(parent, 'prepared');
-  assert.equal(prep(out).code, 0);
-  const kept = hashTree(parent);
-  // The old folder cannot be moved aside.
-  spawnSync('chattr', ['+i', out]);
-  try {
-    assertUserError(prep(out, ['--overwrite']), 'IO_ERROR', /prepared: cannot rename( → \S+\.prepared\.old-\d+)?: operation not permitted \(EPERM\)/);
-  } finally {
-    spawnSync('chattr', ['-i', out]);
-  }
-  assert.deepEqual(hashTree(parent), kept);
-  // Nothing can be created beside it.
-  spawnSync('chattr', ['+i', parent]);
-  try {
-    assertUserError(prep(out, ['--overwrite']), 'IO_ERROR', /prepared: cannot create folder: operation not permitted \(EPERM\)/);
-  } finally {
-    spawnSync('chattr', ['-i', parent]);
-  }
-  assert.deepEqual(hashTree(parent), kept);
-  assert.deepEqual(leftovers(root), []);
-});
+test(
+  'a rename that really fails (chattr +i, which stops root too): the old folder is kept byte-for-byte',
+  { skip: chattrOk ? false : 'chattr +i is not available or not permitted here' },
+  () => {
+    const parent = path.join(root, 'immutable-parent');
+    const out = path.join(parent, 'prepared');
+    assert.equal(prep(out).code, 0);
+    const kept = hashTree(parent);
+    // The old folder cannot be moved aside.
+    spawnSync('chattr', ['+i', out]);
+    try {
+      assertUserError(
+        prep(out, ['--overwrite']),
+        'IO_ERROR',
+        /prepared: cannot rename( → \S+\.prepared\.old-\d+)?: operation not permitted \(EPERM\)/,
+      );
+    } finally {
+      spawnSync('chattr', ['-i', out]);
+    }
+    assert.deepEqual(hashTree(parent), kept);
+    // Nothing can be created beside it.
+    spawnSync('chattr', ['+i', parent]);
+    try {
+      assertUserError(prep(out, ['--overwrite']), 'IO_ERROR', /prepared: cannot create folder: operation not permitted \(EPERM\)/);
+    } finally {
+      spawnSync('chattr', ['-i', parent]);
+    }
+    assert.deepEqual(hashTree(parent), kept);
+    assert.deepEqual(leftovers(root), []);
+  },
+);

@@ -24,19 +24,28 @@ before(async () => {
 });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-const exp = (format: string, out: string, ...extra: string[]) => cli(['export', '--model', trained, '--format', format, '--out', out, '--json', ...extra]);
+const exp = (format: string, out: string, ...extra: string[]) =>
+  cli(['export', '--model', trained, '--format', format, '--out', out, '--json', ...extra]);
 
 test('gguf: replaces only a GGUF chatsft wrote; a user file, a foreign GGUF and the model folder are refused and intact', () => {
   const file = path.join(root, 'model.gguf');
   assert.equal(exp('gguf', file).code, 0);
-  assert.ok(fs.readFileSync(file).includes('chatsft.generator'), 'the GGUF carries chatsft\'s marker key');
+  assert.ok(fs.readFileSync(file).includes('chatsft.generator'), "the GGUF carries chatsft's marker key");
   assertUserError(exp('gguf', file), 'USAGE', '--overwrite');
   // What killed exports leave: the old writer's `model.gguf.tmp-PID-TIME`, and a staged file's own temp.
-  const stale = [`model.gguf.tmp-${DEAD_PID}-1700000000000`, `.model.gguf.partial-${DEAD_PID}`, `.model.gguf.partial-${DEAD_PID}.tmp-${DEAD_PID}-1700000000000`];
+  const stale = [
+    `model.gguf.tmp-${DEAD_PID}-1700000000000`,
+    `.model.gguf.partial-${DEAD_PID}`,
+    `.model.gguf.partial-${DEAD_PID}.tmp-${DEAD_PID}-1700000000000`,
+  ];
   for (const n of stale) fs.writeFileSync(path.join(root, n), 'half a GGUF');
   const again = exp('gguf', file, '--overwrite', '--dtype', 'f32');
   assert.equal(again.code, 0, again.stderr);
-  for (const n of stale) assert.ok(again.stderr.includes(`note: removed ${path.join(root, n)} (left by interrupted process ${DEAD_PID})`), `${n}\n${again.stderr}`);
+  for (const n of stale)
+    assert.ok(
+      again.stderr.includes(`note: removed ${path.join(root, n)} (left by interrupted process ${DEAD_PID})`),
+      `${n}\n${again.stderr}`,
+    );
   assert.deepEqual(leftovers(root), []);
 
   const notes = path.join(root, 'notes.gguf');
@@ -46,8 +55,16 @@ test('gguf: replaces only a GGUF chatsft wrote; a user file, a foreign GGUF and 
   bytes.set(Buffer.from('xxxxxxx'), bytes.indexOf('chatsft.generator'));
   fs.writeFileSync(foreign, bytes);
   const hashes = [notes, foreign, trained].map(hashTree);
-  assertUserError(exp('gguf', notes, '--overwrite'), 'OUTPUT_REFUSED', /notes\.gguf: not a GGUF file; chatsft replaces only output it wrote itself/);
-  assertUserError(exp('gguf', foreign, '--overwrite'), 'OUTPUT_REFUSED', /downloaded\.gguf: a GGUF file not written by chatsft \(no chatsft\.generator in its metadata\)/);
+  assertUserError(
+    exp('gguf', notes, '--overwrite'),
+    'OUTPUT_REFUSED',
+    /notes\.gguf: not a GGUF file; chatsft replaces only output it wrote itself/,
+  );
+  assertUserError(
+    exp('gguf', foreign, '--overwrite'),
+    'OUTPUT_REFUSED',
+    /downloaded\.gguf: a GGUF file not written by chatsft \(no chatsft\.generator in its metadata\)/,
+  );
   assertUserError(exp('gguf', path.join(trained, 'model.safetensors'), '--overwrite'), 'OUTPUT_REFUSED', 'model.safetensors');
   assertUserError(exp('gguf', trained, '--overwrite'), 'OUTPUT_REFUSED', /--out (must be a file path|is an input)/);
   assert.deepEqual([notes, foreign, trained].map(hashTree), hashes);
@@ -59,7 +76,11 @@ test('hf: replaces only a folder chatsft exported; a failed swap keeps the old o
   assert.equal(exp('hf', out).code, 0);
   assert.ok(fs.existsSync(path.join(out, 'chatsft-export.json')));
   const kept = hashTree(out);
-  assertUserError(cli(['export', '--model', trained, '--format', 'hf', '--out', out, '--overwrite'], { CHATSFT_FAULT: 'swap:EXDEV' }), 'IO_ERROR', /hf: cannot rename.*\(EXDEV\)/);
+  assertUserError(
+    cli(['export', '--model', trained, '--format', 'hf', '--out', out, '--overwrite'], { CHATSFT_FAULT: 'swap:EXDEV' }),
+    'IO_ERROR',
+    /hf: cannot rename.*\(EXDEV\)/,
+  );
   assert.deepEqual(hashTree(out), kept);
   assert.equal(exp('hf', out, '--overwrite', '--dtype', 'f16').code, 0);
   assert.notDeepEqual(hashTree(out), kept, 'replaced');
@@ -74,7 +95,11 @@ test('hf: replaces only a folder chatsft exported; a failed swap keeps the old o
   assertUserError(exp('hf', trained, '--overwrite'), 'OUTPUT_REFUSED', /--out is an input of this command/);
   assertUserError(exp('hf', root, '--overwrite'), 'OUTPUT_REFUSED', /--out contains an input of this command/);
   assert.deepEqual(hashTree(trained), modelHash);
-  assertUserError(cli(['export', '--model', trained, '--format', 'hf', '--out', '/proc/chatsft-hf'], {}, 20_000), 'IO_ERROR', /\/proc\/chatsft-hf: cannot write output here: \/proc is on procfs/);
+  assertUserError(
+    cli(['export', '--model', trained, '--format', 'hf', '--out', '/proc/chatsft-hf'], {}, 20_000),
+    'IO_ERROR',
+    /\/proc\/chatsft-hf: cannot write output here: \/proc is on procfs/,
+  );
   assert.deepEqual(leftovers(root), []);
 });
 
@@ -88,7 +113,11 @@ test('gguf --overwrite, SIGTERM at several moments: the final name holds the old
   assert.notEqual(oldHash, newHash);
   for (const delayMs of [0, 250, 500, 900]) {
     const t0 = Date.now();
-    const r = await cliWithSignal(['export', '--model', trained, '--format', 'gguf', '--out', file, '--dtype', 'f16', '--overwrite', '--json'], 'SIGTERM', () => Date.now() - t0 >= delayMs);
+    const r = await cliWithSignal(
+      ['export', '--model', trained, '--format', 'gguf', '--out', file, '--dtype', 'f16', '--overwrite', '--json'],
+      'SIGTERM',
+      () => Date.now() - t0 >= delayMs,
+    );
     const h = hashTree(file)['.'];
     assert.ok(h === oldHash || h === newHash, `after SIGTERM at ${delayMs} ms the file is the old or the new one\n${r.stderr}`);
     assert.ok(r.signal === 'SIGTERM' || r.code === 143 || r.code === 0, `${delayMs} ms: code ${r.code} signal ${r.signal}\n${r.stderr}`);

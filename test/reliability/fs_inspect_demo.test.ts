@@ -58,21 +58,47 @@ test('inspect --html: a failed rename keeps the old page whole, no temp left', (
   const page = path.join(root, 'page2.html');
   assert.equal(inspect(page).code, 0);
   const kept = hashTree(page);
-  const r = cli(['inspect', '--model', model, '--data', data, '--html', page, '--overwrite', '--index', '1'], { CHATSFT_FAULT: 'swap:EIO:page2.html' });
+  const r = cli(['inspect', '--model', model, '--data', data, '--html', page, '--overwrite', '--index', '1'], {
+    CHATSFT_FAULT: 'swap:EIO:page2.html',
+  });
   assertUserError(r, 'IO_ERROR', /page2\.html/);
   assert.deepEqual(hashTree(page), kept);
   assert.deepEqual(leftovers(root), []);
 });
 
 const demo = (out: string, ...extra: string[]) =>
-  cli(['demo', '--quick', '--steps', '1', '--train-size', '12', '--heldout', '1', '--max-new-tokens', '2', '--quiet', '--json', '--out', out, ...extra], {}, 120_000);
+  cli(
+    [
+      'demo',
+      '--quick',
+      '--steps',
+      '1',
+      '--train-size',
+      '12',
+      '--heldout',
+      '1',
+      '--max-new-tokens',
+      '2',
+      '--quiet',
+      '--json',
+      '--out',
+      out,
+      ...extra,
+    ],
+    {},
+    120_000,
+  );
 
 test('demo --out: refuses a non-empty folder it did not write; --overwrite replaces only an earlier demo output', () => {
   const user = path.join(root, 'user-folder');
   fs.mkdirSync(user);
   fs.writeFileSync(path.join(user, 'thesis.tex'), 'do not lose me');
   const kept = hashTree(user);
-  assertUserError(demo(user), 'OUTPUT_REFUSED', /user-folder: not a folder written by chatsft demo \(no chatsft-demo\.json\).*even with --overwrite/);
+  assertUserError(
+    demo(user),
+    'OUTPUT_REFUSED',
+    /user-folder: not a folder written by chatsft demo \(no chatsft-demo\.json\).*even with --overwrite/,
+  );
   assertUserError(demo(user, '--overwrite'), 'OUTPUT_REFUSED', /user-folder: not a folder written by chatsft demo/);
   assert.deepEqual(hashTree(user), kept);
 
@@ -82,7 +108,8 @@ test('demo --out: refuses a non-empty folder it did not write; --overwrite repla
   assert.equal((JSON.parse(fs.readFileSync(path.join(out, 'chatsft-demo.json'), 'utf8')) as { generator: string }).generator, 'chatsft');
   const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as { out: string; runs: { model_dir: string }[] };
   assert.equal(report.out, out);
-  for (const run of report.runs) assert.ok(fs.existsSync(path.join(run.model_dir, 'config.json')), `report names the final folder: ${run.model_dir}`);
+  for (const run of report.runs)
+    assert.ok(fs.existsSync(path.join(run.model_dir, 'config.json')), `report names the final folder: ${run.model_dir}`);
 
   const before = hashTree(out);
   assertUserError(demo(out), 'USAGE', /demo: output folder exists and is not empty \(pass --overwrite to replace it\)/);

@@ -29,7 +29,8 @@ before(async () => {
 });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-const prep = (out: string, ...extra: string[]) => cli(['prepare', '--model', model, '--data', data, '--out', out, '--format', 'jsonl', '--quiet', ...extra]);
+const prep = (out: string, ...extra: string[]) =>
+  cli(['prepare', '--model', model, '--data', data, '--out', out, '--format', 'jsonl', '--quiet', ...extra]);
 
 test('--overwrite replaces a prepared folder; without it the folder is refused and kept', () => {
   const before = hashTree(prepared);
@@ -82,7 +83,11 @@ test('--overwrite refuses folders chatsft did not write, and any output that is 
   // A link to a prepared folder: replacing would swap the link, not the folder.
   const link = path.join(root, 'prepared-link');
   fs.symlinkSync(prepared, link);
-  assertUserError(prep(link, '--overwrite'), 'OUTPUT_REFUSED', /prepared-link: --out is a symbolic link \(to .*prepared\); pass the path it points to/);
+  assertUserError(
+    prep(link, '--overwrite'),
+    'OUTPUT_REFUSED',
+    /prepared-link: --out is a symbolic link \(to .*prepared\); pass the path it points to/,
+  );
   fs.unlinkSync(link);
   // A training run is chatsft's, but not a prepared folder: prepare does not replace it either.
   const run = path.join(root, 'run-lookalike');
@@ -101,16 +106,22 @@ test('a failed swap puts the old folder back byte-for-byte; a failed swap and re
   const r = prep(prepared, '--overwrite');
   assert.equal(r.code, 0);
   const kept = hashTree(prepared);
-  const swap = cli(['prepare', '--model', model, '--data', data, '--out', prepared, '--format', 'jsonl', '--quiet', '--overwrite'], { CHATSFT_FAULT: 'swap:EXDEV' });
+  const swap = cli(['prepare', '--model', model, '--data', data, '--out', prepared, '--format', 'jsonl', '--quiet', '--overwrite'], {
+    CHATSFT_FAULT: 'swap:EXDEV',
+  });
   assertUserError(swap, 'IO_ERROR', /prepared: cannot rename.*\(EXDEV\)/);
   assert.deepEqual(hashTree(prepared), kept, 'old folder restored');
   assert.deepEqual(leftovers(root), []);
   // Moving the old folder aside fails: nothing moved, nothing lost.
-  const aside = cli(['prepare', '--model', model, '--data', data, '--out', prepared, '--format', 'jsonl', '--quiet', '--overwrite'], { CHATSFT_FAULT: 'aside:EBUSY' });
+  const aside = cli(['prepare', '--model', model, '--data', data, '--out', prepared, '--format', 'jsonl', '--quiet', '--overwrite'], {
+    CHATSFT_FAULT: 'aside:EBUSY',
+  });
   assertUserError(aside, 'IO_ERROR', /\(EBUSY\)/);
   assert.deepEqual(hashTree(prepared), kept);
   // Both the swap and the restore fail: the old folder waits at .prepared.old-PID, and the error says so.
-  const both = cli(['prepare', '--model', model, '--data', data, '--out', prepared, '--format', 'jsonl', '--quiet', '--overwrite'], { CHATSFT_FAULT: 'swap:EIO,restore:EIO' });
+  const both = cli(['prepare', '--model', model, '--data', data, '--out', prepared, '--format', 'jsonl', '--quiet', '--overwrite'], {
+    CHATSFT_FAULT: 'swap:EIO,restore:EIO',
+  });
   assertUserError(both, 'IO_ERROR', /your previous output is intact at .*\.prepared\.old-\d+/);
   assert.ok(!fs.existsSync(prepared));
   const oldPath = /intact at (\S+\.prepared\.old-\d+)/.exec(both.stderr)?.[1] as string;
@@ -123,7 +134,7 @@ test('a failed swap puts the old folder back byte-for-byte; a failed swap and re
   assert.deepEqual(leftovers(root), []);
 });
 
-test('stale temps of dead processes beside the output are reclaimed and reported; a live process\'s are left alone', () => {
+test("stale temps of dead processes beside the output are reclaimed and reported; a live process's are left alone", () => {
   const stale = path.join(root, `.prepared.partial-${DEAD_PID}`);
   fs.mkdirSync(stale);
   fs.writeFileSync(path.join(stale, 'train-00000.jsonl'), 'half');
@@ -146,7 +157,11 @@ test('zero examples (empty, blank lines only, all invalid) is exit 2 with counts
   const files: Array<[string, string, RegExp]> = [
     ['empty.jsonl', '', /no usable example in 0 line\(s\): no lines with a conversation/],
     ['blank.jsonl', '\n  \n\n', /no usable example in 3 line\(s\): no lines with a conversation/],
-    ['invalid.jsonl', '{"a": 1}\nnot json\n{"messages": [{"role": "bot", "content": "x"}]}\n', /no usable example in 3 line\(s\): invalid_data 3; first: .*invalid.jsonl:1/],
+    [
+      'invalid.jsonl',
+      '{"a": 1}\nnot json\n{"messages": [{"role": "bot", "content": "x"}]}\n',
+      /no usable example in 3 line\(s\): invalid_data 3; first: .*invalid.jsonl:1/,
+    ],
   ];
   for (const [name, text, msg] of files) {
     const f = path.join(root, name);
@@ -160,7 +175,18 @@ test('zero examples (empty, blank lines only, all invalid) is exit 2 with counts
     assert.ok(!fs.existsSync(path.join(root, 'never')), 'no empty output folder');
   }
   // The same rule for train on a JSONL file.
-  const t = cli(['train', '--model', model, '--data', path.join(root, 'invalid.jsonl'), '--output-dir', path.join(root, 'never-run'), '--max-steps', '1', '--quiet']);
+  const t = cli([
+    'train',
+    '--model',
+    model,
+    '--data',
+    path.join(root, 'invalid.jsonl'),
+    '--output-dir',
+    path.join(root, 'never-run'),
+    '--max-steps',
+    '1',
+    '--quiet',
+  ]);
   assertUserError(t, 'DATA_INVALID', /invalid.jsonl: no usable example in 3 line\(s\): invalid_data 3/);
   assert.ok(!fs.existsSync(path.join(root, 'never-run')));
   assert.deepEqual(leftovers(root), []);
@@ -169,7 +195,11 @@ test('zero examples (empty, blank lines only, all invalid) is exit 2 with counts
 test('--out on procfs fails at once (Node 20 recursive mkdir would spin forever) for prepare, train and export', () => {
   const t0 = Date.now();
   for (const out of ['/proc/chatsft-x', '/proc/self/chatsft/y']) {
-    assertUserError(cli(['prepare', '--model', model, '--data', data, '--out', out, '--quiet'], {}, 20_000), 'IO_ERROR', /proc.*pseudo file system/);
+    assertUserError(
+      cli(['prepare', '--model', model, '--data', data, '--out', out, '--quiet'], {}, 20_000),
+      'IO_ERROR',
+      /proc.*pseudo file system/,
+    );
   }
   assertUserError(
     cli(['train', '--model', model, '--data', data, '--output-dir', '/proc/chatsft-run', '--max-steps', '1', '--quiet'], {}, 20_000),

@@ -66,8 +66,15 @@ const many = (): string[] => Array.from({ length: 600 }, (_, i) => lines[i % lin
  * The process ends by the signal it got (re-raised after cleanup), which a
  * shell reports as 128 + n; an exit with that code is as good.
  */
-function assertSignalExit(r: { code: number | null; signal: NodeJS.Signals | null; stderr: string }, signal: NodeJS.Signals, exit: number): void {
-  assert.ok(r.signal === signal || r.code === exit, `ended by ${signal} (shell status ${exit}), got code ${r.code} signal ${r.signal}\n${r.stderr}`);
+function assertSignalExit(
+  r: { code: number | null; signal: NodeJS.Signals | null; stderr: string },
+  signal: NodeJS.Signals,
+  exit: number,
+): void {
+  assert.ok(
+    r.signal === signal || r.code === exit,
+    `ended by ${signal} (shell status ${exit}), got code ${r.code} signal ${r.signal}\n${r.stderr}`,
+  );
 }
 
 const staging = (): string[] => fs.readdirSync(root).filter((n) => /^\.prepared\.partial-\d+$/.test(n));
@@ -111,9 +118,14 @@ test('prepare killed with SIGKILL leaves its staging folder; the next run remove
   const out = path.join(root, 'killed-out');
   let pid = 0;
   try {
-    const r = await cliWithSignal(['prepare', '--model', model, '--data', fifo.file, '--out', out, '--quiet'], 'SIGKILL', () => fs.readdirSync(root).some((n) => n.startsWith('.killed-out.partial-')), {
-      onSpawn: (p) => (pid = p),
-    });
+    const r = await cliWithSignal(
+      ['prepare', '--model', model, '--data', fifo.file, '--out', out, '--quiet'],
+      'SIGKILL',
+      () => fs.readdirSync(root).some((n) => n.startsWith('.killed-out.partial-')),
+      {
+        onSpawn: (p) => (pid = p),
+      },
+    );
     assert.equal(r.signal, 'SIGKILL');
   } finally {
     fifo.close();
@@ -126,7 +138,23 @@ test('prepare killed with SIGKILL leaves its staging folder; the next run remove
   assert.deepEqual(leftovers(root), []);
 });
 
-const trainArgs = (out: string) => ['train', '--model', model, '--data', data, '--output-dir', out, '--batch-size', '4', '--seed', '1', '--max-steps', '40', '--checkpoint-every', '2'];
+const trainArgs = (out: string) => [
+  'train',
+  '--model',
+  model,
+  '--data',
+  data,
+  '--output-dir',
+  out,
+  '--batch-size',
+  '4',
+  '--seed',
+  '1',
+  '--max-steps',
+  '40',
+  '--checkpoint-every',
+  '2',
+];
 const progressed = (stderr: string) => /train\s+\d+\/40/.test(stderr);
 
 test('train: SIGINT after the first progress line exits 130 with no temp and a complete checkpoint; --resume continues and says from where', async () => {
@@ -164,7 +192,10 @@ test('train --overwrite: SIGTERM mid-run puts the earlier run back byte-for-byte
   const resumed = cli([...trainArgs(out), '--resume', '--json']);
   assert.equal(resumed.code, 0, resumed.stderr);
   assert.equal((JSON.parse(resumed.stdout) as { steps: number }).steps, 40);
-  assert.match(resumed.stderr, new RegExp(`\\.run-term\\.old-${pid} holds what an interrupted --overwrite \\(process ${pid}\\) was replacing`));
+  assert.match(
+    resumed.stderr,
+    new RegExp(`\\.run-term\\.old-${pid} holds what an interrupted --overwrite \\(process ${pid}\\) was replacing`),
+  );
   assert.deepEqual(hashTree(aside), kept, 'reported, never deleted');
   assert.deepEqual(leftovers(out), []);
   fs.rmSync(aside, { recursive: true });

@@ -25,11 +25,31 @@ let model = '';
 let data = '';
 
 const args = (out: string, ...extra: string[]): string[] => [
-  'train', '--model', model, '--data', data, '--output-dir', out, '--batch-size', '4', '--seed', '1', '--engine', 'torch', '--python', PY, '--quiet', ...extra,
+  'train',
+  '--model',
+  model,
+  '--data',
+  data,
+  '--output-dir',
+  out,
+  '--batch-size',
+  '4',
+  '--seed',
+  '1',
+  '--engine',
+  'torch',
+  '--python',
+  PY,
+  '--quiet',
+  ...extra,
 ];
 const train = (out: string, ...extra: string[]) => cli(args(out, ...extra), {}, 120_000);
 const losses = (dir: string): number[] =>
-  fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
+  fs
+    .readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { loss: number }).loss);
 
 /** Processes whose command line mentions `dir` (the worker is started on `dir/.torch-job/job.json`). */
 function processesUsing(dir: string): number[] {
@@ -55,15 +75,25 @@ test('torch: lr 1e30 stops with TRAINING_DIVERGED (step, last finite loss), exit
   if (!hasTorch) return t.skip(SKIP);
   const out = path.join(root, 'diverge');
   const r = train(out, '--max-steps', '4', '--lr', '1e30', '--checkpoint-every', '1');
-  assertUserError(r, 'TRAINING_DIVERGED', /training diverged at step (\d+): (loss|gradient norm) (NaN|-?Infinity) \(last finite loss \d+\.\d{4} at step \d+\)/);
+  assertUserError(
+    r,
+    'TRAINING_DIVERGED',
+    /training diverged at step (\d+): (loss|gradient norm) (NaN|-?Infinity) \(last finite loss \d+\.\d{4} at step \d+\)/,
+  );
   const step = Number(/diverged at step (\d+)/.exec(r.stderr)![1]);
   assert.ok(step >= 2, r.stderr);
-  assert.match(r.stderr, new RegExp(`last good checkpoint \\(step ${step - 1}\\) is kept in .*checkpoint.*Try a lower lr \\(now 1e\\+30\\)`));
+  assert.match(
+    r.stderr,
+    new RegExp(`last good checkpoint \\(step ${step - 1}\\) is kept in .*checkpoint.*Try a lower lr \\(now 1e\\+30\\)`),
+  );
   assert.ok(!fs.existsSync(path.join(out, 'model.safetensors')), 'no model of NaNs');
   const marker = JSON.parse(fs.readFileSync(path.join(out, 'checkpoint', 'complete.json'), 'utf8')) as { step: number };
   assert.equal(marker.step, step - 1);
   for (const [name, tensor] of readSafetensors(path.join(out, 'checkpoint', 'state.safetensors')).tensors) {
-    assert.ok(tensor.data.every((x) => Number.isFinite(x)), `checkpoint tensor ${name} is finite`);
+    assert.ok(
+      tensor.data.every((x) => Number.isFinite(x)),
+      `checkpoint tensor ${name} is finite`,
+    );
   }
   assert.equal(losses(out).length, step - 1, 'metrics stop at the last finite step');
   assert.deepEqual(leftovers(out), []);
@@ -76,7 +106,11 @@ test('torch: --resume with nothing to resume refuses and names the folder', (t) 
   const noCk = path.join(root, 'no-checkpoint');
   assert.equal(train(noCk, '--max-steps', '1').code, 0);
   const before = fs.readFileSync(path.join(noCk, 'model.safetensors'));
-  assertUserError(train(noCk, '--max-steps', '1', '--resume'), 'CHECKPOINT_INVALID', /no-checkpoint: nothing to resume: no complete checkpoint/);
+  assertUserError(
+    train(noCk, '--max-steps', '1', '--resume'),
+    'CHECKPOINT_INVALID',
+    /no-checkpoint: nothing to resume: no complete checkpoint/,
+  );
   assert.ok(fs.readFileSync(path.join(noCk, 'model.safetensors')).equals(before), 'the finished run is untouched');
 });
 
@@ -107,9 +141,16 @@ test('torch: SIGINT stops the worker group, leaves no temps; a save interrupted 
   // A torn trailing metrics line (the kill came mid-append).
   fs.appendFileSync(path.join(out, 'metrics.jsonl'), '{"step": 99, "lo');
 
-  const resumed = cli(args(out, ...steps, '--resume').filter((a) => a !== '--quiet'), {}, 120_000);
+  const resumed = cli(
+    args(out, ...steps, '--resume').filter((a) => a !== '--quiet'),
+    {},
+    120_000,
+  );
   assert.equal(resumed.code, 0, resumed.stderr);
-  assert.match(resumed.stderr, new RegExp(`recovered the step-${step} checkpoint an interrupted save left in checkpoint\\.old-${DEAD_PID}`));
+  assert.match(
+    resumed.stderr,
+    new RegExp(`recovered the step-${step} checkpoint an interrupted save left in checkpoint\\.old-${DEAD_PID}`),
+  );
   assert.match(resumed.stderr, /removed a torn checkpoint left by an interrupted save/);
   assert.match(resumed.stderr, new RegExp(`resumed from step ${step} of 30`));
   assert.deepEqual(leftovers(out), []);

@@ -30,22 +30,35 @@ after(() => fs.rmSync(root, { recursive: true, force: true }));
 test('a run folder carries chatsft-run.json; output_dir that holds a run, a user folder, the model or the data is refused', () => {
   assert.equal((JSON.parse(fs.readFileSync(path.join(run, 'chatsft-run.json'), 'utf8')) as { generator: string }).generator, 'chatsft');
   const kept = hashTree(run);
-  assertUserError(train(run, '--max-steps', '2'), 'USAGE', /run: output_dir holds an earlier training run \(pass --resume to continue it or --overwrite to replace it\)/);
-  assertUserError(train(run, '--max-steps', '2', '--resume', '--overwrite'), 'USAGE', /--resume continues a run and --overwrite replaces it/);
+  assertUserError(
+    train(run, '--max-steps', '2'),
+    'USAGE',
+    /run: output_dir holds an earlier training run \(pass --resume to continue it or --overwrite to replace it\)/,
+  );
+  assertUserError(
+    train(run, '--max-steps', '2', '--resume', '--overwrite'),
+    'USAGE',
+    /--resume continues a run and --overwrite replaces it/,
+  );
   assert.deepEqual(hashTree(run), kept);
 
   const user = path.join(root, 'user-folder');
   fs.mkdirSync(user);
   fs.writeFileSync(path.join(user, 'thesis.tex'), 'do not lose me');
   const userHash = hashTree(user);
-  assertUserError(train(user, '--max-steps', '1', '--overwrite'), 'OUTPUT_REFUSED', /user-folder: output_dir is not empty and is not a chatsft training run \(no chatsft-run.json\)/);
+  assertUserError(
+    train(user, '--max-steps', '1', '--overwrite'),
+    'OUTPUT_REFUSED',
+    /user-folder: output_dir is not empty and is not a chatsft training run \(no chatsft-run.json\)/,
+  );
   assert.deepEqual(hashTree(user), userHash);
 
   // The base model's folder, also through a symlink (realpaths are compared), and a folder holding the data.
   const modelHash = hashTree(model);
   const link = path.join(root, 'model-link');
   fs.symlinkSync(model, link);
-  for (const out of [model, link]) assertUserError(train(out, '--max-steps', '1', '--overwrite'), 'OUTPUT_REFUSED', /output_dir is an input of this command/);
+  for (const out of [model, link])
+    assertUserError(train(out, '--max-steps', '1', '--overwrite'), 'OUTPUT_REFUSED', /output_dir is an input of this command/);
   assertUserError(train(root, '--max-steps', '1', '--overwrite'), 'OUTPUT_REFUSED', /output_dir contains an input of this command/);
   assert.deepEqual(hashTree(model), modelHash);
 });
@@ -55,13 +68,21 @@ test('--resume with nothing to resume refuses and names the folder', () => {
   assert.ok(!fs.existsSync(path.join(root, 'missing')), 'no folder created by a refused resume');
   const noCk = path.join(root, 'no-checkpoint');
   assert.equal(train(noCk, '--max-steps', '1').code, 0);
-  assertUserError(train(noCk, '--max-steps', '1', '--resume'), 'CHECKPOINT_INVALID', /no-checkpoint: nothing to resume: no complete checkpoint/);
+  assertUserError(
+    train(noCk, '--max-steps', '1', '--resume'),
+    'CHECKPOINT_INVALID',
+    /no-checkpoint: nothing to resume: no complete checkpoint/,
+  );
 });
 
 test('a non-finite loss or gradient stops training: exit 2, step and last finite loss, hint; last good checkpoint kept, no model written', () => {
   const out = path.join(root, 'diverged');
   const r = train(out, '--max-steps', '4', '--lr', '1e30', '--checkpoint-every', '1');
-  assertUserError(r, 'TRAINING_DIVERGED', /diverged: training diverged at step 2: (loss|gradient norm) (NaN|-?Infinity) \(last finite loss \d+\.\d+ at step 1\)/);
+  assertUserError(
+    r,
+    'TRAINING_DIVERGED',
+    /diverged: training diverged at step 2: (loss|gradient norm) (NaN|-?Infinity) \(last finite loss \d+\.\d+ at step 1\)/,
+  );
   assert.match(r.stderr, /last good checkpoint \(step 1\) is kept/);
   assert.match(r.stderr, /lower lr \(now 1e\+30\) or max_grad_norm/);
   assert.ok(!fs.existsSync(path.join(out, 'model.safetensors')), 'no model written');
@@ -69,7 +90,11 @@ test('a non-finite loss or gradient stops training: exit 2, step and last finite
   assert.equal((JSON.parse(fs.readFileSync(path.join(out, 'checkpoint', 'trainer_state.json'), 'utf8')) as { step: number }).step, 1);
   // Finite loss and gradient, but the update overflows the weights: the final save refuses them.
   const inf = path.join(root, 'overflow');
-  assertUserError(train(inf, '--max-steps', '1', '--lr', '3e38'), 'TRAINING_DIVERGED', /overflow: training diverged by step 1: weight .* has a non-finite value, so no model is written/);
+  assertUserError(
+    train(inf, '--max-steps', '1', '--lr', '3e38'),
+    'TRAINING_DIVERGED',
+    /overflow: training diverged by step 1: weight .* has a non-finite value, so no model is written/,
+  );
   assert.ok(!fs.existsSync(path.join(inf, 'model.safetensors')));
 });
 
@@ -109,7 +134,11 @@ test('resume finds the checkpoint an interrupted save left in .tmp-PID, drops to
   assert.match(r.stderr, /resumed from step 3 of 3 \(.*interrupted\/checkpoint\)/);
   assert.match(r.stdout, /resumed from step 3/);
   assert.deepEqual(leftovers(out), []);
-  const steps = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step);
+  const steps = fs
+    .readFileSync(path.join(out, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { step: number }).step);
   assert.deepEqual(steps, [1, 2, 3]);
   // A bad line before the end is corruption, not a torn append: a clear error naming file:line.
   const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n');

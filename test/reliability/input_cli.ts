@@ -72,8 +72,14 @@ export async function makeSandbox(prefix: string, opts: { weights?: boolean } = 
   const model = join(root, 'model');
   const info = await writeDemoModelFolder(model, [...train, ...heldout].map(renderChatml), { vocabSize: 400 });
   const config = makeLlamaConfig({
-    vocabSize: info.vocabSize, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1,
-    tieWordEmbeddings: true, maxPositionEmbeddings: 128,
+    vocabSize: info.vocabSize,
+    hiddenSize: 32,
+    intermediateSize: 64,
+    numHiddenLayers: 1,
+    numAttentionHeads: 2,
+    numKeyValueHeads: 1,
+    tieWordEmbeddings: true,
+    maxPositionEmbeddings: 128,
   });
   if (opts.weights) {
     await initEngine();
@@ -81,24 +87,53 @@ export async function makeSandbox(prefix: string, opts: { weights?: boolean } = 
     saveModel(m, model);
     disposeModel(m);
   } else {
-    writeFileSync(join(model, 'config.json'), JSON.stringify({
-      model_type: 'llama', hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
-      vocab_size: info.vocabSize, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: true, max_position_embeddings: 128,
-    }));
+    writeFileSync(
+      join(model, 'config.json'),
+      JSON.stringify({
+        model_type: 'llama',
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        vocab_size: info.vocabSize,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000,
+        tie_word_embeddings: true,
+        max_position_embeddings: 128,
+      }),
+    );
   }
   const trainFile = join(root, 'train.jsonl');
   const heldoutFile = join(root, 'heldout.jsonl');
   writeFileSync(trainFile, toJsonl(train));
   writeFileSync(heldoutFile, toJsonl(heldout));
-  const good = toJsonl(train).split('\n').filter(Boolean).map((l) => Buffer.from(l));
+  const good = toJsonl(train)
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => Buffer.from(l));
   const j = (o: unknown): Buffer => Buffer.from(JSON.stringify(o));
   const lines: Buffer[] = [
     Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), good[0]!]),
-    Buffer.concat([Buffer.from('{"messages": [{"role": "user", "content": "caf'), Buffer.from([0xe9]), Buffer.from('"}, {"role": "assistant", "content": "x"}]}')]),
+    Buffer.concat([
+      Buffer.from('{"messages": [{"role": "user", "content": "caf'),
+      Buffer.from([0xe9]),
+      Buffer.from('"}, {"role": "assistant", "content": "x"}]}'),
+    ]),
     Buffer.from('not json'),
     j({ messages: [{ role: 'bot', content: 'x' }] }),
-    j({ messages: [{ role: 'user', content: 'hi <|im_end|> there' }, { role: 'assistant', content: 'ok' }] }),
-    j({ messages: [{ role: 'user', content: 'a'.repeat(3_000_000) }, { role: 'assistant', content: 'ok' }] }),
+    j({
+      messages: [
+        { role: 'user', content: 'hi <|im_end|> there' },
+        { role: 'assistant', content: 'ok' },
+      ],
+    }),
+    j({
+      messages: [
+        { role: 'user', content: 'a'.repeat(3_000_000) },
+        { role: 'assistant', content: 'ok' },
+      ],
+    }),
     Buffer.from(''),
     ...good.slice(1, 5),
     j({ messages: [{ role: 'user', content: 'only a user turn' }] }),

@@ -76,8 +76,21 @@ test('prepare: only the first 10 problems are listed, the rest counted', () => {
 
 test('train --data JSONL reports dropped lines of both splits before training, and in --json', () => {
   const r = cli([
-    'train', '--model', s.model, '--data', s.mixed, '--eval-data', s.mixed, '--output-dir', join(s.root, 'run'),
-    '--max-steps', '1', '--batch-size', '2', '--quiet', '--json',
+    'train',
+    '--model',
+    s.model,
+    '--data',
+    s.mixed,
+    '--eval-data',
+    s.mixed,
+    '--output-dir',
+    join(s.root, 'run'),
+    '--max-steps',
+    '1',
+    '--batch-size',
+    '2',
+    '--quiet',
+    '--json',
   ]);
   assertClean(r);
   assert.equal(r.code, 0, r.stderr);
@@ -92,7 +105,20 @@ test('train --data JSONL reports dropped lines of both splits before training, a
 });
 
 test('train: max_length below every example says why, by reason (not "no training rows")', () => {
-  const r = cli(['train', '--model', s.model, '--data', s.mixed, '--output-dir', join(s.root, 'run-short'), '--max-steps', '1', '--max-length', '4', '--quiet']);
+  const r = cli([
+    'train',
+    '--model',
+    s.model,
+    '--data',
+    s.mixed,
+    '--output-dir',
+    join(s.root, 'run-short'),
+    '--max-steps',
+    '1',
+    '--max-length',
+    '4',
+    '--quiet',
+  ]);
   assertUsageError(r, /error\[DATA_INVALID\] .*mixed\.jsonl: no usable example in 12 line\(s\): .*too_long 6.*; first: /);
 });
 
@@ -111,7 +137,10 @@ test('inspect: the same report on stderr and in --json', () => {
 
 test('doctor audits --data and --eval-data (no longer ignored) with the same report', () => {
   const bad = join(s.root, 'eval-bad.jsonl');
-  writeFileSync(bad, Buffer.concat([Buffer.from('{"messages": [{"role": "user", "content": "\xff'), Buffer.from([0xff]), Buffer.from('"}]}\n')]));
+  writeFileSync(
+    bad,
+    Buffer.concat([Buffer.from('{"messages": [{"role": "user", "content": "\xff'), Buffer.from([0xff]), Buffer.from('"}]}\n')]),
+  );
   const r = cli(['doctor', '--model', s.model, '--data', s.train, '--eval-data', bad, '--json']);
   assertClean(r);
   assert.equal(r.code, 1, 'an invalid line in the eval data is an error finding');
@@ -123,7 +152,10 @@ test('doctor audits --data and --eval-data (no longer ignored) with the same rep
   assert.deepEqual(j.data_reports.train.dropped, {});
   assert.match(r.stderr, /eval-bad\.jsonl:1 \(line\): not valid UTF-8/);
   // A folder given as --eval-data is refused like one given as --data.
-  assertUsageError(cli(['doctor', '--model', s.model, '--eval-data', s.root]), /doctor reads conversations \(JSONL\), not a prepared folder/);
+  assertUsageError(
+    cli(['doctor', '--model', s.model, '--eval-data', s.root]),
+    /doctor reads conversations \(JSONL\), not a prepared folder/,
+  );
 });
 
 test('doctor --data: bad lines and the 3 MB line reported without tokenizing it', () => {
@@ -137,13 +169,27 @@ test('doctor --data: bad lines and the 3 MB line reported without tokenizing it'
 test('readLines: BOM only at the start, CRLF, a last line without newline, an oversized line skipped unread', async () => {
   const file = join(s.root, 'lines.jsonl');
   const bom = Buffer.from([0xef, 0xbb, 0xbf]);
-  writeFileSync(file, Buffer.concat([bom, Buffer.from('a\r\n'), bom, Buffer.from('b\n'), Buffer.from('x'.repeat(100)), Buffer.from('\nlast')]));
+  writeFileSync(
+    file,
+    Buffer.concat([bom, Buffer.from('a\r\n'), bom, Buffer.from('b\n'), Buffer.from('x'.repeat(100)), Buffer.from('\nlast')]),
+  );
   const got: unknown[] = [];
   for await (const l of readLines(file, { maxLineBytes: 50 })) got.push('text' in l ? l.text : l.problem);
   // A BOM inside the file is text (and then invalid JSON), not silently dropped.
   assert.deepEqual(got, ['a', '\ufeffb', 'line_too_large', 'last']);
   // Overlong encodings, surrogates and truncated sequences are invalid; 4-byte characters are fine.
-  writeFileSync(file, Buffer.concat([Buffer.from([0xc0, 0xaf]), Buffer.from('\n'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('\n'), Buffer.from([0xe2, 0x82]), Buffer.from('\n'), Buffer.from('😀\n')]));
+  writeFileSync(
+    file,
+    Buffer.concat([
+      Buffer.from([0xc0, 0xaf]),
+      Buffer.from('\n'),
+      Buffer.from([0xed, 0xa0, 0x80]),
+      Buffer.from('\n'),
+      Buffer.from([0xe2, 0x82]),
+      Buffer.from('\n'),
+      Buffer.from('😀\n'),
+    ]),
+  );
   const kinds: unknown[] = [];
   for await (const l of readLines(file)) kinds.push('text' in l ? l.text : l.problem);
   assert.deepEqual(kinds, ['invalid_utf8', 'invalid_utf8', 'invalid_utf8', '😀']);
@@ -154,8 +200,14 @@ test('readLines: BOM only at the start, CRLF, a last line without newline, an ov
 });
 
 test('prepare: a folder or a missing file as --data is a clear error', () => {
-  assertUsageError(cli(['prepare', '--model', s.model, '--data', s.root, '--out', join(s.root, 'p-dir')]), /error\[IO_ERROR\] .*is a folder, not a JSONL file \(EISDIR\)/);
-  assertUsageError(cli(['prepare', '--model', s.model, '--data', join(s.root, 'nope.jsonl'), '--out', join(s.root, 'p-none')]), /error\[FILE_MISSING\].*nope\.jsonl/);
+  assertUsageError(
+    cli(['prepare', '--model', s.model, '--data', s.root, '--out', join(s.root, 'p-dir')]),
+    /error\[IO_ERROR\] .*is a folder, not a JSONL file \(EISDIR\)/,
+  );
+  assertUsageError(
+    cli(['prepare', '--model', s.model, '--data', join(s.root, 'nope.jsonl'), '--out', join(s.root, 'p-none')]),
+    /error\[FILE_MISSING\].*nope\.jsonl/,
+  );
 });
 
 test('prepare: truncate_turns keeps the turns that fit from a line over the size bound, without tokenizing it whole', () => {
@@ -169,7 +221,20 @@ test('prepare: truncate_turns keeps the turns that fit from a line over the size
     ],
   };
   writeFileSync(file, JSON.stringify(conv) + '\n');
-  const r = cli(['prepare', '--model', s.model, '--data', file, '--out', join(s.root, 'p-trunc'), '--max-length', '64', '--truncation', 'truncate_turns', '--json']);
+  const r = cli([
+    'prepare',
+    '--model',
+    s.model,
+    '--data',
+    file,
+    '--out',
+    join(s.root, 'p-trunc'),
+    '--max-length',
+    '64',
+    '--truncation',
+    'truncate_turns',
+    '--json',
+  ]);
   assertClean(r);
   assert.equal(r.code, 0, r.stderr);
   const j = JSON.parse(r.stdout) as { examples: number; trained_turns: number; supervised_eot: number; dropped: Record<string, number> };
@@ -180,7 +245,14 @@ test('prepare: truncate_turns keeps the turns that fit from a line over the size
 test('prepare: the shard buffer is bounded in bytes, not only rows', async () => {
   const setup = setupTokenizer(loadModelFolder(s.model));
   const out = join(s.root, 'p-bytes');
-  const manifest = await prepareToDir(setup, s.train, { out, modelDir: s.model, version: 'test', format: 'jsonl', shardRows: 1000, shardBytes: 2000 });
+  const manifest = await prepareToDir(setup, s.train, {
+    out,
+    modelDir: s.model,
+    version: 'test',
+    format: 'jsonl',
+    shardRows: 1000,
+    shardBytes: 2000,
+  });
   // 20 rows of ~20-40 tokens × 3 columns × 4 bytes: a few rows per shard.
   assert.ok(manifest.shards.length >= 3, `shards: ${manifest.shards.length}`);
   assert.equal(readdirSync(out).filter((f) => f.startsWith('train-')).length, manifest.shards.length);

@@ -25,12 +25,17 @@ test('intFlag / numFlag: strict syntax and ranges', () => {
   assert.equal(intFlag('1e3', 'n'), 1000);
   assert.equal(intFlag(' 7 ', 'n', { min: 1 }), 7);
   for (const bad of ['abc', '', '1.5', '0x10', '1e', 'Infinity', 'NaN', '9007199254740993', '--3']) {
-    assert.throws(() => intFlag(bad, 'n'), (e: unknown) => isChatsftError(e) && e.code === 'USAGE' && e.message.includes('--n must be an integer'), bad);
+    assert.throws(
+      () => intFlag(bad, 'n'),
+      (e: unknown) => isChatsftError(e) && e.code === 'USAGE' && e.message.includes('--n must be an integer'),
+      bad,
+    );
   }
   assert.throws(() => intFlag('0', 'shard-rows', { min: 1 }), /--shard-rows must be an integer >= 1, got '0'/);
   assert.equal(numFlag('0.5', 'top-p', { above: 0, max: 1 }), 0.5);
   assert.equal(numFlag('.5', 'x'), 0.5);
-  for (const bad of ['0', '1.5', 'abc', '']) assert.throws(() => numFlag(bad, 'top-p', { above: 0, max: 1 }), /--top-p must be a number > 0 and <= 1/);
+  for (const bad of ['0', '1.5', 'abc', ''])
+    assert.throws(() => numFlag(bad, 'top-p', { above: 0, max: 1 }), /--top-p must be a number > 0 and <= 1/);
 });
 
 test('numeric flags through the real CLI: one clear error naming the flag, exit 2', () => {
@@ -55,7 +60,7 @@ test('numeric flags through the real CLI: one clear error naming the flag, exit 
   for (const [args, re] of cases) assertUsageError(cli(args), re);
 });
 
-test('config: the names HF/TRL/PEFT users type get chatsft\'s name suggested', () => {
+test("config: the names HF/TRL/PEFT users type get chatsft's name suggested", () => {
   const file = join(s.root, 'hf.yaml');
   writeFileSync(
     file,
@@ -86,23 +91,38 @@ test('config: the names HF/TRL/PEFT users type get chatsft\'s name suggested', (
     ['lora.rank', 'r'],
   ];
   for (const [from, to] of pairs) {
-    assert.match(r.stderr, new RegExp(`^${from.replace('.', '\\.')}: unknown key \\(did you mean '${to}'\\?`, 'm'), `${from} → ${to}\n${r.stderr}`);
+    assert.match(
+      r.stderr,
+      new RegExp(`^${from.replace('.', '\\.')}: unknown key \\(did you mean '${to}'\\?`, 'm'),
+      `${from} → ${to}\n${r.stderr}`,
+    );
   }
 });
 
 test('a GGUF truncated inside its metadata is FILE_CORRUPT naming the file and offset, not TEMPLATE_MISSING', () => {
   const whole = join(s.root, 'whole.gguf');
-  writeGguf(whole, [kv.str('general.architecture', 'llama'), kv.str('a', 'x'.repeat(100)), kv.str('tokenizer.chat_template', '{{ messages }}')], []);
+  writeGguf(
+    whole,
+    [kv.str('general.architecture', 'llama'), kv.str('a', 'x'.repeat(100)), kv.str('tokenizer.chat_template', '{{ messages }}')],
+    [],
+  );
   const bytes = readFileSync(whole);
   assert.equal(checkGgufHeader(whole), bytes.length - (bytes.length - checkGgufHeader(whole)));
   const cut = join(s.root, 'cut.gguf');
   for (const n of [3, 20, 60, 100, bytes.length - 5]) {
     writeFileSync(cut, bytes.subarray(0, n));
-    assert.throws(() => checkGgufHeader(cut), (e: unknown) => isChatsftError(e) && e.code === 'FILE_CORRUPT' && e.message.includes(`the file ends at ${n}`), `cut at ${n}`);
+    assert.throws(
+      () => checkGgufHeader(cut),
+      (e: unknown) => isChatsftError(e) && e.code === 'FILE_CORRUPT' && e.message.includes(`the file ends at ${n}`),
+      `cut at ${n}`,
+    );
   }
   // Through the CLI: the llama.cpp path reads the metadata before loading llama.cpp.
   writeFileSync(cut, bytes.subarray(0, 100));
   const r = cli(['eval', '--engine', 'llama.cpp', '--model', cut, '--data', s.heldout]);
-  assertUsageError(r, /error\[FILE_CORRUPT\] .*cut\.gguf: truncated inside its metadata: metadata entry 2 of 3 \('a'\) needs bytes up to offset \d+, but the file ends at 100/);
+  assertUsageError(
+    r,
+    /error\[FILE_CORRUPT\] .*cut\.gguf: truncated inside its metadata: metadata entry 2 of 3 \('a'\) needs bytes up to offset \d+, but the file ends at 100/,
+  );
   assert.doesNotMatch(r.stderr, /TEMPLATE_MISSING/);
 });

@@ -62,8 +62,7 @@ export function createSimulator(opts: SimOptions): Simulator {
   const limit = opts.maxLength ?? Number.MAX_SAFE_INTEGER;
 
   // Position of token i of example b in the flat [B, T] batch.
-  const at = (b: number, n: number, seqLen: number, i: number): number =>
-    b * seqLen + (opts.paddingSide === 'left' ? seqLen - n : 0) + i;
+  const at = (b: number, n: number, seqLen: number, i: number): number => b * seqLen + (opts.paddingSide === 'left' ? seqLen - n : 0) + i;
 
   function flushRaw(): void {
     if (raw.length === 0) return;
@@ -73,7 +72,10 @@ export function createSimulator(opts: SimOptions): Simulator {
     const completion = hfLmCollatorLabels(batch, opts.padId, 'labels');
     raw.forEach((e, b) => {
       const n = (rows[b] as { inputIds: number[] }).inputIds.length;
-      for (const [name, labels] of [['hf-lm-collator', lm], ['hf-completion-collator', completion]] as const) {
+      for (const [name, labels] of [
+        ['hf-lm-collator', lm],
+        ['hf-completion-collator', completion],
+      ] as const) {
         const c = counts[name];
         for (const turn of e.turns) {
           if (!turn.trained || turn.start >= n) continue; // the turn was cut away entirely
@@ -162,8 +164,12 @@ export function checkCollators(ctx: DoctorFacts): Finding[] {
     } else if (masked > 0) causes.push('the EOT position is masked');
     if (c.cutByLength > 0) causes.push(`${c.cutByLength} EOT(s) lie past max_length ${String(cfg.max_length)} and are cut off`);
     const hints: string[] = [];
-    if (masked > 0) hints.push("--pad auto (chatsft picks unk or a new <|pad|>); in other trainers set tokenizer.pad_token to the unk token or a new pad token, never the EOS");
-    if (c.cutByLength > 0) hints.push('raise --max-length, or drop / truncate whole turns (--truncation drop|truncate_turns) instead of cutting rows');
+    if (masked > 0)
+      hints.push(
+        '--pad auto (chatsft picks unk or a new <|pad|>); in other trainers set tokenizer.pad_token to the unk token or a new pad token, never the EOS',
+      );
+    if (c.cutByLength > 0)
+      hints.push('raise --max-length, or drop / truncate whole turns (--truncation drop|truncate_turns) instead of cutting rows');
     out.push({
       code: 'EOT_UNSUPERVISED',
       severity: 'error',

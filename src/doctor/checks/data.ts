@@ -43,9 +43,23 @@ interface Stats {
 
 function newStats(): Stats {
   return {
-    lines: 0, conversations: 0, examples: 0, assistantTurns: 0, trainedTurns: 0, tokens: 0, longest: 0,
-    invalid: [], special: [], specialCounts: {}, untrainable: [], template: [],
-    overLength: [], cutTurns: 0, dropTurnsLost: 0, truncTurnsRemoved: 0, truncExamplesDropped: 0,
+    lines: 0,
+    conversations: 0,
+    examples: 0,
+    assistantTurns: 0,
+    trainedTurns: 0,
+    tokens: 0,
+    longest: 0,
+    invalid: [],
+    special: [],
+    specialCounts: {},
+    untrainable: [],
+    template: [],
+    overLength: [],
+    cutTurns: 0,
+    dropTurnsLost: 0,
+    truncTurnsRemoved: 0,
+    truncExamplesDropped: 0,
   };
 }
 
@@ -96,7 +110,9 @@ export async function scanData(
 
   const scanSpecial = (item: Item): void => {
     item.conversation.messages.forEach((m, i) => {
-      const found = messageStrings(m).map((t) => matcher.find(t)).find((f) => f !== undefined);
+      const found = messageStrings(m)
+        .map((t) => matcher.find(t))
+        .find((f) => f !== undefined);
       if (found === undefined) return;
       stats.special.push({ line: item.line, where: `messages[${i}].content`, token: found });
       stats.specialCounts[found] = (stats.specialCounts[found] ?? 0) + 1;
@@ -136,7 +152,11 @@ export async function scanData(
     });
     if (!truncating || L === undefined || over.length === 0) return;
     // Re-encoded under truncate_turns: exact counts of the turns that policy removes.
-    const shorter = await encodeChunk(truncating, over.map((o) => o.item), () => undefined);
+    const shorter = await encodeChunk(
+      truncating,
+      over.map((o) => o.item),
+      () => undefined,
+    );
     over.forEach((o, i) => {
       const trained = trainedCount(o.r);
       stats.overLength.push(o.r.line);
@@ -199,7 +219,10 @@ function dataFindings(ctx: DoctorContext, s: Stats, file: string): Finding[] {
       evidence: {
         lines: s.invalid.length,
         example_lines: firstFew(s.invalid.map((x) => x.line)),
-        examples: firstFew(s.invalid.map((x) => `${file}:${x.line} ${x.why}`), 5),
+        examples: firstFew(
+          s.invalid.map((x) => `${file}:${x.line} ${x.why}`),
+          5,
+        ),
       },
       hint: 'fix or remove those lines (SPEC §3: {"messages": [{"role", "content"}]} or ShareGPT {"conversations": [{"from", "value"}]})',
     });
@@ -217,7 +240,10 @@ function dataFindings(ctx: DoctorContext, s: Stats, file: string): Finding[] {
         conversations: lines.length,
         tokens: s.specialCounts,
         example_lines: firstFew(lines),
-        examples: firstFew(s.special.map((x) => `${file}:${x.line} ${x.where}: ${x.token}`), 5),
+        examples: firstFew(
+          s.special.map((x) => `${file}:${x.line} ${x.where}: ${x.token}`),
+          5,
+        ),
       },
       hint: allowed
         ? 'remove or escape those strings in the data, or set allow_special_tokens_in_content: false to drop them'
@@ -230,7 +256,12 @@ function dataFindings(ctx: DoctorContext, s: Stats, file: string): Finding[] {
       code: 'NO_TRAINABLE_TOKENS',
       severity: none ? 'error' : 'warning',
       message: `${s.untrainable.length} conversation(s) have nothing supervised (no trained assistant turn under train_on: ${cfg.train_on}) and are dropped.`,
-      evidence: { conversations: s.untrainable.length, example_lines: firstFew(s.untrainable), train_on: cfg.train_on, trainable_examples: s.examples },
+      evidence: {
+        conversations: s.untrainable.length,
+        example_lines: firstFew(s.untrainable),
+        train_on: cfg.train_on,
+        trainable_examples: s.examples,
+      },
       hint:
         cfg.train_on === 'last'
           ? '--train-on assistant (train every assistant turn), or check the "train": false flags on last turns'
@@ -239,7 +270,11 @@ function dataFindings(ctx: DoctorContext, s: Stats, file: string): Finding[] {
   }
   const byCode = new Map<FindingCode, Array<{ line: number; message: string }>>();
   for (const t of s.template) {
-    const code: FindingCode = t.message.includes('EOT_NOT_SINGLE_TOKEN') ? 'EOT_NOT_SINGLE_TOKEN' : t.message.includes('TEMPLATE_NO_EOT') ? 'TEMPLATE_NO_EOT' : 'TEMPLATE_BROKEN';
+    const code: FindingCode = t.message.includes('EOT_NOT_SINGLE_TOKEN')
+      ? 'EOT_NOT_SINGLE_TOKEN'
+      : t.message.includes('TEMPLATE_NO_EOT')
+        ? 'TEMPLATE_NO_EOT'
+        : 'TEMPLATE_BROKEN';
     byCode.set(code, [...(byCode.get(code) ?? []), t]);
   }
   for (const [code, list] of byCode) {
@@ -247,7 +282,11 @@ function dataFindings(ctx: DoctorContext, s: Stats, file: string): Finding[] {
       code,
       severity: 'error',
       message: `On ${list.length} conversation(s) chatsft cannot establish exact assistant spans and EOT with this template.`,
-      evidence: { conversations: list.length, example_lines: firstFew(list.map((x) => x.line)), error: (list[0] as { message: string }).message },
+      evidence: {
+        conversations: list.length,
+        example_lines: firstFew(list.map((x) => x.line)),
+        error: (list[0] as { message: string }).message,
+      },
       hint: 'fix the template for these conversations (or add {% generation %} tags), or use --template chatml',
     });
   }

@@ -11,18 +11,45 @@ export function checkTorchEngine(python?: string): Finding[] {
   const info = probeTorch(python);
   const evidence = { python: info.executable, python_version: info.python || null, torch: info.torch };
   if (info.torch === null) {
-    return [{ code: 'ENGINE_UNAVAILABLE', severity: 'error', message: `--engine torch: ${info.executable} cannot import torch (${info.error ?? 'unknown error'})`, evidence, hint: INSTALL_HINT }];
+    return [
+      {
+        code: 'ENGINE_UNAVAILABLE',
+        severity: 'error',
+        message: `--engine torch: ${info.executable} cannot import torch (${info.error ?? 'unknown error'})`,
+        evidence,
+        hint: INSTALL_HINT,
+      },
+    ];
   }
   if (info.torch_ok === false) {
-    return [{ code: 'ENGINE_UNAVAILABLE', severity: 'error', message: `--engine torch needs PyTorch >= 1.13; ${info.executable} has ${info.torch}`, evidence, hint: INSTALL_HINT }];
+    return [
+      {
+        code: 'ENGINE_UNAVAILABLE',
+        severity: 'error',
+        message: `--engine torch needs PyTorch >= 1.13; ${info.executable} has ${info.torch}`,
+        evidence,
+        hint: INSTALL_HINT,
+      },
+    ];
   }
-  const device = info.cuda ? `${info.device_count ?? 1} × ${info.device_name ?? 'CUDA'} (${info.memory_gb ?? '?'} GB)` : `CPU, ${info.threads ?? '?'} threads of ${info.cpus ?? '?'} cores`;
+  const device = info.cuda
+    ? `${info.device_count ?? 1} × ${info.device_name ?? 'CUDA'} (${info.memory_gb ?? '?'} GB)`
+    : `CPU, ${info.threads ?? '?'} threads of ${info.cpus ?? '?'} cores`;
   const findings: Finding[] = [
     {
       code: 'ENGINE_READY',
       severity: 'info',
       message: `--engine torch: torch ${info.torch} on ${device}; bf16 autocast ${info.bf16 ? 'yes' : 'no'}; DDP ${info.distributed ? (info.cuda ? 'nccl' : 'gloo') : 'unavailable'}`,
-      evidence: { ...evidence, device: info.device ?? 'cpu', device_name: info.device_name ?? null, device_count: info.device_count ?? 0, memory_gb: info.memory_gb ?? null, bf16: Boolean(info.bf16), sdpa: Boolean(info.sdpa), distributed: Boolean(info.distributed) },
+      evidence: {
+        ...evidence,
+        device: info.device ?? 'cpu',
+        device_name: info.device_name ?? null,
+        device_count: info.device_count ?? 0,
+        memory_gb: info.memory_gb ?? null,
+        bf16: Boolean(info.bf16),
+        sdpa: Boolean(info.sdpa),
+        distributed: Boolean(info.distributed),
+      },
       hint: '',
     },
   ];

@@ -14,7 +14,8 @@ export function checkNewTokens(ctx: DoctorFacts): Finding[] {
   for (const t of setup.addedTokens) fresh.set(t.id, 'added by chatsft');
   const vocab = setup.folder.modelConfig?.['vocab_size'];
   if (typeof vocab === 'number') {
-    for (const t of setup.folder.addedTokens) if (t.id >= vocab && !fresh.has(t.id)) fresh.set(t.id, `id >= config.json vocab_size ${vocab}`);
+    for (const t of setup.folder.addedTokens)
+      if (t.id >= vocab && !fresh.has(t.id)) fresh.set(t.id, `id >= config.json vocab_size ${vocab}`);
   }
   if (fresh.size === 0) return [];
   const ids = [...fresh.keys()].sort((a, b) => a - b);

@@ -11,7 +11,8 @@ export function runtimeStopIds(ctx: DoctorContext): { ids: number[]; source: str
   const folder = ctx.setup.folder;
   const fromGen = generationEosIds(folder);
   if (fromGen.length > 0) {
-    const source = folder.generationConfig?.['eos_token_id'] !== undefined ? 'generation_config.json eos_token_id' : 'config.json eos_token_id';
+    const source =
+      folder.generationConfig?.['eos_token_id'] !== undefined ? 'generation_config.json eos_token_id' : 'config.json eos_token_id';
     return { ids: fromGen, source };
   }
   const eos = folder.eosToken === undefined ? undefined : (ctx.setup.tokenizer.tokenToId(folder.eosToken) ?? undefined);

@@ -93,7 +93,11 @@ export async function checkTemplate(setup: TokenizerSetup): Promise<TemplateChec
       probe,
     };
   }
-  const eot: EotInfo = { ids: probe.eotIds, tokens: probe.eotIds.map((id) => setup.tokenizer.idToToken(id) ?? '?'), stopIds: probe.stopIds };
+  const eot: EotInfo = {
+    ids: probe.eotIds,
+    tokens: probe.eotIds.map((id) => setup.tokenizer.idToToken(id) ?? '?'),
+    stopIds: probe.stopIds,
+  };
   const closings: Record<string, EvidenceValue> = {};
   for (const c of probe.closings) closings[c.kind] = c.ids.map((id) => tok(setup, id)).join(' ');
   const findings: Finding[] = [
@@ -119,7 +123,8 @@ export async function checkTemplate(setup: TokenizerSetup): Promise<TemplateChec
     findings.push({
       code: 'REASONING_DROPPED',
       severity: 'info',
-      message: 'The template drops the reasoning of earlier assistant turns: those tokens are not in the rows and are not supervised; only the reasoning of turns after the last user message is learned.',
+      message:
+        'The template drops the reasoning of earlier assistant turns: those tokens are not in the rows and are not supervised; only the reasoning of turns after the last user message is learned.',
       evidence: { template: where },
       hint: 'split multi-turn reasoning conversations into one example per turn to supervise every reasoning trace',
     });

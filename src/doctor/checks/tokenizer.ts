@@ -103,8 +103,12 @@ export function checkPaddingSide(ctx: DoctorFacts): Finding[] {
       code: 'PADDING_LEFT',
       severity: 'warning',
       message:
-        (fromConfig ? 'Training batches are padded on the left' : 'The tokenizer pads on the left, so trainers that use its padding left-pad training batches') +
-        (padIsEos ? ', which starts rows with runs of the EOS/EOT pad token.' : '; left padding is meant for batched generation, not training.'),
+        (fromConfig
+          ? 'Training batches are padded on the left'
+          : 'The tokenizer pads on the left, so trainers that use its padding left-pad training batches') +
+        (padIsEos
+          ? ', which starts rows with runs of the EOS/EOT pad token.'
+          : '; left padding is meant for batched generation, not training.'),
       evidence: {
         tokenizer_padding_side: setup.folder.paddingSide,
         configured_padding_side: cfg.padding_side,
@@ -126,7 +130,8 @@ export async function checkBos(ctx: DoctorFacts): Promise<Finding[]> {
   // What `tokenizer(rendered_text)` gives with add_special_tokens=True (other trainers' default).
   const enc = await setup.tokenizer.encode(probeText, null, { addSpecialTokens: true });
   const first = enc.getIds().slice(0, 3);
-  const addedBy = typeof setup.folder.tokenizerConfig['add_bos_token'] === 'boolean' ? 'add_bos_token: true' : "tokenizer.json's post_processor";
+  const addedBy =
+    typeof setup.folder.tokenizerConfig['add_bos_token'] === 'boolean' ? 'add_bos_token: true' : "tokenizer.json's post_processor";
   return [
     {
       code: 'BOS_DOUBLED',
