@@ -287,6 +287,16 @@ export async function trainFromConfig(
           info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''}${stopShown(e.stopRate)} lr ${e.lr.toExponential(2)}`,
         });
       },
+      // A step of a large model takes minutes: show where it is (micro-batch, layer) while it runs.
+      onStepProgress: (e) => {
+        if (!totalShown) {
+          progress.setTotal(e.totalSteps);
+          totalShown = true;
+        }
+        const micro = e.micros > 1 ? ` · micro ${e.micro}/${e.micros}` : '';
+        const layer = e.layer !== undefined ? ` · ${e.phase} layer ${e.layer}/${e.layers}` : '';
+        progress.status(`step ${e.step}/${e.totalSteps}${micro}${layer}`);
+      },
       onLog: log,
       finalizeFolder: (dir) => saveTokenizerFiles(setup, dir, { eotIds: train.eotIds }),
     });
