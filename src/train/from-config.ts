@@ -184,10 +184,9 @@ export async function trainFromConfig(
     logPlan(describePlan(plan, inp.mode));
     assertPlanFits(plan, inp, cfg.model ?? cfg.model_config);
     hostLayers = plan.hostLayers;
-    // Both keep the vocabulary as loaded: not when embeddings are resized for added tokens.
-    const resized = setup.vocabSize > rc.config.vocabSize;
-    hostEmbedding = plan.hostEmbedding && rc.pretrained && !resized;
-    frozenHead = plan.frozenHead && rc.pretrained && !resized;
+    // resizeTokenEmbeddings below resizes a host table in place and rebuilds the frozen head.
+    hostEmbedding = plan.hostEmbedding && rc.pretrained;
+    frozenHead = plan.frozenHead && rc.pretrained;
     checkpointing = plan.checkpointing;
   }
   const wasmThreads = chooseWasmThreads(cfg);
