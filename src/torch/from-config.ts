@@ -11,7 +11,7 @@ import { parseLlamaConfig, readLlamaConfig, type LlamaConfig } from '../engine/i
 import { saveTokenizerFiles } from '../model/save.js';
 import type { TokenizerSetup } from '../tokenize/setup.js';
 import type { LoadedSplit } from '../train/from-config.js';
-import { loraSpecFrom } from '../train/from-config.js';
+import { hyperParamsFrom, loraSpecFrom, trainingEotIds } from '../train/from-config.js';
 import { createProgress } from '../util/progress.js';
 import { runTorchTraining, type TorchTrainResult } from './run.js';
 import type { StopEval } from './stop.js';
@@ -85,20 +85,9 @@ export async function trainTorchFromConfig(
     ...(evalSplit ? { evalRows: evalSplit.rows } : {}),
     padId: setup.padId,
     paddingSide: setup.paddingSide,
-    eotIds: train.eotIds.length ? train.eotIds : setup.eosId !== undefined ? [setup.eosId] : [],
+    eotIds: trainingEotIds(train, setup),
     allowNoEot: cfg.allow_no_eot,
-    hp: {
-      lr: cfg.lr,
-      weightDecay: cfg.weight_decay,
-      warmupSteps: cfg.warmup_steps,
-      schedule: cfg.schedule,
-      maxGradNorm: cfg.max_grad_norm,
-      batchSize: cfg.batch_size,
-      gradAccum: cfg.grad_accum,
-      ...(cfg.epochs !== undefined ? { epochs: cfg.epochs } : {}),
-      ...(cfg.max_steps !== undefined ? { maxSteps: cfg.max_steps } : {}),
-      seed: cfg.seed,
-    },
+    hp: hyperParamsFrom(cfg),
     lora: loraSpecFrom(cfg, setup, setup.vocabSize),
     evalEverySteps: cfg.eval.every_steps,
     checkpointEvery: cfg.checkpoint_every,

@@ -34,7 +34,7 @@ import { runTraining } from './loop.js';
 import { engineStopRate } from './stop_eval.js';
 import { claimRunDir } from './output.js';
 import { loadOrCreateModel, runConfig } from './setup.js';
-import type { TrainResult } from './types.js';
+import type { TrainHyperParams, TrainResult } from './types.js';
 import { trainTorchFromConfig, type TorchEngineOptions } from '../torch/from-config.js';
 
 export interface LoadedSplit {
@@ -60,6 +60,27 @@ export async function loadSplit(setup: TokenizerSetup, cfg: SftConfig, path: str
   const { rows, stats } = await prepareRows(setup, path, { ...encodeOptionsFrom(cfg), packing: cfg.packing });
   requireExamples(stats, path);
   return { rows, eotIds: stats.eot_token_ids, supervisedEot: stats.supervised_eot, report: reportOf(path, stats) };
+}
+
+/** The optimiser and schedule settings of a config, as both engines take them. */
+export function hyperParamsFrom(cfg: SftConfig): TrainHyperParams {
+  return {
+    lr: cfg.lr,
+    weightDecay: cfg.weight_decay,
+    warmupSteps: cfg.warmup_steps,
+    schedule: cfg.schedule,
+    maxGradNorm: cfg.max_grad_norm,
+    batchSize: cfg.batch_size,
+    gradAccum: cfg.grad_accum,
+    ...(cfg.epochs !== undefined ? { epochs: cfg.epochs } : {}),
+    ...(cfg.max_steps !== undefined ? { maxSteps: cfg.max_steps } : {}),
+    seed: cfg.seed,
+  };
+}
+
+/** The EOT ids the engines check supervision of: the data's, else the tokenizer's eos. */
+export function trainingEotIds(train: Pick<LoadedSplit, 'eotIds'>, setup: TokenizerSetup): number[] {
+  return train.eotIds.length ? train.eotIds : setup.eosId !== undefined ? [setup.eosId] : [];
 }
 
 /** Parameters of the model a config describes, without building it. */
@@ -252,20 +273,9 @@ export async function trainFromConfig(
       ...(evalSplit ? { evalRows: evalSplit.rows } : {}),
       padId: setup.padId,
       paddingSide: setup.paddingSide,
-      eotIds: train.eotIds.length ? train.eotIds : setup.eosId !== undefined ? [setup.eosId] : [],
+      eotIds: trainingEotIds(train, setup),
       allowNoEot: cfg.allow_no_eot,
-      hp: {
-        lr: cfg.lr,
-        weightDecay: cfg.weight_decay,
-        warmupSteps: cfg.warmup_steps,
-        schedule: cfg.schedule,
-        maxGradNorm: cfg.max_grad_norm,
-        batchSize: cfg.batch_size,
-        gradAccum: cfg.grad_accum,
-        ...(cfg.epochs !== undefined ? { epochs: cfg.epochs } : {}),
-        ...(cfg.max_steps !== undefined ? { maxSteps: cfg.max_steps } : {}),
-        seed: cfg.seed,
-      },
+      hp: hyperParamsFrom(cfg),
       lora,
       // A LoRA run on a bf16/f16 base saves its merged weights in kind (PEFT's merge_and_unload keeps the dtype).
       ...(lora && pretrained && cfg.model ? { saveDtype: storedDtype(cfg.model) } : {}),
