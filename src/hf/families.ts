@@ -6,10 +6,10 @@
  * read these fields instead of testing model_type themselves, so adding a
  * family of the same decoder is one entry here plus tests.
  *
- * What the families share (and so is not here): the tensor names
- * (model.layers.N.self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj, the two
- * RMSNorms), SiLU MLP, rotate-half RoPE in Hugging Face's layout, and the
- * LoRA target groups (engine/lora.ts names projections, not families).
+ * What the families share (and so is not here): the norm and embedding
+ * tensor names, SiLU MLP and rotate-half RoPE in Hugging Face's layout. The
+ * linear projections (the LoRA target groups, engine/lora.ts) are per family
+ * although all four have the same ones today.
  */
 
 export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3';
@@ -17,7 +17,17 @@ export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3';
 /** llama.cpp graph names (gguf `general.architecture`). */
 export type GgufArch = 'llama' | 'qwen2' | 'qwen3';
 
+/** Linear projections per module of a decoder layer (`model.layers.N.<module>.<proj>`), in canonical order. */
+export interface Projections {
+  self_attn: readonly string[];
+  mlp: readonly string[];
+}
+
+const LLAMA_PROJECTIONS: Projections = { self_attn: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], mlp: ['gate_proj', 'up_proj', 'down_proj'] };
+
 export interface ModelFamily {
+  /** The linear layers of a decoder layer: what LoRA can target, and how a target name maps to its module. */
+  projections: Projections;
   /** `architectures[0]` written into a config.json that has none. */
   hfArchitecture: string;
   /** `attention_bias` when config.json does not say (the family's transformers config default). */
@@ -48,6 +58,7 @@ const LLAMA_GGUF = { arch: 'llama', permuteQk: true, requiresQkvBias: false, for
 
 export const FAMILIES: Readonly<Record<ModelType, ModelFamily>> = {
   llama: {
+    projections: LLAMA_PROJECTIONS,
     hfArchitecture: 'LlamaForCausalLM',
     attentionBiasDefault: false,
     oProjBias: true,
@@ -56,6 +67,7 @@ export const FAMILIES: Readonly<Record<ModelType, ModelFamily>> = {
     gguf: LLAMA_GGUF,
   },
   mistral: {
+    projections: LLAMA_PROJECTIONS,
     hfArchitecture: 'MistralForCausalLM',
     attentionBiasDefault: false,
     oProjBias: true,
@@ -64,6 +76,7 @@ export const FAMILIES: Readonly<Record<ModelType, ModelFamily>> = {
     gguf: LLAMA_GGUF,
   },
   qwen2: {
+    projections: LLAMA_PROJECTIONS,
     hfArchitecture: 'Qwen2ForCausalLM',
     attentionBiasDefault: true,
     oProjBias: false,
@@ -72,6 +85,7 @@ export const FAMILIES: Readonly<Record<ModelType, ModelFamily>> = {
     gguf: { arch: 'qwen2', permuteQk: false, requiresQkvBias: true, forbidsBias: false, qDimIsHidden: true },
   },
   qwen3: {
+    projections: LLAMA_PROJECTIONS,
     hfArchitecture: 'Qwen3ForCausalLM',
     attentionBiasDefault: false,
     oProjBias: true,
