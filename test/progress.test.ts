@@ -130,3 +130,35 @@ test('silent writes nothing', () => {
   p.done();
   assert.deepEqual(stream.out, []);
 });
+
+test('status inside an item: plain output at most one line per interval, cleared by the next tick', () => {
+  const stream = fakeStream(false);
+  const clock = fakeClock();
+  const p = createProgress({ label: 'train', total: 10, unit: 'steps', stream, now: clock.now, env: {}, intervalMs: 5000 });
+  // 1000 layer ticks over 20 s: about 4 lines, not 1000.
+  for (let i = 0; i < 1000; i++) {
+    clock.advance(20);
+    p.status(`step 1/10 · backward layer ${i}/1000`);
+  }
+  const lines = stream.out.join('').split('\n').filter(Boolean);
+  assert.ok(lines.length >= 3 && lines.length <= 4, `${lines.length} lines`);
+  assert.match(lines[0]!, /^train {2}0\/10 .*step 1\/10 · backward layer \d+\/1000$/);
+  assert.ok(!stream.out.join('').includes('\r'));
+  clock.advance(6000);
+  p.tick(1, { info: 'loss 2.5' });
+  const last = stream.out[stream.out.length - 1]!;
+  assert.match(last, /loss 2\.5\n$/);
+  assert.ok(!last.includes('layer'), 'the finished step drops its status');
+});
+
+test('status on a TTY: part of the redrawn bar, redraws throttled', () => {
+  const stream = fakeStream(true);
+  const clock = fakeClock();
+  const p = createProgress({ label: 'train', total: 10, unit: 'steps', stream, now: clock.now, env: {}, redrawMs: 100 });
+  for (let i = 1; i <= 50; i++) {
+    clock.advance(10);
+    p.status(`step 1/10 · forward layer ${i}/50`);
+  }
+  assert.ok(stream.out.length >= 4 && stream.out.length <= 6, `${stream.out.length} redraws`);
+  assert.match(stream.out[stream.out.length - 1]!, /^\r.*\[-{20}\].*step 1\/10 · forward layer \d+\/50/);
+});

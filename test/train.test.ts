@@ -65,6 +65,7 @@ test('a tiny run lowers the loss and writes a complete, reloadable folder', asyn
   const evalRows = chatRows(2, 8);
   let finalized = '';
   const steps: number[] = [];
+  const events: string[] = [];
   const res = await runTraining({
     model,
     rows,
@@ -78,9 +79,18 @@ test('a tiny run lowers the loss and writes a complete, reloadable folder', asyn
     finalizeFolder: (d) => {
       finalized = d;
     },
-    onStep: (e) => steps.push(e.step),
+    onStep: (e) => {
+      steps.push(e.step);
+      events.push(`done ${e.step}`);
+    },
+    onStepProgress: (e) => events.push(`${e.step}/${e.totalSteps} ${e.phase} ${e.micro}/${e.micros}`),
   });
   assert.equal(res.steps, 40);
+  // Progress inside each step (grad_accum 2, taped path: micro-batch ticks) comes before the step's own event.
+  assert.deepEqual(
+    events,
+    Array.from({ length: 40 }, (_, i) => [`${i + 1}/40 micro 1/2`, `${i + 1}/40 micro 2/2`, `done ${i + 1}`]).flat(),
+  );
   assert.deepEqual(
     steps,
     Array.from({ length: 40 }, (_, i) => i + 1),

@@ -4,7 +4,7 @@ export type { StDtype, StTensor } from './safetensors.js';
 export { openWeights, readSafetensors, readSafetensorsDir, writeSafetensors, writeSafetensorsStream } from './safetensors.js';
 export type { LlamaConfig, ModelType, RopeScalingLlama3 } from '../hf/config.js';
 export { checkSlidingWindow, makeLlamaConfig, parseLlamaConfig, readLlamaConfig, toHfConfig } from '../hf/config.js';
-export type { ForwardOptions, LlamaModel, LoraSpec, LoraState } from './types.js';
+export type { ForwardOptions, LlamaModel, LoraSpec, LoraState, OnStepTick, StepTick } from './types.js';
 export type { LoadOptions } from './model.js';
 export {
   checkWeights,

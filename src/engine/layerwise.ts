@@ -60,8 +60,17 @@ function addInto(acc: Map<string, tf.Tensor>, name: string, g: tf.Tensor | undef
 /**
  * Summed gradients of (summed CE × scale) for one micro-batch, accumulated
  * into `acc` (keyed like trainableVariables); returns the loss value.
+ * `onLayer` is called as each decoder layer starts, forward (layer 1..L)
+ * then backward (L..1), with the 1-based layer number.
  */
-export function microBatchGradients(model: LlamaModel, batch: Batch, scale: number, acc: Map<string, tf.Tensor>, rng?: Rng): number {
+export function microBatchGradients(
+  model: LlamaModel,
+  batch: Batch,
+  scale: number,
+  acc: Map<string, tf.Tensor>,
+  rng?: Rng,
+  onLayer?: (phase: 'forward' | 'backward', layer: number) => void,
+): number {
   const c = model.config;
   const groups = groupByLayer(trainableVariables(model));
   const { rows, targets } = supervisedTargets(batch);
@@ -74,6 +83,7 @@ export function microBatchGradients(model: LlamaModel, batch: Batch, scale: numb
   try {
     xs.push(tf.tidy(() => embedIds(model, batch.inputIds)));
     for (let l = 0; l < c.numHiddenLayers; l++) {
+      onLayer?.('forward', l + 1);
       rngAt.push(rng ? rng.state() : []);
       const x = xs[l]!;
       xs.push(withLayer(model, l, () => tf.tidy(() => decoderLayer(model, l, x, inp, bias, opts(rng)))));
@@ -97,6 +107,7 @@ export function microBatchGradients(model: LlamaModel, batch: Batch, scale: numb
     }
     if (!dy) return lossValue; // nothing supervised: zero gradients
     for (let l = c.numHiddenLayers - 1; l >= 0; l--) {
+      onLayer?.('backward', l + 1);
       const vars = groups.get(l) ?? [];
       const x = xs[l]!;
       const replay = rng ? new Rng(Uint32Array.from(rngAt[l]!)) : undefined;

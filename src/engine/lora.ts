@@ -50,6 +50,14 @@ export function addLora(model: LlamaModel, spec: LoraSpec, seed: number): void {
     throw new ChatsftError('CONFIG_INVALID', `unknown LoRA targets ${bad.join(', ')} (valid: ${valid.join(', ')})`, 'lora.targets');
   if (!(spec.r > 0 && Number.isInteger(spec.r))) throw new ChatsftError('CONFIG_INVALID', 'must be a positive integer', 'lora.r');
   if (!(spec.dropout >= 0 && spec.dropout < 1)) throw new ChatsftError('CONFIG_INVALID', 'must be in [0, 1)', 'lora.dropout');
+  // Trained rows are added to the heap table and head; a host table or frozen head has neither.
+  if (spec.trainTokenIds.length > 0 && (model.host?.has('model.embed_tokens.weight') || model.headT)) {
+    throw new ChatsftError(
+      'CONFIG_INVALID',
+      'training embedding rows needs the embedding table and output head in the wasm heap, but this model keeps them frozen (loaded with hostEmbedding/frozenHead): load it without those, or set lora.train_embeddings: none',
+      'lora.train_embeddings',
+    );
+  }
   const rng = new Rng(seed);
   const a = new Map<string, tf.Variable>();
   const b = new Map<string, tf.Variable>();

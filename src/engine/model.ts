@@ -25,7 +25,7 @@ import {
   type WriteDtype,
 } from '../hf/safetensors.js';
 import type { HostTensor, LlamaModel } from './types.js';
-import { hostF32 } from './weights.js';
+import { hostF32, resizeHostRows } from './weights.js';
 
 export type { LlamaModel } from './types.js';
 
@@ -335,7 +335,10 @@ export function countParameters(model: LlamaModel): number {
 /**
  * Grow (or shrink) the vocabulary to `newVocab`: new embedding rows (and
  * new head columns, when untied) are the mean of the existing ones, as
- * transformers' `resize_token_embeddings(mean_resizing=True)` does.
+ * transformers' `resize_token_embeddings(mean_resizing=True)` does. A table
+ * kept in host memory is resized there, in its stored dtype, and a frozen
+ * [d, V] head (model.headT) is rebuilt from the resized weights, so neither
+ * falls back into the wasm heap.
  */
 export function resizeTokenEmbeddings(model: LlamaModel, newVocab: number): void {
   const c = model.config;
@@ -348,11 +351,16 @@ export function resizeTokenEmbeddings(model: LlamaModel, newVocab: number): void
       const mean = tf.mean(t, 0, true);
       return tf.concat([t, tf.tile(mean, [newVocab - old, 1])], 0) as tf.Tensor2D;
     });
-  const emb = model.params.get('model.embed_tokens.weight')!;
-  const newEmb = resizeRows(emb as tf.Tensor as tf.Tensor2D);
   const id = modelCounter++;
-  model.params.set('model.embed_tokens.weight', variableFrom(newEmb, true, `model.embed_tokens.weight#${id}`));
-  emb.dispose();
+  const hostTable = model.host?.get('model.embed_tokens.weight');
+  if (hostTable) {
+    model.host!.set('model.embed_tokens.weight', resizeHostRows(hostTable, newVocab));
+  } else {
+    const emb = model.params.get('model.embed_tokens.weight')!;
+    const newEmb = resizeRows(emb as tf.Tensor as tf.Tensor2D);
+    model.params.set('model.embed_tokens.weight', variableFrom(newEmb, true, `model.embed_tokens.weight#${id}`));
+    emb.dispose();
+  }
   const head = model.params.get('lm_head.weight');
   if (head) {
     // Stored [d, V]: resize the columns.
@@ -362,4 +370,14 @@ export function resizeTokenEmbeddings(model: LlamaModel, newVocab: number): void
   }
   c.vocabSize = newVocab;
   c.raw['vocab_size'] = newVocab;
+  if (model.headT) {
+    // Untied: headT is lm_head itself (just replaced); tied: its own [d, V] copy of the table, rebuilt as loadModel does.
+    if (c.tieWordEmbeddings) model.headT.dispose();
+    const table = model.host?.get('model.embed_tokens.weight');
+    model.headT = !c.tieWordEmbeddings
+      ? (model.params.get('lm_head.weight')! as tf.Tensor as tf.Tensor2D)
+      : table
+        ? tf.tensor2d(transpose2d(hostF32(table), newVocab, c.hiddenSize), [c.hiddenSize, newVocab])
+        : (tf.transpose(model.params.get('model.embed_tokens.weight')!) as tf.Tensor2D);
+  }
 }

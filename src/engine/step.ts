@@ -10,7 +10,7 @@ import { countSupervised, lossForGrad } from './forward.js';
 import { trainableVariables } from './lora.js';
 import { adamWUpdate, clipGradients, type AdamWOptions, type AdamWState } from './optim.js';
 import type { Rng } from './rng.js';
-import type { LlamaModel } from './types.js';
+import type { LlamaModel, OnStepTick } from './types.js';
 import { microBatchGradients } from './layerwise.js';
 
 export interface GradResult {
@@ -21,8 +21,8 @@ export interface GradResult {
   tokens: number;
 }
 
-/** Gradients of the step's token-normalised loss; caller disposes `grads`. */
-export function accumulateGradients(model: LlamaModel, micro: Batch[], rng?: Rng): GradResult {
+/** Gradients of the step's token-normalised loss; caller disposes `grads`. `onTick` reports progress inside the step. */
+export function accumulateGradients(model: LlamaModel, micro: Batch[], rng?: Rng, onTick?: OnStepTick): GradResult {
   const vars = trainableVariables(model);
   const names = [...vars.keys()];
   const varList = [...vars.values()];
@@ -31,7 +31,12 @@ export function accumulateGradients(model: LlamaModel, micro: Batch[], rng?: Rng
   if (model.gradientCheckpointing || (model.host?.size ?? 0) > 0) {
     const acc = new Map<string, tf.Tensor>();
     let loss = 0;
-    for (const batch of micro) loss += microBatchGradients(model, batch, scale, acc, rng);
+    const layers = model.config.numHiddenLayers;
+    micro.forEach((batch, i) => {
+      const at = { micro: i + 1, micros: micro.length };
+      onTick?.({ ...at, phase: 'micro' });
+      loss += microBatchGradients(model, batch, scale, acc, rng, onTick && ((phase, layer) => onTick({ ...at, phase, layer, layers })));
+    });
     // A parameter that does not reach the loss gets no entry: zeros.
     const grads = new Map<string, tf.Tensor>();
     for (const n of names) grads.set(n, acc.get(n) ?? tf.zerosLike(vars.get(n)!));
@@ -39,7 +44,8 @@ export function accumulateGradients(model: LlamaModel, micro: Batch[], rng?: Rng
   }
   let acc: tf.Tensor[] | null = null;
   let loss = 0;
-  for (const batch of micro) {
+  for (const [i, batch] of micro.entries()) {
+    onTick?.({ micro: i + 1, micros: micro.length, phase: 'micro' });
     const prev: tf.Tensor[] | null = acc;
     const res: { value: tf.Scalar; summed: tf.Tensor[] } = tf.tidy(() => {
       const { value, grads } = tf.variableGrads(() => lossForGrad(model, batch, scale, { training: true, rng }).loss, varList);
@@ -71,8 +77,9 @@ export function trainStep(
   lr: number,
   hp: Omit<AdamWOptions, 'lr'> & { maxGradNorm: number },
   rng?: Rng,
+  onTick?: OnStepTick,
 ): StepResult {
-  const { grads, loss, tokens } = accumulateGradients(model, micro, rng);
+  const { grads, loss, tokens } = accumulateGradients(model, micro, rng, onTick);
   try {
     const gradNorm = clipGradients(grads, hp.maxGradNorm);
     adamWUpdate(trainableVariables(model), grads, opt, lr, hp);

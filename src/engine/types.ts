@@ -69,3 +69,20 @@ export interface ForwardOptions {
   /** Source of dropout masks; required when training with dropout > 0. */
   rng?: Rng;
 }
+
+/**
+ * Where a training step is, reported while it runs (a step of a 0.5 B model
+ * takes minutes): micro-batch `micro` of `micros` (1-based) and, on the
+ * layer-wise path, the decoder layer (1-based, of `layers`) being run
+ * forward or recomputed for the backward. The taped path reports micro-batch
+ * starts only (its layers run inside one tape).
+ */
+export interface StepTick {
+  micro: number;
+  micros: number;
+  phase: 'micro' | 'forward' | 'backward';
+  layer?: number;
+  layers?: number;
+}
+
+export type OnStepTick = (t: StepTick) => void;

@@ -7,7 +7,8 @@
  */
 import { tf } from './backend.js';
 import { ChatsftError } from '../errors.js';
-import { halfToF32 } from '../hf/safetensors.js';
+import { f32ToBf16, halfToF32 } from '../hf/safetensors.js';
+import { f32ToF16 } from '../util/f16.js';
 import type { HostTensor, LlamaModel } from './types.js';
 
 /** A parameter (variable) or an uploaded host matrix as [in, out]. */
@@ -35,6 +36,31 @@ export function hostRows(t: HostTensor, start: number, count: number): Float32Ar
   const cols = t.shape[1]!;
   const part = t.data.subarray(start * cols, (start + count) * cols);
   return part instanceof Float32Array ? part : halfToF32(part, t.dtype as 'F16' | 'BF16');
+}
+
+/**
+ * A host [rows, cols] table cut or grown to `rows` rows, in its stored dtype:
+ * new rows are the mean of the old ones (summed in f64 over chunks, so a
+ * bf16 table is never widened to f32 as a whole), rounded to the dtype.
+ */
+export function resizeHostRows(t: HostTensor, rows: number): HostTensor {
+  const [old, cols] = t.shape as [number, number];
+  const keep = Math.min(old, rows);
+  const data = t.data instanceof Float32Array ? new Float32Array(rows * cols) : new Uint16Array(rows * cols);
+  data.set(t.data.subarray(0, keep * cols));
+  if (rows > old) {
+    const sum = new Float64Array(cols);
+    const chunk = 1024;
+    for (let r = 0; r < old; r += chunk) {
+      const n = Math.min(chunk, old - r);
+      const part = hostRows(t, r, n);
+      for (let i = 0; i < n; i++) for (let j = 0; j < cols; j++) sum[j]! += part[i * cols + j]!;
+    }
+    const mean = Float32Array.from(sum, (v) => v / old);
+    const row = t.dtype === 'BF16' ? f32ToBf16(mean) : t.dtype === 'F16' ? f32ToF16(mean) : mean;
+    for (let r = old; r < rows; r++) data.set(row, r * cols);
+  }
+  return { dtype: t.dtype, shape: [rows, cols], data };
 }
 
 function layerOf(name: string): number {

@@ -184,10 +184,9 @@ export async function trainFromConfig(
     logPlan(describePlan(plan, inp.mode));
     assertPlanFits(plan, inp, cfg.model ?? cfg.model_config);
     hostLayers = plan.hostLayers;
-    // Both keep the vocabulary as loaded: not when embeddings are resized for added tokens.
-    const resized = setup.vocabSize > rc.config.vocabSize;
-    hostEmbedding = plan.hostEmbedding && rc.pretrained && !resized;
-    frozenHead = plan.frozenHead && rc.pretrained && !resized;
+    // resizeTokenEmbeddings below resizes a host table in place and rebuilds the frozen head.
+    hostEmbedding = plan.hostEmbedding && rc.pretrained;
+    frozenHead = plan.frozenHead && rc.pretrained;
     checkpointing = plan.checkpointing;
   }
   const wasmThreads = chooseWasmThreads(cfg);
@@ -286,6 +285,16 @@ export async function trainFromConfig(
           tokens: e.inputTokens,
           info: `loss ${e.loss.toFixed(4)}${e.evalLoss !== undefined ? ` eval ${e.evalLoss.toFixed(4)}` : ''}${stopShown(e.stopRate)} lr ${e.lr.toExponential(2)}`,
         });
+      },
+      // A step of a large model takes minutes: show where it is (micro-batch, layer) while it runs.
+      onStepProgress: (e) => {
+        if (!totalShown) {
+          progress.setTotal(e.totalSteps);
+          totalShown = true;
+        }
+        const micro = e.micros > 1 ? ` · micro ${e.micro}/${e.micros}` : '';
+        const layer = e.layer !== undefined ? ` · ${e.phase} layer ${e.layer}/${e.layers}` : '';
+        progress.status(`step ${e.step}/${e.totalSteps}${micro}${layer}`);
       },
       onLog: log,
       finalizeFolder: (dir) => saveTokenizerFiles(setup, dir, { eotIds: train.eotIds }),

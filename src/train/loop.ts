@@ -152,6 +152,7 @@ async function train(run: Run): Promise<{ tokens: number; stopped: boolean }> {
       lr,
       { ...ADAMW_DEFAULTS, weightDecay: hp.weightDecay, maxGradNorm: hp.maxGradNorm },
       run.rng,
+      opts.onStepProgress && ((tick) => opts.onStepProgress!({ ...tick, step: run.step + 1, totalSteps: run.totalSteps })),
     );
     if (!Number.isFinite(res.loss) || !Number.isFinite(res.gradNorm)) {
       throw divergedError({

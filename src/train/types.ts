@@ -1,6 +1,6 @@
 /** Plain options and results of a training run (the CLI maps its config onto these). */
 import type { Row } from '../batch/types.js';
-import type { LlamaModel, LoraSpec } from '../engine/index.js';
+import type { LlamaModel, LoraSpec, StepTick } from '../engine/index.js';
 import type { StopRateSummary } from '../eval/stop_rate.js';
 import type { StopRatePoint } from './metrics.js';
 
@@ -64,6 +64,8 @@ export interface TrainOptions {
   /** Recorded in the PEFT adapter config. */
   baseModelPath?: string | null;
   onStep?: (e: StepEvent) => void;
+  /** Progress inside step `step` (1-based) while it runs: micro-batch and, layer-wise, decoder-layer ticks. */
+  onStepProgress?: (e: StepProgressEvent) => void;
   onLog?: (line: string) => void;
   /**
    * Called with the finished model folder (weights + config.json written):
@@ -74,6 +76,11 @@ export interface TrainOptions {
   saveDtype?: 'F32' | 'F16' | 'BF16';
   /** Stop (as if killed) after this many steps, without the final save; for tests. */
   stopAfterSteps?: number;
+}
+
+export interface StepProgressEvent extends StepTick {
+  step: number;
+  totalSteps: number;
 }
 
 export interface TrainResult {

@@ -5,7 +5,8 @@
  * On a TTY: one line redrawn in place
  *   train  37/100  37% [#######-------------]  2.31 steps/s  850 tok/s  ETA 0:27  0:16  loss 2.31
  * Otherwise (CI logs, pipes): a plain line every `intervalMs` (5 s) or every
- * 10% of the total, whichever comes first. ANSI sequences only on a TTY
+ * 10% of the total, whichever comes first; `status` (progress inside an
+ * item) only every `intervalMs`. ANSI sequences only on a TTY
  * without NO_COLOR (https://no-color.org) and TERM != dumb; a TTY without
  * colour still redraws, with '\r' and space padding only.
  *
@@ -51,6 +52,13 @@ export interface Progress {
   tick(n?: number, extra?: TickExtra): void;
   /** Sets the absolute number of finished items. */
   update(done: number, extra?: TickExtra): void;
+  /**
+   * Where the current item is (e.g. `step 1/10 · backward layer 12/24`),
+   * shown after the info until the next tick/update. Called as often as
+   * wanted: a TTY redraws at most every `redrawMs`, plain output prints a
+   * line at most every `intervalMs`.
+   */
+  status(text: string): void;
   /** Prints a whole line without breaking the bar. */
   log(line: string): void;
   /** Final line (always printed unless silent); later calls are ignored. */
@@ -104,6 +112,7 @@ export function createProgress(options: ProgressOptions): Progress {
   let count = 0;
   let tokens = 0;
   let info = '';
+  let detail = ''; // progress inside the current item; cleared when it finishes
   let finished = false;
   let lastDraw = -Infinity;
   let lastDrawnWidth = 0; // to blank the rest of the line without ANSI
@@ -125,6 +134,7 @@ export function createProgress(options: ProgressOptions): Progress {
     }
     parts.push(final ? `done in ${formatDuration(secs)}` : formatDuration(secs));
     if (info) parts.push(info);
+    if (detail && !final) parts.push(detail);
     return parts.join('  ');
   };
 
@@ -160,6 +170,7 @@ export function createProgress(options: ProgressOptions): Progress {
   };
 
   const apply = (extra: TickExtra | undefined): void => {
+    detail = '';
     if (extra?.tokens !== undefined) tokens += extra.tokens;
     if (extra?.info !== undefined) info = extra.info;
   };
@@ -174,6 +185,17 @@ export function createProgress(options: ProgressOptions): Progress {
       count = doneItems;
       apply(extra);
       maybeReport();
+    },
+    status(text) {
+      detail = text;
+      if (options.silent || finished) return;
+      const t = now();
+      // Plain output: time-based only (no decile moves within an item), so a tick per layer cannot flood a log.
+      if (tty) maybeReport();
+      else if (t - lastLineAt >= intervalMs) {
+        stream.write(describe(false, false) + '\n');
+        lastLineAt = t;
+      }
     },
     log(line) {
       if (options.silent) return;
