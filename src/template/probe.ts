@@ -176,11 +176,19 @@ function uniq(ids: number[]): number[] {
 
 export async function probeTemplate(setup: TokenizerSetup): Promise<TemplateProbe> {
   const template = templateWhere(setup.template);
-  const basic = await encodeOne(setup, BASIC);
+  // Some real templates loop over `tools` without a guard (Hermes 3 tool_use, Phi-4-mini) and raise on
+  // a conversation without tools, as in Python: probe those with a tool list on every conversation.
+  let basic = await encodeOne(setup, BASIC);
+  let tools: Conversation['tools'] | undefined;
+  if (basic && !basic.ok && basic.reason === 'template_error') {
+    const retry = await encodeOne(setup, { ...BASIC, tools: TOOLS });
+    if (retry?.ok) [basic, tools] = [retry, TOOLS];
+  }
+  const conv = (c: Conversation): Conversation => (tools && !c.tools ? { ...c, tools } : c);
   let text: string | undefined;
   let generationPrompt: string | undefined;
   try {
-    const rendered = renderWithSpans(setup.template, BASIC, setup.vars, setup.specialStrings);
+    const rendered = renderWithSpans(setup.template, conv(BASIC), setup.vars, setup.specialStrings);
     text = rendered.text;
     generationPrompt = rendered.generationPrompt;
   } catch {
@@ -203,12 +211,12 @@ export async function probeTemplate(setup: TokenizerSetup): Promise<TemplateProb
     };
   }
   closings.push(final);
-  const multi = await encodeOne(setup, MULTI);
+  const multi = await encodeOne(setup, conv(MULTI));
   const earlier = closingOf(setup, multi, 'earlier', 'first');
   if (earlier) closings.push(earlier);
   const tool = closingOf(setup, await encodeOne(setup, TOOL_CALL), 'tool_call', 'last');
   if (tool) closings.push(tool);
-  const reasoning = await encodeOne(setup, REASONING);
+  const reasoning = await encodeOne(setup, conv(REASONING));
   const dropsEarlierReasoning = reasoning?.ok === true && reasoning.example.turns.some((t) => t.reasoningDropped);
 
   const last = (c: TurnClosing): number => c.ids[c.ids.length - 1] as number;
@@ -232,17 +240,25 @@ export async function probeTemplate(setup: TokenizerSetup): Promise<TemplateProb
     generationPrompt,
     turnHeaders,
     text,
-    promptIsPrefix: await promptPrefix(setup, basic),
+    promptIsPrefix: await promptPrefix(setup, basic, tools),
     dropsEarlierReasoning,
   };
 }
 
 /** Does the inference prompt tokenize as a prefix of the training row (train/inference mismatch otherwise)? */
-async function promptPrefix(setup: TokenizerSetup, basic: EncodeResult | undefined): Promise<TemplateProbe['promptIsPrefix']> {
+async function promptPrefix(
+  setup: TokenizerSetup,
+  basic: EncodeResult | undefined,
+  tools: Conversation['tools'] | undefined,
+): Promise<TemplateProbe['promptIsPrefix']> {
   if (!basic || !basic.ok) return undefined;
   let prompt: string;
   try {
-    prompt = renderChat(setup.template, { messages: BASIC.messages.slice(0, -1) }, { addGenerationPrompt: true, vars: setup.vars });
+    prompt = renderChat(
+      setup.template,
+      { messages: BASIC.messages.slice(0, -1), ...(tools ? { tools } : {}) },
+      { addGenerationPrompt: true, vars: setup.vars },
+    );
   } catch {
     return undefined;
   }
