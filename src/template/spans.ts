@@ -470,6 +470,11 @@ function isEmptyMessage(m: Message): boolean {
   return (m.content === null || m.content === undefined || m.content === '') && !hasToolCalls(m) && reasoningOf(m) === undefined;
 }
 
+/** A turn located only by where it starts: it runs from `start` to the first closing token after it. */
+function spanToCloser(msg: number, start: number, toolCalls: boolean): AssistantSpan {
+  return { messageIndex: msg, messageIndices: [msg], start, end: start, closed: false, toCloser: true, method: 'sentinel', toolCalls };
+}
+
 function hasToolCalls(m: Message): boolean {
   return Array.isArray(m.tool_calls) && m.tool_calls.length > 0;
 }
@@ -585,19 +590,8 @@ function fillBySentinels(
     const m = conv.messages[l.msg] as Message;
     const empty = (m.content === null || m.content === undefined || m.content === '') && reasoningOf(m) === undefined;
     const start = startOf(l.msg, text.length);
-    if (empty && start !== undefined) {
-      // Even with no content the template may print channel markup before the closer (harmony).
-      l.span = {
-        messageIndex: l.msg,
-        messageIndices: [l.msg],
-        start,
-        end: start,
-        closed: false,
-        toCloser: true,
-        method: 'sentinel',
-        toolCalls: hasToolCalls(m),
-      };
-    }
+    // Even with no content the template may print channel markup before the closer (harmony).
+    if (empty && start !== undefined) l.span = spanToCloser(l.msg, start, hasToolCalls(m));
   }
   const wrapped = todo
     .filter((l) => !l.span)
@@ -615,18 +609,7 @@ function fillBySentinels(
       if (l.span || !hasToolCalls(conv.messages[l.msg] as Message)) continue;
       const start = startOf(l.msg, text.length);
       if (start === undefined) continue;
-      const toolCalls = hasToolCalls(conv.messages[l.msg] as Message);
-      l.span = {
-        messageIndex: l.msg,
-        messageIndices: [l.msg],
-        start,
-        end: start,
-        closed: false,
-        toCloser: true,
-        method: 'sentinel',
-        toolCalls,
-        contentDropped: true,
-      };
+      l.span = { ...spanToCloser(l.msg, start, true), contentDropped: true };
     }
   };
   if (wrapped.length === 0) return dropped(); // null/empty content is never wrapped
