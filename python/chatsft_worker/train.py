@@ -391,12 +391,14 @@ def save_checkpoint(r):
                 if os.path.exists(old) and not os.path.exists(final):
                     os.replace(old, final)
                 raise
+            # Still masked: a SIGINT held back during the renames is delivered the moment the mask is
+            # restored, and must not find the previous checkpoint left aside as checkpoint.old-PID.
+            shutil.rmtree(old, ignore_errors=True)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(r):
