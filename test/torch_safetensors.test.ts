@@ -15,7 +15,7 @@ import { ConfigSchema } from '../src/config/schema.js';
 import { readSafetensors, readSafetensorsDir, writeSafetensors } from '../src/engine/safetensors.js';
 import { Rng } from '../src/engine/rng.js';
 import { makeLlamaConfig, toHfConfig } from '../src/hf/config.js';
-import { initialTensors } from '../src/torch/job.js';
+import { initialTensors } from '../src/engine/index.js';
 import { WORKER_PATH } from '../src/torch/python.js';
 import { trainFromConfig } from '../src/train/from-config.js';
 import { generateDemoData, renderChatml, toJsonl } from '../src/demo/data.js';

@@ -10,6 +10,7 @@ export {
   checkWeights,
   countParameters,
   createModel,
+  initialTensors,
   disposeModel,
   exportTensors,
   expectedShapes,

@@ -93,18 +93,25 @@ let modelCounter = 0;
  * A fresh model: weights ~ N(0, initializer_range) as in HF's `_init_weights`,
  * norms 1, biases 0, from a seeded PRNG (same seed, same weights).
  */
-export function createModel(config: LlamaConfig, seed: number): LlamaModel {
+/** A fresh model's weights: N(0, initializer_range) in expectedShapes order from Rng(seed), norms 1, biases 0. */
+export function initialTensors(config: LlamaConfig, seed: number): Map<string, { shape: number[]; data: Float32Array }> {
   const rng = new Rng(seed);
-  const params = new Map<string, tf.Variable>();
-  const id = modelCounter++;
+  const out = new Map<string, { shape: number[]; data: Float32Array }>();
   for (const [name, shape] of expectedShapes(config)) {
     const n = shape.reduce((a, b) => a * b, 1);
     let data: Float32Array;
     if (name.endsWith('norm.weight')) data = new Float32Array(n).fill(1);
     else if (name.endsWith('.bias')) data = new Float32Array(n);
     else data = rng.fillNormal(new Float32Array(n), config.initializerRange);
-    params.set(name, makeVariableNamed(name, shape, data, id));
+    out.set(name, { shape, data });
   }
+  return out;
+}
+
+export function createModel(config: LlamaConfig, seed: number): LlamaModel {
+  const params = new Map<string, tf.Variable>();
+  const id = modelCounter++;
+  for (const [name, { shape, data }] of initialTensors(config, seed)) params.set(name, makeVariableNamed(name, shape, data, id));
   return { config, params, lora: null };
 }
 

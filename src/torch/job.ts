@@ -66,25 +66,6 @@ export function writePlanFile(file: string, rows: Row[], order: DataOrder, total
 }
 
 /**
- * The seeded initial weights of a fresh model in HF layout, value for value
- * what createModel (src/engine/model.ts) draws: N(0, initializer_range) in
- * expectedShapes order from Rng(seed), norms 1, biases 0.
- */
-export function initialTensors(config: LlamaConfig, seed: number): Map<string, { shape: number[]; data: Float32Array }> {
-  const rng = new Rng(seed);
-  const out = new Map<string, { shape: number[]; data: Float32Array }>();
-  for (const [name, shape] of expectedShapes(config)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    let data: Float32Array;
-    if (name.endsWith('norm.weight')) data = new Float32Array(n).fill(1);
-    else if (name.endsWith('.bias')) data = new Float32Array(n);
-    else data = rng.fillNormal(new Float32Array(n), config.initializerRange);
-    out.set(name, { shape, data });
-  }
-  return out;
-}
-
-/**
  * LoRA A matrices as addLora (src/engine/lora.ts) draws them from Rng(seed):
  * per module in layer-major LORA_TARGETS order, [in, r] row-major U(±1/√in);
  * written in PEFT's [r, in] layout under `<module>.lora_A`.

@@ -16,8 +16,8 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { ChatsftError, type ErrorCode } from '../errors.js';
-import { ADAMW_DEFAULTS, lrAt, toHfConfig, writeSafetensors, type LlamaConfig, type Schedule } from '../engine/index.js';
-import { DataOrder, countSupervisedEot } from '../train/data.js';
+import { ADAMW_DEFAULTS, initialTensors, lrAt, toHfConfig, writeSafetensors, type LlamaConfig } from '../engine/index.js';
+import { DataOrder, requireSupervisedEot, scheduleFor } from '../train/data.js';
 import { appendMetrics, lossCurveSvg, readMetrics, stopRateCurve, truncateMetrics, type MetricsLine } from '../train/metrics.js';
 import { stopFields, type StopEval, type StopFields, type WorkerGeneration } from './stop.js';
 import type { TrainOptions, TrainResult } from '../train/types.js';
@@ -26,7 +26,7 @@ import { ensureDir } from '../util/fs-errors.js';
 import { registerInterruptHook, registerTemp, unregisterTemp } from '../util/temps.js';
 import { findCheckpoint } from '../train/checkpoint.js';
 import { divergedError } from '../train/diverge.js';
-import { initialTensors, loraInitTensors, writePlanFile, writeRowsFile } from './job.js';
+import { loraInitTensors, writePlanFile, writeRowsFile } from './job.js';
 import { defaultPython, requireTorch, workerEnv, type TorchInfo } from './python.js';
 
 export const WORKER_LOG = 'torch-worker.log';
@@ -114,20 +114,12 @@ export async function runTorchTraining(opts: TorchTrainOptions): Promise<TorchTr
       `--nproc ${nproc} needs ${nproc} GPUs, ${python} sees ${info.device_count ?? 1}; lower --nproc or add --device cpu`,
     );
   }
-  if (opts.rows.length === 0) throw new ChatsftError('DATA_INVALID', 'no training rows');
-  const supervisedEot = countSupervisedEot(opts.rows, opts.eotIds);
-  if (supervisedEot === 0 && !opts.allowNoEot) {
-    throw new ChatsftError(
-      'NO_EOT_SUPERVISED',
-      `the training rows supervise no end-of-turn token (ids ${opts.eotIds.join(', ') || 'none given'}): the model would never learn to stop. Fix the labels or set allow_no_eot: true`,
-    );
-  }
+  const supervisedEot = requireSupervisedEot(opts.rows, opts.eotIds, opts.allowNoEot);
 
   // The schedule of src/train/loop.ts over global micro-batches of batch × nproc rows.
   const order = new DataOrder(opts.rows, hp.batchSize * nproc, hp.seed);
-  const stepsPerEpoch = Math.ceil(order.microPerEpoch / hp.gradAccum);
-  const totalSteps = hp.maxSteps ?? Math.max(1, Math.ceil((hp.epochs ?? 1) * stepsPerEpoch));
-  const schedule: Schedule = { kind: hp.schedule, lr: hp.lr, warmupSteps: hp.warmupSteps, totalSteps };
+  const schedule = scheduleFor(order, hp);
+  const totalSteps = schedule.totalSteps;
   const lrs = Array.from({ length: totalSteps }, (_, s) => lrAt(schedule, s));
 
   const out = opts.outputDir;

@@ -6,7 +6,9 @@
  */
 import { collate } from '../batch/collate.js';
 import { IGNORE_INDEX, type Batch, type Row } from '../batch/types.js';
-import { Rng } from '../engine/index.js';
+import { ChatsftError } from '../errors.js';
+import { Rng, type Schedule } from '../engine/index.js';
+import type { TrainHyperParams } from './types.js';
 
 export class DataOrder {
   readonly microPerEpoch: number;
@@ -69,4 +71,24 @@ export function realTokens(b: Batch): number {
   let n = 0;
   for (let i = 0; i < b.attentionMask.length; i++) n += b.attentionMask[i]!;
   return n;
+}
+
+/** The supervised EOT count of the training rows; none is an error unless allowed (the model would never learn to stop). */
+export function requireSupervisedEot(rows: Row[], eotIds: number[], allowNoEot: boolean | undefined): number {
+  if (rows.length === 0) throw new ChatsftError('DATA_INVALID', 'no training rows');
+  const supervisedEot = countSupervisedEot(rows, eotIds);
+  if (supervisedEot === 0 && !allowNoEot) {
+    throw new ChatsftError(
+      'NO_EOT_SUPERVISED',
+      `the training rows supervise no end-of-turn token (ids ${eotIds.join(', ') || 'none given'}): the model would never learn to stop. Fix the labels or set allow_no_eot: true`,
+    );
+  }
+  return supervisedEot;
+}
+
+/** The LR schedule over optimiser steps of `order`'s micro-batches (both engines; torch's order has batch × nproc rows). */
+export function scheduleFor(order: DataOrder, hp: TrainHyperParams): Schedule {
+  const stepsPerEpoch = Math.ceil(order.microPerEpoch / hp.gradAccum);
+  const totalSteps = hp.maxSteps ?? Math.max(1, Math.ceil((hp.epochs ?? 1) * stepsPerEpoch));
+  return { kind: hp.schedule, lr: hp.lr, warmupSteps: hp.warmupSteps, totalSteps };
 }

@@ -31,7 +31,7 @@ import { findCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } fro
 import { assertFiniteTensors, divergedError } from './diverge.js';
 import { ensureDir } from '../util/fs-errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
-import { DataOrder, batches, countSupervisedEot, realTokens } from './data.js';
+import { DataOrder, batches, realTokens, requireSupervisedEot, scheduleFor } from './data.js';
 import type { StopRateSummary } from '../eval/stop_rate.js';
 import { appendMetrics, lossCurveSvg, readMetrics, stopFields, stopRateCurve, truncateMetrics } from './metrics.js';
 import type { TrainOptions, TrainResult } from './types.js';
@@ -70,21 +70,13 @@ export async function runTraining(opts: TrainOptions): Promise<TrainResult> {
 async function setup(opts: TrainOptions): Promise<Run> {
   await initEngine();
   const { hp } = opts;
-  if (opts.rows.length === 0) throw new ChatsftError('DATA_INVALID', 'no training rows');
-  const supervisedEot = countSupervisedEot(opts.rows, opts.eotIds);
-  if (supervisedEot === 0 && !opts.allowNoEot) {
-    throw new ChatsftError(
-      'NO_EOT_SUPERVISED',
-      `the training rows supervise no end-of-turn token (ids ${opts.eotIds.join(', ') || 'none given'}): the model would never learn to stop. Fix the labels or set allow_no_eot: true`,
-    );
-  }
+  const supervisedEot = requireSupervisedEot(opts.rows, opts.eotIds, opts.allowNoEot);
   if (opts.lora) addLora(opts.model, opts.lora, hp.seed + 1);
   const vars = trainableVariables(opts.model);
   const opt = createAdamW(vars);
   const order = new DataOrder(opts.rows, hp.batchSize, hp.seed);
-  const stepsPerEpoch = Math.ceil(order.microPerEpoch / hp.gradAccum);
-  const totalSteps = hp.maxSteps ?? Math.max(1, Math.ceil((hp.epochs ?? 1) * stepsPerEpoch));
-  const schedule: Schedule = { kind: hp.schedule, lr: hp.lr, warmupSteps: hp.warmupSteps, totalSteps };
+  const schedule = scheduleFor(order, hp);
+  const totalSteps = schedule.totalSteps;
   ensureDir(opts.outputDir);
   const fingerprint = fingerprintOf(opts, totalSteps);
   const run: Run = {
